@@ -1,0 +1,48 @@
+# One virtual environment, every package installed editable into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := libs/contracts libs/servicekit services/gateway services/orchestrator \
+	services/workflow-engine services/memory services/neptune
+PROJECTS := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+
+.PHONY: install up test lint typecheck unit docs bench clean
+
+$(STAMP): constraints.txt requirements-dev.txt $(PROJECTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -r requirements-dev.txt \
+		$(foreach p,$(PACKAGES),-e ./$(p))
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start infrastructure (when missing) and all five services; prints the gateway URL and API key.
+up: install
+	$(BIN)/python -m servicekit.devstack up
+
+## ruff, mypy --strict, then the whole suite (unit, integration, system, deploy checks).
+test: lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest -q -m "not system" libs/contracts services/orchestrator/tests/unit
+
+## Regenerate the JSON Schemas of every message and the OpenAPI reference from the code.
+docs: install
+	$(BIN)/python -m contracts.schema_export docs/schemas
+	$(BIN)/python -m gateway.openapi docs/api/openapi.json
+
+bench: install
+	$(BIN)/python bench/eventstore.py
+	$(BIN)/python bench/command_path.py
+
+clean:
+	rm -rf $(VENV) .data

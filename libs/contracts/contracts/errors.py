@@ -1,0 +1,25 @@
+"""Stable, machine-readable error codes."""
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable error codes; never renamed once published."""
+
+    MALFORMED_JSON = "malformed_json"
+    VALIDATION_FAILED = "validation_failed"
+    UNKNOWN_FIELD = "unknown_field"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    CONFLICT = "conflict"
+    CONCURRENCY_CONFLICT = "concurrency_conflict"
+    INVALID_TRANSITION = "invalid_transition"
+    AGENT_NOT_FOUND = "agent_not_found"
+    AGENT_NAME_TAKEN = "agent_name_taken"
+    UNKNOWN_COMMAND = "unknown_command"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    INTERNAL_ERROR = "internal_error"

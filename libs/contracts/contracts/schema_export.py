@@ -1,0 +1,39 @@
+"""Write the JSON Schema of every message to a folder: ``python -m contracts.schema_export docs/schemas``."""
+
+import json
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from contracts import REGISTRY
+from contracts.envelope import Envelope, EventRecord
+from contracts.replies import CommandOutcome, QueryReply
+
+ENVELOPES: tuple[type[BaseModel], ...] = (Envelope, EventRecord, CommandOutcome, QueryReply)
+
+
+def export(target: Path) -> list[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for cls in ENVELOPES:
+        written.append(_write(target / f"{cls.__name__}.json", cls.model_json_schema()))
+    for msg in REGISTRY:
+        kind = next(base.__name__.lower() for base in msg.__mro__[1:] if base.__name__ in {"Command", "Event", "Query"})
+        schema = msg.model_json_schema()
+        schema["x-message-kind"] = kind
+        schema["x-type-name"] = msg.type_name
+        schema["x-schema-version"] = msg.schema_version
+        written.append(_write(target / f"{kind}.{msg.type_name}.json", schema))
+    return written
+
+
+def _write(path: Path, schema: dict[str, object]) -> Path:
+    path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas")
+    for p in export(out):
+        print(p)

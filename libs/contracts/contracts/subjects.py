@@ -1,0 +1,67 @@
+"""Subject and stream names. Every name carries the environment prefix so that several environments
+(a test run, a `make up`, CI) can share one NATS server without seeing each other's messages."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    env: str
+
+    # Streams -----------------------------------------------------------------
+    @property
+    def commands_stream(self) -> str:
+        return f"{self.env}_COMMANDS"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.env}_EVENTS"
+
+    @property
+    def tasks_stream(self) -> str:
+        return f"{self.env}_TASKS"
+
+    @property
+    def outcomes_stream(self) -> str:
+        return f"{self.env}_OUTCOMES"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"{self.env}_DEADLETTER"
+
+    # Subjects ----------------------------------------------------------------
+    def command(self, service: str, workspace_id: str, command_type: str) -> str:
+        return f"{self.env}.cmd.{service}.{workspace_id}.{command_type}"
+
+    def commands_of(self, service: str) -> str:
+        return f"{self.env}.cmd.{service}.>"
+
+    def event(self, aggregate: str, workspace_id: str, aggregate_id: str, event_type: str) -> str:
+        return f"{self.env}.evt.{aggregate}.{workspace_id}.{aggregate_id}.{event_type}"
+
+    def events_of(self, aggregate: str) -> str:
+        return f"{self.env}.evt.{aggregate}.>"
+
+    def task(self, workspace_id: str, agent_id: str) -> str:
+        return f"{self.env}.task.{workspace_id}.{agent_id}"
+
+    def inbox(self, workspace_id: str, agent_id: str) -> str:
+        return f"{self.env}.agent.{workspace_id}.{agent_id}.inbox"
+
+    def outcome(self, workspace_id: str, command_id: str) -> str:
+        return f"{self.env}.outcome.{workspace_id}.{command_id}"
+
+    def query(self, service: str, workspace_id: str, query_type: str) -> str:
+        return f"{self.env}.qry.{service}.{workspace_id}.{query_type}"
+
+    def queries_of(self, service: str) -> str:
+        return f"{self.env}.qry.{service}.>"
+
+    def dead_letter(self, original_subject: str) -> str:
+        return f"{self.env}.dlq.{original_subject.removeprefix(self.env + '.')}"
+
+    def database(self, service: str) -> str:
+        return f"{self.env}_{service}".replace("-", "_")
+
+    def durable(self, service: str, purpose: str) -> str:
+        return f"{self.env}_{service}_{purpose}".replace("-", "_")

@@ -1,0 +1,213 @@
+"""JetStream streams, publishing and durable consumers.
+
+Streams are declared here, once, at start-up; subscribers attach with ``declare=False``. Every consumer is a
+durable pull consumer shared by all replicas of a service, with explicit acks: a handler that cannot succeed
+sends the message to the dead-letter subject and terminates it; one that may succeed later naks it with a delay,
+until ``max_deliver`` is reached, when it too goes to the dead-letter subject.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from contracts import Subjects
+
+log = logging.getLogger(__name__)
+
+DAY = 24 * 3600.0
+
+
+def stream_configs(subjects: Subjects) -> list[StreamConfig]:
+    """Every stream of an environment, with explicit retention."""
+    env = subjects.env
+    return [
+        StreamConfig(
+            name=subjects.commands_stream,
+            subjects=[f"{env}.cmd.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=7 * DAY,
+            duplicate_window=120.0,
+        ),
+        StreamConfig(
+            name=subjects.events_stream,
+            subjects=[f"{env}.evt.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=365 * DAY,
+            duplicate_window=600.0,
+        ),
+        StreamConfig(
+            name=subjects.tasks_stream,
+            subjects=[f"{env}.task.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=7 * DAY,
+            duplicate_window=120.0,
+        ),
+        StreamConfig(
+            name=subjects.outcomes_stream,
+            subjects=[f"{env}.outcome.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * DAY,
+            duplicate_window=120.0,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=subjects.dead_letter_stream,
+            subjects=[f"{env}.dlq.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * DAY,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
+    """Create or update the environment's streams; safe to run from every replica at every start."""
+    for config in stream_configs(subjects):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+
+
+async def delete_streams(js: JetStreamContext, subjects: Subjects) -> None:
+    for config in stream_configs(subjects):
+        try:
+            await js.delete_stream(config.name or "")
+        except Exception:  # noqa: BLE001 - already gone is fine when cleaning up
+            log.debug("stream %s not deleted", config.name)
+
+
+class PermanentFailure(Exception):
+    """The message can never be handled (malformed, unknown type): dead-letter it at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerPolicy:
+    max_deliver: int = 5
+    ack_wait_s: float = 30.0
+    max_ack_pending: int = 256
+    base_delay_s: float = 0.2
+    max_delay_s: float = 10.0
+
+    def backoff(self, delivered: int) -> float:
+        return float(min(self.max_delay_s, self.base_delay_s * 2 ** max(0, delivered - 1)))
+
+
+Handler = Callable[[bytes, dict[str, str]], Awaitable[None]]
+
+
+class Bus:
+    """The service's broker plus the JetStream context used for publishing and administration."""
+
+    def __init__(self, broker: NatsBroker, subjects: Subjects, timeout_s: float) -> None:
+        self.broker = broker
+        self.subjects = subjects
+        self.timeout_s = timeout_s
+        self._js: JetStreamContext | None = None
+        self._nc: Client | None = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("bus not connected")
+        return self._js
+
+    @property
+    def nc(self) -> Client:
+        """The underlying nats-py connection, for core request/reply and ad-hoc subscriptions."""
+        if self._nc is None:
+            raise RuntimeError("bus not connected")
+        return self._nc
+
+    async def connect(self) -> None:
+        client = await self.broker.connect()
+        self._nc = client
+        self._js = client.jetstream(timeout=self.timeout_s)
+        await ensure_streams(self._js, self.subjects)
+
+    async def publish(
+        self, subject: str, body: bytes, *, msg_id: str, stream: str, headers: dict[str, str] | None = None
+    ) -> bool:
+        """Publish to a stream and wait for its ack; returns False when the broker de-duplicated it."""
+        ack = await self.broker.publish(
+            body,
+            subject,
+            headers={**(headers or {}), "Nats-Msg-Id": msg_id},
+            stream=stream,
+            timeout=self.timeout_s,
+        )
+        return not bool(ack and ack.duplicate)
+
+    def consume(
+        self,
+        *,
+        subject: str,
+        stream: str,
+        durable: str,
+        handler: Handler,
+        policy: ConsumerPolicy,
+    ) -> None:
+        """Attach ``handler`` as a durable pull consumer shared by every replica of the service."""
+        bus = self
+
+        @self.broker.subscriber(
+            subject,
+            stream=JStream(stream, declare=False),
+            durable=durable,
+            pull_sub=PullSub(batch_size=16, timeout=1.0),
+            config=ConsumerConfig(
+                ack_wait=policy.ack_wait_s,
+                max_deliver=policy.max_deliver,
+                max_ack_pending=policy.max_ack_pending,
+            ),
+            ack_policy=AckPolicy.MANUAL,
+        )
+        async def _on_message(msg: NatsMessage) -> None:
+            await bus._dispatch(msg, handler, policy)
+
+    async def _dispatch(self, msg: NatsMessage, handler: Handler, policy: ConsumerPolicy) -> None:
+        raw = msg.raw_message
+        delivered = raw.metadata.num_delivered or 1
+        headers = dict(raw.headers or {})
+        try:
+            await handler(raw.data, headers)
+        except PermanentFailure as exc:
+            await self.dead_letter(raw.subject, raw.data, headers, reason=str(exc), delivered=delivered)
+            await msg.reject()
+        except Exception as exc:
+            if delivered >= policy.max_deliver:
+                log.exception("giving up on %s after %d deliveries", raw.subject, delivered)
+                await self.dead_letter(raw.subject, raw.data, headers, reason=repr(exc), delivered=delivered)
+                await msg.reject()
+            else:
+                log.warning("retrying %s (delivery %d): %r", raw.subject, delivered, exc)
+                await msg.nack(delay=policy.backoff(delivered))
+        else:
+            await msg.ack()
+
+    async def dead_letter(
+        self, subject: str, body: bytes, headers: dict[str, str], *, reason: str, delivered: int
+    ) -> None:
+        dl_headers: dict[str, Any] = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
+        dl_headers.update(
+            {"X-Original-Subject": subject, "X-Failure-Reason": reason[:1000], "X-Deliveries": str(delivered)}
+        )
+        await self.broker.publish(
+            body,
+            self.subjects.dead_letter(subject),
+            headers=dl_headers,
+            stream=self.subjects.dead_letter_stream,
+            timeout=self.timeout_s,
+        )

@@ -1,0 +1,165 @@
+"""Command handling: envelope in, domain handler, outcome back to the submitter.
+
+A handler receives the typed command and a context, rebuilds state from the log, decides, appends, and returns
+the ids it touched. Domain errors become rejected outcomes; concurrency conflicts are retried against fresh
+state; anything else propagates so the bus redelivers with backoff and finally dead-letters.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from opentelemetry import propagate
+from pydantic import ValidationError
+
+from contracts import REGISTRY, Command, CommandOutcome, Envelope, ErrorCode, Event, OutcomeStatus, UnknownMessageType
+from servicekit.bus import Bus, ConsumerPolicy, PermanentFailure
+from servicekit.eventstore import ConcurrencyError, DuplicateCommand, EventStore, Metadata, StreamRef, load_state
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=Command)
+S = TypeVar("S")
+CONFLICT_RETRIES = 5
+
+
+class DomainError(Exception):
+    """A rule of the domain refused the command; carries a stable error code."""
+
+    code: ErrorCode = ErrorCode.CONFLICT
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    envelope: Envelope
+    store: EventStore
+
+    @property
+    def command_id(self) -> str:
+        return self.envelope.message_id
+
+    @property
+    def workspace_id(self) -> str:
+        return self.envelope.workspace_id
+
+    @property
+    def meta(self) -> Metadata:
+        return Metadata(
+            correlation_id=self.envelope.correlation_id,
+            causation_id=self.envelope.message_id,
+            actor=self.envelope.actor,
+        )
+
+    def trace(self) -> dict[str, str]:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return carrier
+
+    async def execute(
+        self,
+        stream: StreamRef,
+        initial: S,
+        evolve: Callable[[S, Event], S],
+        decide: Callable[[S], Sequence[Event]],
+    ) -> None:
+        """Rebuild ``stream``, decide on its state and append the result, at most once per command.
+
+        A redelivered command whose commit is already in the stream is not decided again.
+        """
+        loaded = await load_state(self.store, stream, initial, evolve)
+        if self.command_id in loaded.commands:
+            return
+        events = decide(loaded.state)
+        if events:
+            await self.store.append(
+                stream, loaded.version, events, self.meta, command_id=self.command_id, trace=self.trace()
+            )
+
+
+HandlerFn = Callable[[Any, CommandContext], Awaitable[dict[str, str]]]
+
+
+class CommandRouter:
+    """Maps command types to their handler functions."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, HandlerFn] = {}
+
+    def register(
+        self, command: type[C]
+    ) -> Callable[[Callable[[C, CommandContext], Awaitable[dict[str, str]]]], HandlerFn]:
+        def decorate(fn: Callable[[C, CommandContext], Awaitable[dict[str, str]]]) -> HandlerFn:
+            self._handlers[command.type_name] = fn
+            return fn
+
+        return decorate
+
+    @property
+    def command_types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def handle(self, envelope: Envelope, store: EventStore) -> CommandOutcome:
+        fn = self._handlers.get(envelope.type)
+        if fn is None:
+            raise PermanentFailure(f"no handler for command {envelope.type}")
+        try:
+            command = REGISTRY.load(envelope.type, envelope.schema_version, envelope.payload)
+        except (ValidationError, UnknownMessageType) as exc:
+            return _rejected(envelope, ErrorCode.VALIDATION_FAILED, str(exc))
+        ctx = CommandContext(envelope, store)
+        for _attempt in range(CONFLICT_RETRIES):
+            try:
+                ids = await fn(command, ctx)
+            except (ConcurrencyError, DuplicateCommand):
+                continue
+            except DomainError as exc:
+                return _rejected(envelope, exc.code, str(exc))
+            return CommandOutcome(
+                command_id=envelope.message_id,
+                workspace_id=envelope.workspace_id,
+                status=OutcomeStatus.ACCEPTED,
+                resource_ids=ids,
+            )
+        raise ConcurrencyError(f"command {envelope.message_id} lost {CONFLICT_RETRIES} races in a row")
+
+
+def _rejected(envelope: Envelope, code: ErrorCode, message: str) -> CommandOutcome:
+    return CommandOutcome(
+        command_id=envelope.message_id,
+        workspace_id=envelope.workspace_id,
+        status=OutcomeStatus.REJECTED,
+        error_code=code,
+        error_message=message[:2000],
+    )
+
+
+def serve_commands(bus: Bus, service: str, router: CommandRouter, store: EventStore, policy: ConsumerPolicy) -> None:
+    """Consume this service's commands and publish each outcome on the submitter's outcome subject."""
+    subjects = bus.subjects
+
+    async def on_command(body: bytes, headers: dict[str, str]) -> None:
+        try:
+            envelope = Envelope.model_validate_json(body)
+        except ValidationError as exc:
+            raise PermanentFailure(f"malformed command envelope: {exc.error_count()} errors") from exc
+        outcome = await router.handle(envelope, store)
+        await bus.publish(
+            subjects.outcome(envelope.workspace_id, envelope.message_id),
+            outcome.model_dump_json().encode(),
+            msg_id=f"outcome-{envelope.message_id}",
+            stream=subjects.outcomes_stream,
+        )
+
+    bus.consume(
+        subject=subjects.commands_of(service),
+        stream=subjects.commands_stream,
+        durable=subjects.durable(service, "commands"),
+        handler=on_command,
+        policy=policy,
+    )

@@ -1,0 +1,269 @@
+"""Append-only event store on MongoDB.
+
+One command's events for one stream are one ``commits`` document, so they land all or nothing on a single
+node without transactions. A unique index on ``(stream_id, first_version)`` turns a competing append into a
+duplicate-key error (optimistic concurrency); a unique partial index on ``(workspace_id, command_id)`` makes a
+command's write idempotent.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from contracts import REGISTRY, Actor, Event, EventRecord, new_id
+
+S = TypeVar("S")
+Clock = Callable[[], datetime]
+IdFactory = Callable[[], str]
+Document = dict[str, Any]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRef:
+    """Names one aggregate's stream; the workspace is part of its identity."""
+
+    workspace_id: str
+    aggregate: str
+    aggregate_id: str
+
+    @property
+    def stream_id(self) -> str:
+        return f"{self.workspace_id}/{self.aggregate}/{self.aggregate_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """Why events happened: the message that caused them and who sent it."""
+
+    correlation_id: str
+    actor: Actor
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    commit_id: str
+    stream: StreamRef
+    first_version: int
+    last_version: int
+    events: list[EventRecord]
+    command_id: str | None
+    recorded_at: datetime
+    published: bool
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+class ConcurrencyError(Exception):
+    """Another writer appended to the stream first; reload and decide again."""
+
+
+class DuplicateCommand(Exception):
+    """The command was already applied; ``commit`` is what it wrote then."""
+
+    def __init__(self, commit: Commit) -> None:
+        super().__init__(f"command {commit.command_id} already applied")
+        self.commit = commit
+
+
+class EventStore:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        *,
+        clock: Clock = utcnow,
+        ids: IdFactory = new_id,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._commits = db["commits"]
+        self._clock = clock
+        self._ids = ids
+        self.on_commit = on_commit
+
+    async def ensure_indexes(self) -> None:
+        await self._commits.create_index(
+            [("stream_id", ASCENDING), ("first_version", ASCENDING)], unique=True, name="stream_version"
+        )
+        await self._commits.create_index(
+            [("workspace_id", ASCENDING), ("command_id", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"command_id": {"$type": "string"}},
+            name="command_once",
+        )
+        await self._commits.create_index([("published", ASCENDING), ("recorded_at", ASCENDING)], name="relay")
+        await self._commits.create_index(
+            [("workspace_id", ASCENDING), ("recorded_at", ASCENDING), ("_id", ASCENDING)], name="workspace_order"
+        )
+
+    async def append(
+        self,
+        stream: StreamRef,
+        expected_version: int,
+        events: Sequence[Event],
+        meta: Metadata,
+        *,
+        command_id: str | None = None,
+        trace: dict[str, str] | None = None,
+    ) -> Commit:
+        """Append ``events`` after ``expected_version``.
+
+        Raises ConcurrencyError when the stream moved on, DuplicateCommand when ``command_id`` was applied before.
+        """
+        if not events:
+            raise ValueError("append needs at least one event")
+        now = self._clock()
+        records = [
+            EventRecord(
+                event_id=self._ids(),
+                type=ev.type_name,
+                schema_version=ev.schema_version,
+                data=ev.model_dump(mode="json"),
+                occurred_at=now,
+                correlation_id=meta.correlation_id,
+                causation_id=meta.causation_id,
+                actor=meta.actor,
+                stream_id=stream.stream_id,
+                aggregate=stream.aggregate,
+                aggregate_id=stream.aggregate_id,
+                workspace_id=stream.workspace_id,
+                version=expected_version + i + 1,
+            )
+            for i, ev in enumerate(events)
+        ]
+        commit = Commit(
+            commit_id=self._ids(),
+            stream=stream,
+            first_version=expected_version + 1,
+            last_version=expected_version + len(records),
+            events=records,
+            command_id=command_id,
+            recorded_at=now,
+            published=False,
+            trace=dict(trace or {}),
+        )
+        try:
+            await self._commits.insert_one(_to_document(commit))
+        except DuplicateKeyError:
+            if command_id is not None:
+                existing = await self.commit_for_command(stream.workspace_id, command_id)
+                if existing is not None:
+                    raise DuplicateCommand(existing) from None
+            raise ConcurrencyError(f"stream {stream.stream_id} is past version {expected_version}") from None
+        if self.on_commit is not None:
+            self.on_commit()
+        return commit
+
+    async def load(self, stream: StreamRef, after_version: int = 0) -> list[EventRecord]:
+        """Every event of the stream after ``after_version``, in order."""
+        cursor = self._commits.find(
+            {"stream_id": stream.stream_id, "last_version": {"$gt": after_version}},
+            sort=[("first_version", ASCENDING)],
+        )
+        records: list[EventRecord] = []
+        async for doc in cursor:
+            records.extend(r for r in _records(doc) if r.version > after_version)
+        return records
+
+    async def load_commits(self, stream: StreamRef) -> list[Commit]:
+        cursor = self._commits.find({"stream_id": stream.stream_id}, sort=[("first_version", ASCENDING)])
+        return [_from_document(doc) async for doc in cursor]
+
+    async def commit_for_command(self, workspace_id: str, command_id: str) -> Commit | None:
+        doc = await self._commits.find_one({"workspace_id": workspace_id, "command_id": command_id})
+        return None if doc is None else _from_document(doc)
+
+    async def read_workspace(
+        self, workspace_id: str, *, since: datetime | None = None, limit: int = 1000
+    ) -> list[EventRecord]:
+        """A workspace's events in recording order (exact within a stream), for projections to rebuild from."""
+        query: Document = {"workspace_id": workspace_id}
+        if since is not None:
+            query["recorded_at"] = {"$gte": since}
+        cursor = self._commits.find(query, sort=[("recorded_at", ASCENDING), ("_id", ASCENDING)], limit=limit)
+        return [r async for doc in cursor for r in _records(doc)]
+
+    async def unpublished(self, limit: int = 500) -> list[Commit]:
+        cursor = self._commits.find({"published": False}, sort=[("recorded_at", ASCENDING)], limit=limit)
+        return [_from_document(doc) async for doc in cursor]
+
+    async def mark_published(self, commit_ids: Sequence[str]) -> None:
+        if commit_ids:
+            await self._commits.update_many({"_id": {"$in": list(commit_ids)}}, {"$set": {"published": True}})
+
+
+def decode(record: EventRecord) -> Event:
+    """The domain event of a stored record, upcast to its current schema version."""
+    event = REGISTRY.load(record.type, record.schema_version, record.data)
+    if not isinstance(event, Event):
+        raise TypeError(f"{record.type} is not an event")
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded(Generic[S]):
+    state: S
+    version: int
+    commands: frozenset[str]
+
+
+async def load_state(store: EventStore, stream: StreamRef, initial: S, evolve: Callable[[S, Event], S]) -> Loaded[S]:
+    """Rebuild an aggregate by replaying its stream: its state, version and the commands already applied to it."""
+    state, version, commands = initial, 0, set[str]()
+    for commit in await store.load_commits(stream):
+        if commit.command_id is not None:
+            commands.add(commit.command_id)
+        for record in commit.events:
+            state, version = evolve(state, decode(record)), record.version
+    return Loaded(state, version, frozenset(commands))
+
+
+def _to_document(commit: Commit) -> Document:
+    return {
+        "_id": commit.commit_id,
+        "stream_id": commit.stream.stream_id,
+        "workspace_id": commit.stream.workspace_id,
+        "aggregate": commit.stream.aggregate,
+        "aggregate_id": commit.stream.aggregate_id,
+        "first_version": commit.first_version,
+        "last_version": commit.last_version,
+        "events": [
+            r.model_dump(mode="python", exclude={"stream_id", "aggregate", "aggregate_id", "workspace_id"})
+            for r in commit.events
+        ],
+        "command_id": commit.command_id,
+        "recorded_at": commit.recorded_at,
+        "published": commit.published,
+        "trace": commit.trace,
+    }
+
+
+def _records(doc: Document) -> list[EventRecord]:
+    shared = {
+        "stream_id": doc["stream_id"],
+        "aggregate": doc["aggregate"],
+        "aggregate_id": doc["aggregate_id"],
+        "workspace_id": doc["workspace_id"],
+    }
+    return [EventRecord.model_validate({**ev, **shared}) for ev in doc["events"]]
+
+
+def _from_document(doc: Document) -> Commit:
+    return Commit(
+        commit_id=doc["_id"],
+        stream=StreamRef(doc["workspace_id"], doc["aggregate"], doc["aggregate_id"]),
+        first_version=doc["first_version"],
+        last_version=doc["last_version"],
+        events=_records(doc),
+        command_id=doc.get("command_id"),
+        recorded_at=doc["recorded_at"],
+        published=doc["published"],
+        trace=doc.get("trace") or {},
+    )

@@ -1,0 +1,72 @@
+"""Read models fed from the EVENTS stream.
+
+A projection stores, with every row it maintains, the version of the last event it applied to it. An event at or
+below that version is a duplicate and is skipped; an event beyond the next version means the broker lost or
+reordered something, and the projection catches up from the event store, which is the truth.
+"""
+
+from abc import ABC, abstractmethod
+
+from pydantic import ValidationError
+
+from contracts import EventRecord
+from servicekit.bus import Bus, ConsumerPolicy, PermanentFailure
+from servicekit.eventstore import EventStore, StreamRef
+
+
+class StreamProjection(ABC):
+    """One read model over one aggregate type."""
+
+    aggregate: str
+    name: str
+
+    @abstractmethod
+    async def position(self, record: EventRecord) -> int:
+        """Version of the last event applied for ``record``'s stream (0 when none)."""
+
+    @abstractmethod
+    async def apply(self, record: EventRecord) -> None:
+        """Apply one event; must record ``record.version`` atomically with the change it makes."""
+
+    async def handle(self, record: EventRecord, store: EventStore) -> int:
+        """Apply ``record`` and anything missed before it; returns how many events were applied."""
+        current = await self.position(record)
+        if record.version <= current:
+            return 0
+        if record.version == current + 1:
+            pending = [record]
+        else:
+            stream = StreamRef(record.workspace_id, record.aggregate, record.aggregate_id)
+            pending = await store.load(stream, after_version=current)
+        for item in pending:
+            await self.apply(item)
+        return len(pending)
+
+    async def rebuild(self, store: EventStore, workspace_id: str) -> int:
+        """Catch up a workspace's rows from the event store (for a new or repaired read model)."""
+        applied = 0
+        for record in await store.read_workspace(workspace_id, limit=1_000_000):
+            if record.aggregate == self.aggregate:
+                applied += await self.handle(record, store)
+        return applied
+
+
+def serve_projection(
+    bus: Bus, service: str, projection: StreamProjection, store: EventStore, policy: ConsumerPolicy
+) -> None:
+    subjects = bus.subjects
+
+    async def on_event(body: bytes, headers: dict[str, str]) -> None:
+        try:
+            record = EventRecord.model_validate_json(body)
+        except ValidationError as exc:
+            raise PermanentFailure(f"malformed event: {exc.error_count()} errors") from exc
+        await projection.handle(record, store)
+
+    bus.consume(
+        subject=subjects.events_of(projection.aggregate),
+        stream=subjects.events_stream,
+        durable=subjects.durable(service, f"projection_{projection.name}"),
+        handler=on_event,
+        policy=policy,
+    )

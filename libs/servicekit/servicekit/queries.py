@@ -1,0 +1,57 @@
+"""Request/reply queries answered from a service's read models (core NATS, queue group per service)."""
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from faststream.nats import NatsMessage
+from pydantic import ValidationError
+
+from contracts import REGISTRY, ErrorCode, Query, QueryReply, UnknownMessageType
+from servicekit.bus import Bus
+from servicekit.commands import DomainError
+
+log = logging.getLogger(__name__)
+Q = TypeVar("Q", bound=Query)
+QueryFn = Callable[[Any, str], Awaitable[Any]]
+
+
+class QueryRouter:
+    def __init__(self) -> None:
+        self._handlers: dict[str, QueryFn] = {}
+
+    def register(self, query: type[Q]) -> Callable[[Callable[[Q, str], Awaitable[Any]]], QueryFn]:
+        def decorate(fn: Callable[[Q, str], Awaitable[Any]]) -> QueryFn:
+            self._handlers[query.type_name] = fn
+            return fn
+
+        return decorate
+
+    async def answer(self, query_type: str, workspace_id: str, body: bytes) -> QueryReply:
+        fn = self._handlers.get(query_type)
+        if fn is None:
+            return QueryReply(ok=False, error_code=ErrorCode.NOT_FOUND, error_message=f"unknown query {query_type}")
+        try:
+            query = REGISTRY.get(query_type).model_validate_json(body or b"{}")
+        except (ValidationError, UnknownMessageType) as exc:
+            return QueryReply(ok=False, error_code=ErrorCode.VALIDATION_FAILED, error_message=str(exc)[:2000])
+        try:
+            return QueryReply(ok=True, result=await fn(query, workspace_id))
+        except DomainError as exc:
+            return QueryReply(ok=False, error_code=exc.code, error_message=str(exc))
+
+
+def serve_queries(bus: Bus, service: str, router: QueryRouter) -> None:
+    subjects = bus.subjects
+    prefix_parts = len(subjects.queries_of(service).split(".")) - 1
+
+    @bus.broker.subscriber(subjects.queries_of(service), queue=subjects.durable(service, "queries"))
+    async def _on_query(msg: NatsMessage) -> str:
+        parts = msg.raw_message.subject.split(".")
+        workspace_id, query_type = parts[prefix_parts], parts[prefix_parts + 1]
+        try:
+            reply = await router.answer(query_type, workspace_id, msg.raw_message.data)
+        except Exception:
+            log.exception("query %s failed", query_type)
+            reply = QueryReply(ok=False, error_code=ErrorCode.INTERNAL_ERROR, error_message="query failed")
+        return reply.model_dump_json()

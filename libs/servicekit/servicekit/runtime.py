@@ -1,0 +1,160 @@
+"""The composition root shared by every service: clients, event store, relay, bus and the HTTP app."""
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from faststream.nats import NatsBroker
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from servicekit.bus import Bus, ConsumerPolicy
+from servicekit.eventstore import EventStore
+from servicekit.mongo import connect_mongo, ping
+from servicekit.relay import Relay
+from servicekit.settings import ServiceSettings
+from servicekit.telemetry import global_tracer_provider
+
+log = logging.getLogger(__name__)
+Document = dict[str, Any]
+
+
+class Runtime:
+    """Owns a service's connections. ``open`` connects; the service then registers its subscribers;
+    ``start`` starts consuming (and the relay); ``stop`` drains and closes everything."""
+
+    def __init__(self, settings: ServiceSettings, tracer_provider: TracerProvider | None = None) -> None:
+        self.settings = settings
+        self.subjects = settings.subjects
+        self.tracer_provider = tracer_provider or global_tracer_provider(settings)
+        self.broker = NatsBroker(
+            settings.nats_url,
+            middlewares=(NatsTelemetryMiddleware(tracer_provider=self.tracer_provider),),
+            connect_timeout=max(1, round(settings.nats_timeout_s)),
+            graceful_timeout=settings.nats_timeout_s,
+            max_reconnect_attempts=-1,
+            logger=log,
+        )
+        self.bus = Bus(self.broker, self.subjects, settings.nats_timeout_s)
+        self.policy = ConsumerPolicy(max_deliver=settings.command_max_deliver, ack_wait_s=settings.command_ack_wait_s)
+        self._mongo: AsyncMongoClient[Document] | None = None
+        self._store: EventStore | None = None
+        self._relay: Relay | None = None
+
+    @property
+    def mongo(self) -> AsyncMongoClient[Document]:
+        if self._mongo is None:
+            raise RuntimeError("runtime not opened")
+        return self._mongo
+
+    @property
+    def db(self) -> AsyncDatabase[Document]:
+        return self.mongo[self.settings.database_name]
+
+    @property
+    def store(self) -> EventStore:
+        """The service's event store; its relay starts with the runtime."""
+        if self._store is None:
+            self._store = EventStore(self.db)
+            self._relay = Relay(self._store, self.bus, poll_interval_s=self.settings.relay_poll_interval_s)
+            self._store.on_commit = self._relay.notify
+        return self._store
+
+    @property
+    def relay(self) -> Relay | None:
+        return self._relay
+
+    async def open(self) -> None:
+        self._mongo = connect_mongo(self.settings.mongodb_url, self.settings.mongo_timeout_ms)
+        await self.bus.connect()
+
+    async def start(self) -> None:
+        if self._store is not None:
+            await self._store.ensure_indexes()
+        await self.broker.start()
+        if self._relay is not None:
+            self._relay.start()
+
+    async def stop(self) -> None:
+        if self._relay is not None:
+            await self._relay.stop()
+        await self.broker.stop()
+        if self._mongo is not None:
+            await self._mongo.close()
+            self._mongo = None
+
+    async def ready(self) -> dict[str, bool]:
+        timeout = self.settings.nats_timeout_s
+        return {"nats": await self.broker.ping(timeout), "mongodb": await ping(self.mongo)}
+
+
+Setup = Callable[[Runtime, FastAPI], Awaitable[None]]
+
+
+def health_router(runtime_of: Callable[[], Runtime]) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="NATS and MongoDB are reachable", response_model=None)
+    async def readyz() -> JSONResponse:
+        checks = await runtime_of().ready()
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+        )
+
+    return router
+
+
+def create_app(
+    settings: ServiceSettings,
+    setup: Setup | None = None,
+    *,
+    routers: Sequence[APIRouter] = (),
+    title: str | None = None,
+    tracer_provider: TracerProvider | None = None,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """An HTTP app with /healthz and /readyz whose lifespan opens the runtime, lets ``setup`` register the
+    service's subscribers and state, then starts consuming."""
+    holder: dict[str, Runtime] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings, tracer_provider)
+        holder["runtime"] = runtime
+        app.state.runtime = runtime
+        await runtime.open()
+        try:
+            if setup is not None:
+                await setup(runtime, app)
+            await runtime.start()
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title or settings.service_name, lifespan=lifespan, **fastapi_kwargs)
+    app.include_router(health_router(lambda: holder["runtime"]))
+    for router in routers:
+        app.include_router(router)
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer_provider or global_tracer_provider(settings), excluded_urls="healthz,readyz"
+    )
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run the service until SIGINT/SIGTERM, then shut down through the lifespan."""
+    import uvicorn
+
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower())

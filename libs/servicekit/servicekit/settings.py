@@ -1,0 +1,39 @@
+"""Settings every service reads from its environment."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts import Subjects
+
+
+class ServiceSettings(BaseSettings):
+    """Base settings; each service subclasses it and sets ``service_name`` and its default port."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str = "service"
+    platform_env: str = Field(
+        default="dev",
+        pattern=r"^[A-Za-z][A-Za-z0-9_]{0,40}$",
+        description="Prefix of every stream, subject, consumer and database name.",
+    )
+    nats_url: str = "nats://127.0.0.1:4222"
+    mongodb_url: str = "mongodb://127.0.0.1:27017"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    mongo_timeout_ms: int = Field(default=5000, ge=100)
+    nats_timeout_s: float = Field(default=5.0, gt=0)
+    command_max_deliver: int = Field(default=5, ge=1)
+    command_ack_wait_s: float = Field(default=30.0, gt=0)
+    relay_poll_interval_s: float = Field(default=1.0, gt=0)
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.platform_env)
+
+    @property
+    def database_name(self) -> str:
+        return self.subjects.database(self.service_name)

@@ -1,0 +1,217 @@
+"""Commands, relay and dead letters against the real NATS JetStream and MongoDB-compatible server."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import pytest
+from nats.js.errors import NotFoundError
+
+from conftest import Infra
+from contracts import REGISTRY, Actor, Command, CommandOutcome, Envelope, Event, EventRecord, OutcomeStatus, new_id
+from servicekit.bus import ConsumerPolicy
+from servicekit.commands import CommandContext, CommandRouter, serve_commands
+from servicekit.eventstore import Metadata, StreamRef, load_state
+from servicekit.projections import StreamProjection, serve_projection
+from servicekit.relay import Relay
+from servicekit.runtime import Runtime
+from servicekit.settings import ServiceSettings
+from servicekit.testing import eventually
+
+SERVICE = "kit"
+
+
+@REGISTRY.register
+class Bump(Command):
+    service: ClassVar[str] = SERVICE
+    counter_id: str
+    by: int
+
+
+@REGISTRY.register
+class Bumped(Event):
+    aggregate: ClassVar[str] = "bumpcounter"
+    by: int
+
+
+def total(state: int, event: Event) -> int:
+    assert isinstance(event, Bumped)
+    return state + event.by
+
+
+class RecordingProjection(StreamProjection):
+    """Keeps positions in memory and records every event it applies, to count deliveries."""
+
+    aggregate = "bumpcounter"
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.positions: dict[str, int] = {}
+
+    async def position(self, record: EventRecord) -> int:
+        return self.positions.get(record.stream_id, 0)
+
+    async def apply(self, record: EventRecord) -> None:
+        self.applied.append(record.event_id)
+        self.positions[record.stream_id] = record.version
+
+
+@pytest.fixture
+def settings(infra: Infra, env_name: str) -> ServiceSettings:
+    return ServiceSettings(
+        service_name=SERVICE,
+        platform_env=env_name,
+        nats_url=infra.nats_url,
+        mongodb_url=infra.mongodb_url,
+        command_max_deliver=3,
+        relay_poll_interval_s=0.2,
+    )
+
+
+@pytest.fixture
+async def runtime(settings: ServiceSettings) -> AsyncIterator[Runtime]:
+    rt = Runtime(settings)
+    await rt.open()
+    yield rt
+    await rt.stop()
+
+
+def envelope(command: Command, workspace_id: str = "ws1") -> Envelope:
+    return Envelope(
+        message_id=new_id(),
+        type=command.type_name,
+        workspace_id=workspace_id,
+        correlation_id="corr",
+        actor=Actor(kind="system", id="test"),
+        occurred_at=datetime.now(UTC),
+        payload=command.model_dump(mode="json"),
+    )
+
+
+async def send(runtime: Runtime, env: Envelope) -> bool:
+    s = runtime.subjects
+    return await runtime.bus.publish(
+        s.command(SERVICE, env.workspace_id, env.type),
+        env.model_dump_json().encode(),
+        msg_id=env.message_id,
+        stream=s.commands_stream,
+    )
+
+
+async def last_message(runtime: Runtime, stream: str, subject: str) -> Any:
+    try:
+        return await runtime.bus.js.get_last_msg(stream, subject)
+    except NotFoundError:
+        return None
+
+
+async def outcome_of(runtime: Runtime, env: Envelope) -> CommandOutcome:
+    msg = await eventually(
+        lambda: last_message(
+            runtime, runtime.subjects.outcomes_stream, runtime.subjects.outcome(env.workspace_id, env.message_id)
+        )
+    )
+    return CommandOutcome.model_validate_json(msg.data)
+
+
+async def test_a_redelivered_command_has_one_effect(runtime: Runtime) -> None:
+    router = CommandRouter()
+    calls: list[int] = []
+
+    @router.register(Bump)
+    async def bump(command: Bump, ctx: CommandContext) -> dict[str, str]:
+        stream = StreamRef(ctx.workspace_id, "bumpcounter", command.counter_id)
+        await ctx.execute(stream, 0, total, lambda _: [Bumped(by=command.by)])
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("crashed after the write, before the ack")
+        return {"counter_id": command.counter_id}
+
+    serve_commands(runtime.bus, SERVICE, router, runtime.store, ConsumerPolicy(max_deliver=3, base_delay_s=0.05))
+    await runtime.start()
+
+    env = envelope(Bump(counter_id="c1", by=5))
+    assert await send(runtime, env) is True
+    assert await send(runtime, env) is False, "a resubmit with the same id is de-duplicated by the broker"
+
+    outcome = await outcome_of(runtime, env)
+    assert outcome.status is OutcomeStatus.ACCEPTED
+    assert outcome.resource_ids == {"counter_id": "c1"}
+    assert len(calls) == 2
+    loaded = await load_state(runtime.store, StreamRef("ws1", "bumpcounter", "c1"), 0, total)
+    assert (loaded.state, loaded.version) == (5, 1)
+
+
+async def test_poison_and_hopeless_messages_end_in_the_dead_letter_subject(runtime: Runtime) -> None:
+    router = CommandRouter()
+    attempts: list[str] = []
+
+    @router.register(Bump)
+    async def always_fails(command: Bump, ctx: CommandContext) -> dict[str, str]:
+        attempts.append(ctx.command_id)
+        raise RuntimeError("downstream is broken")
+
+    serve_commands(runtime.bus, SERVICE, router, runtime.store, ConsumerPolicy(max_deliver=3, base_delay_s=0.05))
+    await runtime.start()
+    s = runtime.subjects
+
+    poison_subject = s.command(SERVICE, "ws1", "Bump")
+    await runtime.bus.publish(poison_subject, b"{not json", msg_id="poison-1", stream=s.commands_stream)
+    dead = await eventually(lambda: last_message(runtime, s.dead_letter_stream, s.dead_letter(poison_subject)))
+    assert dead.data == b"{not json"
+    assert "malformed command envelope" in dead.headers["X-Failure-Reason"]
+    assert dead.headers["X-Original-Subject"] == poison_subject
+
+    hopeless = envelope(Bump(counter_id="c2", by=1), workspace_id="ws2")
+    await send(runtime, hopeless)
+    hopeless_subject = s.command(SERVICE, "ws2", "Bump")
+    dead = await eventually(lambda: last_message(runtime, s.dead_letter_stream, s.dead_letter(hopeless_subject)))
+    assert Envelope.model_validate_json(dead.data) == hopeless
+    assert dead.headers["X-Deliveries"] == "3"
+    assert attempts == [hopeless.message_id] * 3
+
+
+async def test_relay_publishes_what_a_crash_left_unpublished_exactly_once(runtime: Runtime) -> None:
+    store = runtime.store
+    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
+    # A process wrote these commits and was killed before its relay published them.
+    for i in range(3):
+        await store.append(StreamRef("ws1", "bumpcounter", f"k{i}"), 0, [Bumped(by=i), Bumped(by=1)], meta)
+    # This one was published, but the process died before marking it.
+    half_done = await store.append(StreamRef("ws1", "bumpcounter", "half"), 0, [Bumped(by=9)], meta)
+    await Relay(store, runtime.bus)._publish(half_done)
+
+    projection = RecordingProjection()
+    serve_projection(runtime.bus, SERVICE, projection, store, runtime.policy)
+    await runtime.start()  # starts consumers and a fresh relay, which sweeps on start
+
+    await eventually(lambda: _all_published(runtime))
+    all_ids = {r.event_id for c in [half_done] for r in c.events} | {
+        r.event_id for r in await store.read_workspace("ws1")
+    }
+    await eventually(lambda: _equal(len(projection.applied), len(all_ids)))
+    info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
+    assert info.state.messages == len(all_ids) == 7
+    assert sorted(projection.applied) == sorted(all_ids), "every event delivered to the projection exactly once"
+
+
+async def test_projection_catches_up_from_the_store_when_the_broker_lost_an_event(runtime: Runtime) -> None:
+    store = runtime.store
+    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
+    stream = StreamRef("ws1", "bumpcounter", "gap")
+    first = await store.append(stream, 0, [Bumped(by=1)], meta)
+    second = await store.append(stream, 1, [Bumped(by=2)], meta)
+    projection = RecordingProjection()
+    # Only the second event reaches the projection: it must fetch the first from the store.
+    assert await projection.handle(second.events[0], store) == 2
+    assert projection.applied == [first.events[0].event_id, second.events[0].event_id]
+    assert await projection.handle(first.events[0], store) == 0
+
+
+async def _all_published(runtime: Runtime) -> bool:
+    return not await runtime.store.unpublished()
+
+
+async def _equal(a: int, b: int) -> bool:
+    return a == b

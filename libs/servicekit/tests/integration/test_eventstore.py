@@ -1,0 +1,105 @@
+"""The event store against the real MongoDB-compatible server."""
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from contracts import REGISTRY, Actor, Event
+from servicekit.eventstore import (
+    ConcurrencyError,
+    DuplicateCommand,
+    EventStore,
+    Metadata,
+    StreamRef,
+    decode,
+    load_state,
+)
+
+Document = dict[str, Any]
+META = Metadata(correlation_id="corr", actor=Actor(kind="system", id="test"))
+
+
+@REGISTRY.register
+class CounterIncremented(Event):
+    aggregate: ClassVar[str] = "counter"
+    by: int
+
+
+def count(state: int, event: Event) -> int:
+    assert isinstance(event, CounterIncremented)
+    return state + event.by
+
+
+@pytest.fixture
+async def db(mongo: AsyncMongoClient[Document], env_name: str) -> AsyncDatabase[Document]:
+    return mongo[f"{env_name}_store"]
+
+
+@pytest.fixture
+async def store(db: AsyncDatabase[Document]) -> EventStore:
+    s = EventStore(db)
+    await s.ensure_indexes()
+    return s
+
+
+async def test_append_and_replay_round_trip(store: EventStore) -> None:
+    stream = StreamRef("ws1", "counter", "c1")
+    first = await store.append(stream, 0, [CounterIncremented(by=1), CounterIncremented(by=2)], META, command_id="k1")
+    await store.append(stream, 2, [CounterIncremented(by=4)], META, command_id="k2")
+
+    records = await store.load(stream)
+    assert [r.version for r in records] == [1, 2, 3]
+    assert [decode(r) for r in records] == [
+        CounterIncremented(by=1),
+        CounterIncremented(by=2),
+        CounterIncremented(by=4),
+    ]
+    assert records[0].event_id == first.events[0].event_id
+    assert {r.workspace_id for r in records} == {"ws1"}
+    loaded = await load_state(store, stream, 0, count)
+    assert (loaded.state, loaded.version, loaded.commands) == (7, 3, frozenset({"k1", "k2"}))
+    assert [r.version for r in await store.load(stream, after_version=2)] == [3]
+
+
+async def test_concurrent_writers_exactly_one_wins(store: EventStore) -> None:
+    stream = StreamRef("ws1", "counter", "race")
+    await store.append(stream, 0, [CounterIncremented(by=1)], META)
+
+    results = await asyncio.gather(
+        *(store.append(stream, 1, [CounterIncremented(by=10 + i)], META) for i in range(8)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(e, ConcurrencyError) for e in losers)
+    assert [r.version for r in await store.load(stream)] == [1, 2]
+
+
+async def test_a_command_applied_twice_writes_once(store: EventStore) -> None:
+    stream = StreamRef("ws1", "counter", "idem")
+    commit = await store.append(stream, 0, [CounterIncremented(by=1)], META, command_id="cmd-1")
+    with pytest.raises(DuplicateCommand) as dup:
+        await store.append(stream, 1, [CounterIncremented(by=1)], META, command_id="cmd-1")
+    assert dup.value.commit.commit_id == commit.commit_id
+    assert len(await store.load(stream)) == 1
+
+
+async def test_events_of_one_command_land_all_or_nothing(store: EventStore) -> None:
+    stream = StreamRef("ws1", "counter", "atomic")
+    await store.append(stream, 0, [CounterIncremented(by=1)], META)
+    with pytest.raises(ConcurrencyError):
+        await store.append(stream, 0, [CounterIncremented(by=5), CounterIncremented(by=6)], META)
+    assert [decode(r) for r in await store.load(stream)] == [CounterIncremented(by=1)]
+
+
+async def test_workspaces_do_not_share_streams_or_reads(store: EventStore) -> None:
+    await store.append(StreamRef("ws-a", "counter", "same"), 0, [CounterIncremented(by=1)], META)
+    await store.append(StreamRef("ws-b", "counter", "same"), 0, [CounterIncremented(by=2)], META)
+    a = await store.read_workspace("ws-a")
+    b = await store.read_workspace("ws-b")
+    assert [decode(r) for r in a] == [CounterIncremented(by=1)]
+    assert [decode(r) for r in b] == [CounterIncremented(by=2)]

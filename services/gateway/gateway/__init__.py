@@ -1,0 +1,1 @@
+"""The gateway: the platform's REST API. Owns workspaces and API keys; no domain state."""

@@ -1,0 +1,172 @@
+"""Submitting commands and waiting a bounded time for their outcome.
+
+A command is recorded in the gateway's ``commands`` collection (the status that /commands/{id} serves), published
+to the COMMANDS stream with Nats-Msg-Id = command id, and its outcome is awaited on the outcome subject. With an
+Idempotency-Key the command id is derived from the workspace and the key, so a retried request finds the first
+one's record and outcome instead of doing the work again.
+"""
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import NotFoundError
+from opentelemetry import propagate
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from contracts import Actor, Command, CommandOutcome, Envelope, ErrorCode, new_id
+from gateway.errors import ApiError
+from gateway.workspaces import Principal
+from servicekit.bus import Bus
+
+Document = dict[str, Any]
+IDEMPOTENCY_NAMESPACE = uuid.UUID("7f1d5d2e-8a53-4c8e-9a3e-2b1f0c6a9d41")
+PENDING = "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandStatus:
+    command_id: str
+    type: str
+    status: str
+    submitted_at: datetime
+    outcome: CommandOutcome | None
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+
+class CommandGateway:
+    def __init__(self, db: AsyncDatabase[Document], bus: Bus, wait_s: float) -> None:
+        self._commands = db["commands"]
+        self._bus = bus
+        self._wait_s = wait_s
+
+    async def ensure_indexes(self) -> None:
+        await self._commands.create_index([("workspace_id", ASCENDING), ("submitted_at", ASCENDING)])
+
+    @staticmethod
+    def command_id(principal: Principal, idempotency_key: str | None) -> str:
+        """A fresh id, or the one id an Idempotency-Key always maps to within a workspace."""
+        if idempotency_key is None:
+            return new_id()
+        return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.workspace_id}:{idempotency_key}").hex
+
+    async def submit(
+        self, principal: Principal, command_id: str, command: Command, *, request_fingerprint: str
+    ) -> CommandStatus:
+        """Send ``command`` for ``principal``'s workspace; returns its status after at most the wait time."""
+        workspace_id = principal.workspace_id
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        envelope = Envelope(
+            message_id=command_id,
+            type=command.type_name,
+            schema_version=command.schema_version,
+            workspace_id=workspace_id,
+            correlation_id=carrier.get("traceparent", command_id),
+            actor=Actor(kind="api_key", id=principal.key_id),
+            occurred_at=datetime.now(UTC),
+            payload=command.model_dump(mode="json"),
+        )
+        record: Document = {
+            "_id": _key(workspace_id, command_id),
+            "workspace_id": workspace_id,
+            "command_id": command_id,
+            "type": command.type_name,
+            "service": command.service,
+            "status": PENDING,
+            "fingerprint": request_fingerprint,
+            "envelope": envelope.model_dump(mode="json"),
+            "submitted_at": envelope.occurred_at,
+        }
+        try:
+            await self._commands.insert_one(record)
+        except DuplicateKeyError:
+            existing = await self._commands.find_one({"_id": record["_id"]})
+            if existing is None:  # pragma: no cover - removed between insert and read
+                raise
+            if existing["fingerprint"] != request_fingerprint:
+                raise ApiError(
+                    ErrorCode.IDEMPOTENCY_KEY_REUSED, "This Idempotency-Key was used for a different request."
+                ) from None
+            status = await self._refresh(existing)
+            if status.finished:
+                return status
+            record, envelope = existing, Envelope.model_validate(existing["envelope"])
+        return await self._send_and_wait(record, envelope)
+
+    async def status(self, principal: Principal, command_id: str) -> CommandStatus | None:
+        doc = await self._commands.find_one({"_id": _key(principal.workspace_id, command_id)})
+        return None if doc is None else await self._refresh(doc)
+
+    async def _send_and_wait(self, record: Document, envelope: Envelope) -> CommandStatus:
+        subjects = self._bus.subjects
+        outcome_subject = subjects.outcome(envelope.workspace_id, envelope.message_id)
+        sub = await self._bus.nc.subscribe(outcome_subject, max_msgs=1)
+        try:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            await self._bus.publish(
+                subjects.command(record["service"], envelope.workspace_id, envelope.type),
+                envelope.model_dump_json().encode(),
+                msg_id=envelope.message_id,
+                stream=subjects.commands_stream,
+                headers=carrier,
+            )
+            try:
+                msg = await sub.next_msg(timeout=self._wait_s) if self._wait_s > 0 else None
+            except (TimeoutError, NatsTimeout):
+                msg = None
+        finally:
+            await sub.unsubscribe()
+        if msg is None:
+            return await self._refresh(record)
+        outcome = CommandOutcome.model_validate_json(msg.data)
+        await self._finish(record, outcome)
+        return _status(record, outcome)
+
+    async def _refresh(self, doc: Document) -> CommandStatus:
+        """The record's status; a pending one is completed from the OUTCOMES stream if its outcome is there."""
+        if doc["status"] != PENDING:
+            return _status(doc, CommandOutcome.model_validate(doc["outcome"]))
+        subjects = self._bus.subjects
+        try:
+            msg = await self._bus.js.get_last_msg(
+                subjects.outcomes_stream, subjects.outcome(doc["workspace_id"], doc["command_id"])
+            )
+        except NotFoundError:
+            return _status(doc, None)
+        outcome = CommandOutcome.model_validate_json(msg.data or b"")
+        await self._finish(doc, outcome)
+        return _status(doc, outcome)
+
+    async def _finish(self, doc: Document, outcome: CommandOutcome) -> None:
+        await self._commands.update_one(
+            {"_id": doc["_id"]},
+            {"$set": {"status": outcome.status.value, "outcome": outcome.model_dump(mode="json")}},
+        )
+
+
+def _key(workspace_id: str, command_id: str) -> str:
+    return f"{workspace_id}:{command_id}"
+
+
+def _status(doc: Document, outcome: CommandOutcome | None) -> CommandStatus:
+    return CommandStatus(
+        command_id=doc["command_id"],
+        type=doc["type"],
+        status=outcome.status.value if outcome else PENDING,
+        submitted_at=doc["submitted_at"],
+        outcome=outcome,
+    )
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()

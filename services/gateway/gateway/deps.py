@@ -1,0 +1,56 @@
+"""FastAPI dependencies, as Annotated aliases."""
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from contracts import ErrorCode
+from gateway.commands import CommandGateway
+from gateway.errors import ApiError
+from gateway.queries import QueryClient
+from gateway.workspaces import Principal, WorkspaceStore
+
+
+def _workspaces(request: Request) -> WorkspaceStore:
+    store: WorkspaceStore = request.app.state.workspaces
+    return store
+
+
+def _commands(request: Request) -> CommandGateway:
+    gateway: CommandGateway = request.app.state.commands
+    return gateway
+
+
+def _queries(request: Request) -> QueryClient:
+    client: QueryClient = request.app.state.queries
+    return client
+
+
+Workspaces = Annotated[WorkspaceStore, Depends(_workspaces)]
+Commands = Annotated[CommandGateway, Depends(_commands)]
+Queries = Annotated[QueryClient, Depends(_queries)]
+
+
+async def _principal(
+    workspaces: Workspaces,
+    authorization: Annotated[str | None, Header(description="Bearer <workspace API key>")] = None,
+) -> Principal:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(ErrorCode.UNAUTHORIZED, "Send the workspace API key as 'Authorization: Bearer <key>'.")
+    principal = await workspaces.authenticate(token.strip())
+    if principal is None:
+        raise ApiError(ErrorCode.UNAUTHORIZED, "The API key is not valid.")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Makes a retried request safe: the same key and body return the first request's outcome.",
+    ),
+]

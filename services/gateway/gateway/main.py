@@ -1,0 +1,34 @@
+"""Composition root of the gateway."""
+
+from fastapi import FastAPI
+
+from gateway.api import router
+from gateway.commands import CommandGateway
+from gateway.errors import BodyLimitMiddleware, install_error_handlers
+from gateway.queries import QueryClient
+from gateway.settings import GatewaySettings
+from gateway.workspaces import WorkspaceStore
+from servicekit.runtime import Runtime, create_app
+
+
+def build_app(settings: GatewaySettings) -> FastAPI:
+    async def setup(runtime: Runtime, app: FastAPI) -> None:
+        workspaces = WorkspaceStore(runtime.db)
+        commands = CommandGateway(runtime.db, runtime.bus, settings.command_wait_s)
+        await workspaces.ensure_indexes()
+        await commands.ensure_indexes()
+        app.state.workspaces = workspaces
+        app.state.commands = commands
+        app.state.queries = QueryClient(runtime.bus, settings.query_timeout_s)
+
+    app = create_app(
+        settings,
+        setup,
+        routers=[router],
+        title="Agent Platform API",
+        version="0.1.0",
+        description="Run teams of AI agents: agents, teams, workflows, memory and Neptune, per workspace.",
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    return app

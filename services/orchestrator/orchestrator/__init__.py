@@ -1,0 +1,1 @@
+"""The orchestrator service: owns agents (and, as the platform grows, teams, runs and delegations)."""
