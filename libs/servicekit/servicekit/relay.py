@@ -10,16 +10,25 @@ import contextlib
 import logging
 
 from opentelemetry import propagate, trace
+from opentelemetry.trace import Tracer
 
 from servicekit.bus import Bus
 from servicekit.eventstore import Commit, EventStore
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer(__name__)
 
 
 class Relay:
-    def __init__(self, store: EventStore, bus: Bus, *, poll_interval_s: float = 1.0, batch: int = 500) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        bus: Bus,
+        *,
+        poll_interval_s: float = 1.0,
+        batch: int = 500,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self._tracer = tracer or trace.get_tracer(__name__)
         self._store = store
         self._bus = bus
         self._poll = poll_interval_s
@@ -63,7 +72,7 @@ class Relay:
 
     async def _publish(self, commit: Commit) -> None:
         subjects = self._bus.subjects
-        with tracer.start_as_current_span("relay commit", context=propagate.extract(commit.trace)):
+        with self._tracer.start_as_current_span("relay commit", context=propagate.extract(commit.trace)):
             for record in commit.events:
                 await self._bus.publish(
                     subjects.event(record.aggregate, record.workspace_id, record.aggregate_id, record.type),

@@ -62,7 +62,12 @@ class Runtime:
         """The service's event store; its relay starts with the runtime."""
         if self._store is None:
             self._store = EventStore(self.db)
-            self._relay = Relay(self._store, self.bus, poll_interval_s=self.settings.relay_poll_interval_s)
+            self._relay = Relay(
+                self._store,
+                self.bus,
+                poll_interval_s=self.settings.relay_poll_interval_s,
+                tracer=self.tracer_provider.get_tracer("servicekit.relay"),
+            )
             self._store.on_commit = self._relay.notify
         return self._store
 

@@ -111,14 +111,11 @@ class CommandGateway:
         outcome_subject = subjects.outcome(envelope.workspace_id, envelope.message_id)
         sub = await self._bus.nc.subscribe(outcome_subject, max_msgs=1)
         try:
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
             await self._bus.publish(
                 subjects.command(record["service"], envelope.workspace_id, envelope.type),
                 envelope.model_dump_json().encode(),
                 msg_id=envelope.message_id,
                 stream=subjects.commands_stream,
-                headers=carrier,
             )
             try:
                 msg = await sub.next_msg(timeout=self._wait_s) if self._wait_s > 0 else None
