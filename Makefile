@@ -38,7 +38,7 @@ unit: install
 ## Regenerate the JSON Schemas of every message and the OpenAPI reference from the code.
 docs: install
 	$(BIN)/python -m contracts.schema_export docs/schemas
-	$(BIN)/python -m gateway.openapi docs/api/openapi.json
+	$(BIN)/python -m gateway.openapi docs/api
 
 bench: install
 	$(BIN)/python bench/eventstore.py

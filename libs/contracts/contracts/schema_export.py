@@ -19,6 +19,8 @@ def export(target: Path) -> list[Path]:
     for cls in ENVELOPES:
         written.append(_write(target / f"{cls.__name__}.json", cls.model_json_schema()))
     for msg in REGISTRY:
+        if not msg.__module__.startswith("contracts."):
+            continue  # registered by a service or a test, not part of the published contracts
         kind = next(base.__name__.lower() for base in msg.__mro__[1:] if base.__name__ in {"Command", "Event", "Query"})
         schema = msg.model_json_schema()
         schema["x-message-kind"] = kind

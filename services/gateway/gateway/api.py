@@ -10,9 +10,9 @@ from contracts import Command, ErrorCode, OutcomeStatus
 from contracts.agents import AgentSpec, AgentStatus, AgentView, ChangeAgentStatus, GetAgent, ListAgents, RegisterAgent
 from gateway.commands import CommandStatus, fingerprint
 from gateway.deps import Commands, CurrentPrincipal, IdempotencyKey, Queries, Workspaces
-from gateway.errors import STATUS_OF, ApiError
+from gateway.errors import PROBLEM_RESPONSES, STATUS_OF, ApiError
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
 ResourceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 

@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +31,31 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_COMMAND: 400,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
+}
+
+
+class Problem(BaseModel):
+    """An error response (RFC 9457 problem details) with the platform's stable error ``code``."""
+
+    type: str
+    title: str
+    status: int
+    code: ErrorCode
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM: {}}, "description": description}
+    for status, description in [
+        (400, "Malformed request"),
+        (401, "Missing or invalid API key"),
+        (404, "Not found in the caller's workspace"),
+        (409, "Conflicts with the current state"),
+        (413, "Body too large"),
+        (422, "Invalid input"),
+        (503, "A service did not answer in time"),
+    ]
 }
 
 

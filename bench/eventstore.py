@@ -1,0 +1,299 @@
+"""Event store throughput beside the raw pymongo driver, measured in the same run against the same server.
+
+    .venv/bin/python bench/eventstore.py [--quick] [--appends N] [--concurrency C] [--replay-events R]
+
+Appends: N one-event commits with expected versions (and a command id, as the command path writes them), first
+by one writer, then by C concurrent writers on distinct streams; streams roll over every --per-stream commits.
+Baseline: raw ``insert_one`` of a document of the same shape and size at the same concurrency, into a bare
+collection ("raw driver") and into one with the event store's indexes ("raw, same indexes").
+
+Replay: ``load_state`` over one stream of R events stored in commits of --events-per-commit. Baselines: a raw
+``find().to_list()`` of R one-event documents by an indexed key (docs/s), and of the very same commit documents
+(events/s, so only our decoding differs).
+
+Nothing is asserted: the figures are printed side by side. Databases are named after a fresh environment prefix
+and dropped at the end. MongoDB: MONGODB_URL when set, otherwise a SecantusDB server started for the run.
+"""
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+from uuid import uuid4
+
+import bson
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+
+from contracts import REGISTRY, Actor, Event, new_id
+from servicekit import devstack
+from servicekit.eventstore import EventStore, Metadata, StreamRef, load_state
+from servicekit.mongo import connect_mongo
+
+Document = dict[str, Any]
+Op = Callable[[int, int], Awaitable[None]]
+WORKSPACE = "ws_bench"
+META = Metadata(correlation_id="bench", actor=Actor(kind="system", id="bench"))
+TARGET = 0.5
+
+
+@REGISTRY.register
+class BenchCounted(Event):
+    """The event appended and replayed by this benchmark."""
+
+    aggregate: ClassVar[str] = "bench"
+    by: int
+    note: str
+
+
+def count(state: int, event: Event) -> int:
+    if not isinstance(event, BenchCounted):
+        raise TypeError(f"unexpected event {event.type_name}")
+    return state + event.by
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    metric: str
+    ours: float
+    raw: float
+    raw_indexed: float | None = None
+
+
+async def run_writers(writers: int, total: int, op: Op) -> float:
+    """Seconds taken by ``total`` calls of ``op(writer, i)`` split over ``writers`` concurrent tasks."""
+    shares = [total // writers + (1 if w < total % writers else 0) for w in range(writers)]
+
+    async def writer(w: int, n: int) -> None:
+        for i in range(n):
+            await op(w, i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(writer(w, n) for w, n in enumerate(shares)))
+    return time.perf_counter() - start
+
+
+def store_appender(store: EventStore, phase: str, per_stream: int, note: str) -> Op:
+    async def op(w: int, i: int) -> None:
+        stream = StreamRef(WORKSPACE, "bench", f"{phase}-w{w}-s{i // per_stream}")
+        await store.append(stream, i % per_stream, [BenchCounted(by=1, note=note)], META, command_id=new_id())
+
+    return op
+
+
+def raw_inserter(coll: AsyncCollection[Document], template: Document, phase: str, per_stream: int) -> Op:
+    """insert_one of a copy of a stored one-event commit, with fresh ids and time: same shape and size."""
+
+    async def op(w: int, i: int) -> None:
+        doc = {
+            **template,
+            "_id": new_id(),
+            "stream_id": f"{WORKSPACE}/bench/{phase}-w{w}-s{i // per_stream}",
+            "first_version": i % per_stream + 1,
+            "last_version": i % per_stream + 1,
+            "command_id": new_id(),
+            "recorded_at": datetime.now(UTC),
+        }
+        await coll.insert_one(doc)
+
+    return op
+
+
+async def timed_median(reps: int, fn: Callable[[], Awaitable[object]]) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        await fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+async def stored_template(store: EventStore, commits: AsyncCollection[Document], note: str) -> Document:
+    """One one-event commit written by the store, read back raw: the template of every raw document."""
+    await store_appender(store, "template", 1, note)(0, 0)
+    template = await commits.find_one({"stream_id": f"{WORKSPACE}/bench/template-w0-s0"})
+    if template is None:
+        raise RuntimeError("template commit not found")
+    return template
+
+
+async def bench_appends(
+    args: argparse.Namespace,
+    store: EventStore,
+    template: Document,
+    raw: AsyncCollection[Document],
+    indexed: AsyncCollection[Document],
+) -> list[Row]:
+    note = "n" * args.payload_bytes
+
+    warm = max(20, args.appends // 20)
+    await run_writers(2, warm, store_appender(store, "warm", args.per_stream, note))
+    await run_writers(2, warm, raw_inserter(raw, template, "warm", args.per_stream))
+    await run_writers(2, warm, raw_inserter(indexed, template, "warm", args.per_stream))
+
+    rows = []
+    for writers in (1, args.concurrency):
+        phase = f"c{writers}"
+        label = "appends/s, sequential" if writers == 1 else f"appends/s, {writers} concurrent writers"
+        print(f"  {label} ...", flush=True)
+        t_raw = await run_writers(writers, args.appends, raw_inserter(raw, template, phase, args.per_stream))
+        t_ours = await run_writers(writers, args.appends, store_appender(store, phase, args.per_stream, note))
+        t_idx = await run_writers(writers, args.appends, raw_inserter(indexed, template, phase, args.per_stream))
+        rows.append(Row(label, args.appends / t_ours, args.appends / t_raw, args.appends / t_idx))
+    return rows
+
+
+async def bench_replay(
+    args: argparse.Namespace,
+    store: EventStore,
+    template: Document,
+    raw: AsyncCollection[Document],
+    raw_commits: AsyncCollection[Document],
+) -> list[Row]:
+    total, per_commit = args.replay_events, args.events_per_commit
+    note = "n" * args.payload_bytes
+    stream = StreamRef(WORKSPACE, "bench", "replay")
+    version = 0
+    while version < total:
+        size = min(per_commit, total - version)
+        events = [BenchCounted(by=1, note=note) for _ in range(size)]
+        await store.append(stream, version, events, META, command_id=new_id())
+        version += size
+
+    await raw.create_index([("stream_id", ASCENDING), ("first_version", ASCENDING)])
+    docs = [
+        {**template, "_id": new_id(), "stream_id": "replay", "first_version": v, "last_version": v}
+        for v in range(1, total + 1)
+    ]
+    for start in range(0, total, 1000):
+        await raw.insert_many(docs[start : start + 1000])
+
+    async def ours_state() -> None:
+        loaded = await load_state(store, stream, 0, count)
+        if loaded.version != total or loaded.state != total:
+            raise RuntimeError(f"replayed {loaded.version} events, expected {total}")
+
+    async def ours_load() -> None:
+        if len(await store.load(stream)) != total:
+            raise RuntimeError("store.load returned a short stream")
+
+    async def raw_docs() -> None:
+        found = await raw.find({"stream_id": "replay"}, sort=[("first_version", ASCENDING)]).to_list()
+        if len(found) != total:
+            raise RuntimeError(f"raw find returned {len(found)} documents, expected {total}")
+
+    async def raw_same_commits() -> None:
+        found = await raw_commits.find({"stream_id": stream.stream_id}, sort=[("first_version", ASCENDING)]).to_list()
+        if sum(len(d["events"]) for d in found) != total:
+            raise RuntimeError("raw find of the commits returned a short stream")
+
+    for fn in (ours_state, raw_docs, raw_same_commits):  # warm-up
+        await fn()
+    print(f"  replay of {total} events in commits of {per_commit} ...", flush=True)
+    t_state = await timed_median(args.reps, ours_state)
+    t_load = await timed_median(args.reps, ours_load)
+    t_docs = await timed_median(args.reps, raw_docs)
+    t_commits = await timed_median(args.reps, raw_same_commits)
+    return [
+        Row("replayed events/s (load_state) vs raw find docs/s", total / t_state, total / t_docs),
+        Row("replayed events/s (load_state) vs raw find, same commits", total / t_state, total / t_commits),
+        Row("loaded records/s (store.load) vs raw find, same commits", total / t_load, total / t_commits),
+    ]
+
+
+def render(rows: list[Row]) -> str:
+    headers = ["metric", "ours", "raw driver", "ratio", "raw, same indexes", "ratio"]
+    table = [headers]
+    for r in rows:
+        extra = ["-", "-"] if r.raw_indexed is None else [f"{r.raw_indexed:,.0f}", f"{r.ours / r.raw_indexed:.2f}"]
+        table.append([r.metric, f"{r.ours:,.0f}", f"{r.raw:,.0f}", f"{r.ours / r.raw:.2f}", *extra])
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    lines = []
+    for n, line in enumerate(table):
+        cells = [line[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True))]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace, url: str, env: str) -> list[Row]:
+    ours_client = connect_mongo(url, 30_000)
+    raw_client: AsyncMongoClient[Document] = AsyncMongoClient(url)
+    try:
+        store = EventStore(ours_client[f"{env}_store"])
+        await store.ensure_indexes()
+        raw_db = raw_client[f"{env}_raw"]
+        indexed_db = raw_client[f"{env}_rawindexed"]
+        await EventStore(indexed_db).ensure_indexes()  # only to give that "commits" collection the store's indexes
+        stored = raw_client[f"{env}_store"]["commits"]
+        template = await stored_template(store, stored, "n" * args.payload_bytes)
+        print(f"  one-event commit document: {len(bson.encode(template))} bytes of BSON", flush=True)
+        rows = await bench_appends(args, store, template, raw_db["plain"], indexed_db["commits"])
+        rows += await bench_replay(args, store, template, raw_db["replay"], stored)
+        return rows
+    finally:
+        for name in await raw_client.list_database_names():
+            if name.startswith(env + "_"):
+                await raw_client.drop_database(name)
+        await ours_client.close()
+        await raw_client.close()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small run, to check the benchmark works")
+    parser.add_argument("--appends", type=int, help="appends per phase (default 2000; --quick 200)")
+    parser.add_argument("--concurrency", type=int, default=10, help="concurrent writers (default 10)")
+    parser.add_argument("--per-stream", type=int, default=100, help="commits per stream before rolling over")
+    parser.add_argument("--replay-events", type=int, help="events in the replayed stream (default 5000; --quick 500)")
+    parser.add_argument("--events-per-commit", type=int, default=50, help="events per commit of the replayed stream")
+    parser.add_argument("--reps", type=int, help="replays timed, median reported (default 5; --quick 2)")
+    parser.add_argument("--payload-bytes", type=int, default=200, help="size of the event's text field")
+    args = parser.parse_args(argv)
+    args.appends = args.appends or (200 if args.quick else 2000)
+    args.replay_events = args.replay_events or (500 if args.quick else 5000)
+    args.reps = args.reps or (2 if args.quick else 5)
+    if min(args.appends, args.concurrency, args.per_stream, args.replay_events, args.events_per_commit) < 1:
+        parser.error("sizes must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    env = "bench" + uuid4().hex[:10]
+    workdir = Path(tempfile.mkdtemp(prefix=f"{env}-"))
+    external = bool(os.environ.get("MONGODB_URL"))
+    try:
+        with devstack.mongodb(workdir / "mongodb", workdir / "logs") as url:
+            server = url if external else f"SecantusDB started for this run at {url}"
+            print(f"Event store benchmark (environment {env}; MongoDB: {server})", flush=True)
+            print(
+                f"  appends={args.appends} concurrency={args.concurrency} per_stream={args.per_stream} "
+                f"replay_events={args.replay_events} events_per_commit={args.events_per_commit} reps={args.reps} "
+                f"payload_bytes={args.payload_bytes}",
+                flush=True,
+            )
+            started = time.perf_counter()
+            rows = asyncio.run(run(args, url, env))
+            elapsed = time.perf_counter() - started
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(render(rows))
+    print()
+    print(f"Rates are per second; ratio = ours / raw (higher is better). Measured in {elapsed:.0f}s.")
+    print(f"Target: event store >= {TARGET:.0%} of raw rates (ratio >= {TARGET:.2f}) against the raw driver column.")
+    print("'raw, same indexes' inserts into a collection carrying the event store's four secondary indexes.")
+
+
+if __name__ == "__main__":
+    main()
