@@ -38,9 +38,7 @@ def markdown(spec: dict[str, Any]) -> str:
     for path, operations in sorted(spec["paths"].items()):
         for method, op in sorted(operations.items()):
             body = _schema_name(op.get("requestBody", {}))
-            responses = ", ".join(
-                f"{code}{' ' + name if (name := _schema_name(r)) else ''}" for code, r in sorted(op["responses"].items())
-            )
+            responses = ", ".join(f"{code} {_schema_name(r)}".strip() for code, r in sorted(op["responses"].items()))
             lines.append(f"| {method.upper()} | `{path}` | {op.get('summary', '')} | {body} | {responses} |")
     return "\n".join(lines) + "\n"
 
