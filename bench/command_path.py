@@ -8,7 +8,8 @@ fresh ``POST /api/v1/agents``: gateway -> JetStream -> orchestrator -> event sto
 The floor, measured in the same run at the same concurrency, is one iteration of the raw operations the path
 cannot avoid, back to back and without our code: a JetStream publish with ack (nats-py, to a scratch stream), a
 find of a few documents by an indexed key and an ``insert_one`` (raw pymongo), and a NATS core request/reply
-round trip (to a tiny nats-py responder).
+round trip (to a tiny nats-py responder). The MongoDB-compatible server slows down as data accumulates, so at
+each level half of the floor's iterations run before the requests and half after.
 
 Nothing is asserted: the figures are printed side by side. The environment's streams and databases are deleted
 at the end. MongoDB: MONGODB_URL when set, otherwise a SecantusDB server started for the run; NATS: NATS_URL
@@ -69,9 +70,10 @@ class Level:
         return len(self.latencies) / self.elapsed if self.elapsed else math.nan
 
 
-async def drive(concurrency: int, total: int, attempt: Attempt) -> Level:
-    """``total`` attempts by ``concurrency`` workers, each starting its next attempt when the last one ends."""
-    level = Level(concurrency)
+async def drive(concurrency: int, total: int, attempt: Attempt, level: Level | None = None) -> Level:
+    """``total`` attempts by ``concurrency`` workers, each starting its next attempt when the last one ends;
+    added to ``level`` when given."""
+    level = level or Level(concurrency)
     counter = itertools.count()
 
     async def worker() -> None:
@@ -85,7 +87,7 @@ async def drive(concurrency: int, total: int, attempt: Attempt) -> Level:
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    level.elapsed = time.perf_counter() - start
+    level.elapsed += time.perf_counter() - start
     return level
 
 
@@ -175,9 +177,11 @@ async def measure(
         await drive(min(5, widest), args.warmup, floor_attempt)
         print(f"  warm-up: {args.warmup} requests, statuses {dict(warm_up)}", flush=True)
         for concurrency in args.levels:
+            # The server slows down as data accumulates, so the floor brackets ours: half before, half after.
             statuses = Counter[int]()
+            floor_level = await drive(concurrency, args.requests // 2, floor_attempt)
             ours = await drive(concurrency, args.requests, gateway_attempt(client, api_key, statuses))
-            floor_level = await drive(concurrency, args.requests, floor_attempt)
+            await drive(concurrency, args.requests - args.requests // 2, floor_attempt, floor_level)
             results.append(Result(ours, floor_level, statuses))
             print(
                 f"  {concurrency} concurrent: ours p50 {ours.percentile(50):.1f} ms, floor p50 "

@@ -22,6 +22,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,17 +69,46 @@ class Row:
     raw_indexed: float | None = None
 
 
-async def run_writers(writers: int, total: int, op: Op) -> float:
-    """Seconds taken by ``total`` calls of ``op(writer, i)`` split over ``writers`` concurrent tasks."""
-    shares = [total // writers + (1 if w < total % writers else 0) for w in range(writers)]
+class Workload:
+    """An operation ``op(writer, i)`` and how far each writer has got, so it can run in several rounds."""
 
-    async def writer(w: int, n: int) -> None:
-        for i in range(n):
-            await op(w, i)
+    def __init__(self, op: Op) -> None:
+        self.op = op
+        self.progress: Counter[int] = Counter()
+        self.rounds: list[tuple[int, float]] = []
 
-    start = time.perf_counter()
-    await asyncio.gather(*(writer(w, n) for w, n in enumerate(shares)))
-    return time.perf_counter() - start
+    async def run(self, writers: int, total: int) -> None:
+        """``total`` calls split over ``writers`` concurrent tasks; each writer continues where it stopped."""
+        shares = [total // writers + (1 if w < total % writers else 0) for w in range(writers)]
+
+        async def writer(w: int, n: int) -> None:
+            for _ in range(n):
+                i = self.progress[w]
+                self.progress[w] += 1
+                await self.op(w, i)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(writer(w, n) for w, n in enumerate(shares)))
+        self.rounds.append((total, time.perf_counter() - start))
+
+    @property
+    def rate(self) -> float:
+        return sum(n for n, _ in self.rounds) / sum(t for _, t in self.rounds)
+
+    def round_rate(self, index: int) -> float:
+        n, t = self.rounds[index]
+        return n / t
+
+
+async def interleave(workloads: list[Workload], writers: int, total: int, rounds: int) -> None:
+    """Run every workload ``total`` times, in ``rounds`` rounds taking turns (the first one rotating), so that
+    the server's drift as data accumulates falls on all of them alike."""
+    for r in range(rounds):
+        n = total // rounds + (1 if r < total % rounds else 0)
+        shift = r % len(workloads)
+        for workload in workloads[shift:] + workloads[:shift]:
+            if n:
+                await workload.run(writers, n)
 
 
 def store_appender(store: EventStore, phase: str, per_stream: int, note: str) -> Op:
@@ -107,13 +137,15 @@ def raw_inserter(coll: AsyncCollection[Document], template: Document, phase: str
     return op
 
 
-async def timed_median(reps: int, fn: Callable[[], Awaitable[object]]) -> float:
-    times = []
+async def timed_medians(reps: int, fns: list[Callable[[], Awaitable[None]]]) -> list[float]:
+    """The median time of each function over ``reps`` rounds, the functions taking turns in every round."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
-        start = time.perf_counter()
-        await fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            await fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
 async def stored_template(store: EventStore, commits: AsyncCollection[Document], note: str) -> Document:
@@ -135,19 +167,25 @@ async def bench_appends(
     note = "n" * args.payload_bytes
 
     warm = max(20, args.appends // 20)
-    await run_writers(2, warm, store_appender(store, "warm", args.per_stream, note))
-    await run_writers(2, warm, raw_inserter(raw, template, "warm", args.per_stream))
-    await run_writers(2, warm, raw_inserter(indexed, template, "warm", args.per_stream))
+    await Workload(store_appender(store, "warm", args.per_stream, note)).run(2, warm)
+    await Workload(raw_inserter(raw, template, "warm", args.per_stream)).run(2, warm)
+    await Workload(raw_inserter(indexed, template, "warm", args.per_stream)).run(2, warm)
 
     rows = []
     for writers in (1, args.concurrency):
         phase = f"c{writers}"
         label = "appends/s, sequential" if writers == 1 else f"appends/s, {writers} concurrent writers"
-        print(f"  {label} ...", flush=True)
-        t_raw = await run_writers(writers, args.appends, raw_inserter(raw, template, phase, args.per_stream))
-        t_ours = await run_writers(writers, args.appends, store_appender(store, phase, args.per_stream, note))
-        t_idx = await run_writers(writers, args.appends, raw_inserter(indexed, template, phase, args.per_stream))
-        rows.append(Row(label, args.appends / t_ours, args.appends / t_raw, args.appends / t_idx))
+        print(f"  {label}: {args.appends} of each, in {args.rounds} interleaved rounds ...", flush=True)
+        ours = Workload(store_appender(store, phase, args.per_stream, note))
+        plain = Workload(raw_inserter(raw, template, phase, args.per_stream))
+        same_indexes = Workload(raw_inserter(indexed, template, phase, args.per_stream))
+        await interleave([ours, plain, same_indexes], writers, args.appends, args.rounds)
+        print(
+            f"    server drift: raw insert_one/s {plain.round_rate(0):,.0f} in the first round, "
+            f"{plain.round_rate(-1):,.0f} in the last; ours {ours.round_rate(0):,.0f} -> {ours.round_rate(-1):,.0f}",
+            flush=True,
+        )
+        rows.append(Row(label, ours.rate, plain.rate, same_indexes.rate))
     return rows
 
 
@@ -195,13 +233,11 @@ async def bench_replay(
         if sum(len(d["events"]) for d in found) != total:
             raise RuntimeError("raw find of the commits returned a short stream")
 
-    for fn in (ours_state, raw_docs, raw_same_commits):  # warm-up
-        await fn()
+    await timed_medians(1, [ours_state, ours_load, raw_docs, raw_same_commits])  # warm-up
     print(f"  replay of {total} events in commits of {per_commit} ...", flush=True)
-    t_state = await timed_median(args.reps, ours_state)
-    t_load = await timed_median(args.reps, ours_load)
-    t_docs = await timed_median(args.reps, raw_docs)
-    t_commits = await timed_median(args.reps, raw_same_commits)
+    t_state, t_load, t_docs, t_commits = await timed_medians(
+        args.reps, [ours_state, ours_load, raw_docs, raw_same_commits]
+    )
     return [
         Row("replayed events/s (load_state) vs raw find docs/s", total / t_state, total / t_docs),
         Row("replayed events/s (load_state) vs raw find, same commits", total / t_state, total / t_commits),
@@ -253,6 +289,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a small run, to check the benchmark works")
     parser.add_argument("--appends", type=int, help="appends per phase (default 2000; --quick 200)")
     parser.add_argument("--concurrency", type=int, default=10, help="concurrent writers (default 10)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of each append phase (default 10; --quick 4)")
     parser.add_argument("--per-stream", type=int, default=100, help="commits per stream before rolling over")
     parser.add_argument("--replay-events", type=int, help="events in the replayed stream (default 5000; --quick 500)")
     parser.add_argument("--events-per-commit", type=int, default=50, help="events per commit of the replayed stream")
@@ -262,7 +299,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.appends = args.appends or (200 if args.quick else 2000)
     args.replay_events = args.replay_events or (500 if args.quick else 5000)
     args.reps = args.reps or (2 if args.quick else 5)
-    if min(args.appends, args.concurrency, args.per_stream, args.replay_events, args.events_per_commit) < 1:
+    args.rounds = args.rounds or (4 if args.quick else 10)
+    sizes = (args.appends, args.concurrency, args.rounds, args.per_stream, args.replay_events, args.events_per_commit)
+    if min(*sizes, args.reps, args.payload_bytes + 1) < 1:
         parser.error("sizes must be positive")
     return args
 
@@ -277,9 +316,9 @@ def main(argv: list[str] | None = None) -> None:
             server = url if external else f"SecantusDB started for this run at {url}"
             print(f"Event store benchmark (environment {env}; MongoDB: {server})", flush=True)
             print(
-                f"  appends={args.appends} concurrency={args.concurrency} per_stream={args.per_stream} "
-                f"replay_events={args.replay_events} events_per_commit={args.events_per_commit} reps={args.reps} "
-                f"payload_bytes={args.payload_bytes}",
+                f"  appends={args.appends} concurrency={args.concurrency} rounds={args.rounds} "
+                f"per_stream={args.per_stream} replay_events={args.replay_events} "
+                f"events_per_commit={args.events_per_commit} reps={args.reps} payload_bytes={args.payload_bytes}",
                 flush=True,
             )
             started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Contracts shared by every service: the only module services import from one another."""
 
-from contracts import agents
+from contracts import agents, workflows
 from contracts.envelope import Actor, Envelope, EventRecord, new_id
 from contracts.errors import ErrorCode
 from contracts.messages import Command, Event, Message, Query
@@ -26,4 +26,5 @@ __all__ = [
     "UnknownMessageType",
     "agents",
     "new_id",
+    "workflows",
 ]

@@ -24,6 +24,7 @@ class CommandOutcome(BaseModel):
     resource_ids: dict[str, str] = Field(default_factory=dict)
     error_code: ErrorCode | None = None
     error_message: str | None = None
+    error_details: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class QueryReply(BaseModel):

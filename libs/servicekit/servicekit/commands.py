@@ -29,10 +29,11 @@ class DomainError(Exception):
 
     code: ErrorCode = ErrorCode.CONFLICT
 
-    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+    def __init__(self, message: str, code: ErrorCode | None = None, details: list[dict[str, Any]] | None = None):
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.details = details or []
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,7 @@ class CommandRouter:
             except (ConcurrencyError, DuplicateCommand):
                 continue
             except DomainError as exc:
-                return _rejected(envelope, exc.code, str(exc))
+                return _rejected(envelope, exc.code, str(exc), exc.details)
             return CommandOutcome(
                 command_id=envelope.message_id,
                 workspace_id=envelope.workspace_id,
@@ -129,13 +130,16 @@ class CommandRouter:
         raise ConcurrencyError(f"command {envelope.message_id} lost {CONFLICT_RETRIES} races in a row")
 
 
-def _rejected(envelope: Envelope, code: ErrorCode, message: str) -> CommandOutcome:
+def _rejected(
+    envelope: Envelope, code: ErrorCode, message: str, details: list[dict[str, Any]] | None = None
+) -> CommandOutcome:
     return CommandOutcome(
         command_id=envelope.message_id,
         workspace_id=envelope.workspace_id,
         status=OutcomeStatus.REJECTED,
         error_code=code,
         error_message=message[:2000],
+        error_details=details or [],
     )
 
 

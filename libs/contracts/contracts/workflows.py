@@ -1,0 +1,485 @@
+"""Workflow definitions, executions and agent tasks (owned by the workflow engine).
+
+A definition is a graph of steps. Values flow through expressions: ``$input.<path>`` reads the execution's input,
+``$steps.<step id>.output.<path>`` reads an earlier step's output. A string that does not start with ``$`` is a
+literal.
+"""
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from contracts.messages import Command, Event, Query
+from contracts.registry import REGISTRY
+
+StepId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+EXPRESSION = re.compile(r"^\$(input|steps\.([a-z][a-z0-9_-]{0,63})\.output)(\.[A-Za-z0-9_-]+)*$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RetryPolicy(Model):
+    """How a failed attempt is retried: up to ``max_attempts`` in all, waiting ``backoff_s`` times ``multiplier``
+    to the power of (attempt - 1), capped at ``max_backoff_s``. ``retry_on`` lists the error kinds that are retried
+    (empty: every kind but ``cancelled``)."""
+
+    max_attempts: int = Field(default=1, ge=1, le=20)
+    backoff_s: float = Field(default=1.0, ge=0, le=3600)
+    multiplier: float = Field(default=2.0, ge=1, le=10)
+    max_backoff_s: float = Field(default=300.0, ge=0, le=86_400)
+    retry_on: list[str] = Field(default_factory=list, max_length=20)
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_backoff_s, self.backoff_s * self.multiplier ** max(0, attempt - 1)))
+
+    def retries(self, error_kind: str, attempt: int) -> bool:
+        if attempt >= self.max_attempts or error_kind == "cancelled":
+            return False
+        return not self.retry_on or error_kind in self.retry_on
+
+
+class Operator(StrEnum):
+    EQ = "eq"
+    NE = "ne"
+    GT = "gt"
+    GTE = "gte"
+    LT = "lt"
+    LTE = "lte"
+    CONTAINS = "contains"
+    IN = "in"
+    EXISTS = "exists"
+    MATCHES = "matches"
+
+
+class Comparison(Model):
+    field: str = Field(description="An expression: $input.<path> or $steps.<id>.output.<path>.")
+    op: Operator
+    value: Any = None
+
+
+class AllOf(Model):
+    all: list["Predicate"] = Field(min_length=1)
+
+
+class AnyOf(Model):
+    any: list["Predicate"] = Field(min_length=1)
+
+
+Predicate = Comparison | AllOf | AnyOf
+
+
+class Branch(Model):
+    when: Predicate
+    next: StepId
+
+
+class StepBase(Model):
+    id: StepId
+    name: str = Field(default="", max_length=200)
+    timeout_s: float = Field(default=300.0, gt=0, le=7 * 86_400)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class AgentStep(StepBase):
+    """Work done by an agent, chosen by id or by role/capability."""
+
+    kind: Literal["agent"] = "agent"
+    agent_id: str | None = None
+    role: str | None = None
+    capability: str | None = None
+    instructions: str = Field(default="", max_length=20_000)
+    input: dict[str, Any] = Field(default_factory=dict, description="Values or expressions passed to the agent.")
+    next: StepId | None = None
+
+
+class ConditionStep(StepBase):
+    """Routes to the first branch whose predicate holds, else to ``default`` (or ends the path)."""
+
+    kind: Literal["condition"] = "condition"
+    branches: list[Branch] = Field(min_length=1, max_length=50)
+    default: StepId | None = None
+
+
+class ParallelStep(StepBase):
+    """Starts every branch at once; the branches meet again at ``join``."""
+
+    kind: Literal["parallel"] = "parallel"
+    branches: list[StepId] = Field(min_length=2, max_length=20)
+    join: StepId
+
+
+class JoinStep(StepBase):
+    """Waits until every branch of its parallel step has arrived."""
+
+    kind: Literal["join"] = "join"
+    next: StepId | None = None
+
+
+class ApprovalStep(StepBase):
+    """Waits for a person to approve or reject through the API."""
+
+    kind: Literal["approval"] = "approval"
+    timeout_s: float = Field(default=7 * 86_400, gt=0, le=90 * 86_400)
+    prompt: str = Field(default="", max_length=5000)
+    next: StepId | None = None
+    on_reject: StepId | None = Field(default=None, description="Where a rejection goes; none fails the execution.")
+
+
+class DelayStep(StepBase):
+    kind: Literal["delay"] = "delay"
+    seconds: float = Field(ge=0, le=30 * 86_400)
+    next: StepId | None = None
+
+
+class WebhookStep(StepBase):
+    """An HTTP call; a 2xx answer succeeds with the parsed JSON (or text) as output."""
+
+    kind: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: dict[str, Any] = Field(default_factory=dict)
+    next: StepId | None = None
+
+
+Step = Annotated[
+    AgentStep | ConditionStep | ParallelStep | JoinStep | ApprovalStep | DelayStep | WebhookStep,
+    Field(discriminator="kind"),
+]
+
+
+class WorkflowSpec(Model):
+    """A workflow definition as a caller writes it."""
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    description: str = Field(default="", max_length=5000)
+    input_fields: list[str] | None = Field(
+        default=None, description="Top-level input fields; when given, conditions may only read these."
+    )
+    start: StepId
+    steps: list[Step] = Field(min_length=1, max_length=200)
+
+    def step(
+        self, step_id: str
+    ) -> "AgentStep | ConditionStep | ParallelStep | JoinStep | ApprovalStep | DelayStep | WebhookStep":
+        return next(s for s in self.steps if s.id == step_id)
+
+
+class ExecutionStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    WAITING = "waiting"
+    RETRY_SCHEDULED = "retry_scheduled"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+# Commands -------------------------------------------------------------------------------------------------------
+
+
+@REGISTRY.register
+class CreateWorkflow(Command):
+    service = "workflow-engine"
+    workflow_id: str
+    spec: WorkflowSpec
+    template: str | None = None
+
+
+@REGISTRY.register
+class UpdateWorkflow(Command):
+    service = "workflow-engine"
+    workflow_id: str
+    spec: WorkflowSpec
+
+
+@REGISTRY.register
+class ArchiveWorkflow(Command):
+    service = "workflow-engine"
+    workflow_id: str
+
+
+@REGISTRY.register
+class ExecuteWorkflow(Command):
+    service = "workflow-engine"
+    workflow_id: str
+    execution_id: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+@REGISTRY.register
+class PauseExecution(Command):
+    service = "workflow-engine"
+    execution_id: str
+
+
+@REGISTRY.register
+class ResumeExecution(Command):
+    service = "workflow-engine"
+    execution_id: str
+
+
+@REGISTRY.register
+class CancelExecution(Command):
+    service = "workflow-engine"
+    execution_id: str
+    reason: str = Field(default="", max_length=2000)
+
+
+@REGISTRY.register
+class RetryExecution(Command):
+    """Retry a failed execution from its failed step(s)."""
+
+    service = "workflow-engine"
+    execution_id: str
+
+
+@REGISTRY.register
+class DecideApproval(Command):
+    service = "workflow-engine"
+    execution_id: str
+    step_id: StepId
+    approved: bool
+    comment: str = Field(default="", max_length=5000)
+
+
+@REGISTRY.register
+class RecordTaskResult(Command):
+    """The outcome of one attempt of a step's work (an agent task or a webhook call)."""
+
+    service = "workflow-engine"
+    execution_id: str
+    step_id: StepId
+    attempt: int
+    ok: bool
+    output: Any = None
+    error: str | None = None
+    error_kind: str = "error"
+
+
+@REGISTRY.register
+class FireTimer(Command):
+    """A durable timer came due: a retry backoff, a step timeout or a delay."""
+
+    service = "workflow-engine"
+    execution_id: str
+    step_id: StepId
+    attempt: int
+    purpose: Literal["retry", "timeout", "delay"]
+
+
+# Events ---------------------------------------------------------------------------------------------------------
+
+
+@REGISTRY.register
+class WorkflowCreated(Event):
+    aggregate = "workflow"
+    workflow_id: str
+    version: int
+    spec: WorkflowSpec
+    template: str | None = None
+
+
+@REGISTRY.register
+class WorkflowUpdated(Event):
+    aggregate = "workflow"
+    workflow_id: str
+    version: int
+    spec: WorkflowSpec
+
+
+@REGISTRY.register
+class WorkflowArchived(Event):
+    aggregate = "workflow"
+    workflow_id: str
+
+
+@REGISTRY.register
+class ExecutionStarted(Event):
+    aggregate = "execution"
+    execution_id: str
+    workflow_id: str
+    workflow_version: int
+    spec: WorkflowSpec
+    input: dict[str, Any]
+    started_at: str
+
+
+@REGISTRY.register
+class StepScheduled(Event):
+    """An attempt of a step begins; ``key`` is its idempotency key (one per step attempt)."""
+
+    aggregate = "execution"
+    step_id: str
+    attempt: int
+    key: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    at: str
+    fresh: bool = Field(default=True, description="False for a retry: the attempt counts against the retry budget.")
+    timeout_at: str | None = None
+    wake_at: str | None = Field(default=None, description="When a delay step completes.")
+
+
+@REGISTRY.register
+class StepSucceeded(Event):
+    aggregate = "execution"
+    step_id: str
+    attempt: int
+    output: Any = None
+    at: str
+
+
+@REGISTRY.register
+class StepFailed(Event):
+    aggregate = "execution"
+    step_id: str
+    attempt: int
+    error: str
+    error_kind: str
+    at: str
+
+
+@REGISTRY.register
+class RetryScheduled(Event):
+    aggregate = "execution"
+    step_id: str
+    attempt: int = Field(description="The attempt that will run.")
+    due_at: str
+
+
+@REGISTRY.register
+class StepQueued(Event):
+    """A step is due to start, but the execution is paused: it starts on resume."""
+
+    aggregate = "execution"
+    step_id: str
+    attempt: int
+    fresh: bool = True
+
+
+@REGISTRY.register
+class BranchArrived(Event):
+    """A parallel branch reached its join."""
+
+    aggregate = "execution"
+    step_id: str
+    from_step: str
+
+
+@REGISTRY.register
+class ApprovalDecided(Event):
+    aggregate = "execution"
+    step_id: str
+    approved: bool
+    comment: str
+    at: str
+
+
+@REGISTRY.register
+class ExecutionPaused(Event):
+    aggregate = "execution"
+    at: str
+
+
+@REGISTRY.register
+class ExecutionResumed(Event):
+    aggregate = "execution"
+    at: str
+
+
+@REGISTRY.register
+class ExecutionCancelled(Event):
+    aggregate = "execution"
+    reason: str
+    at: str
+
+
+@REGISTRY.register
+class ExecutionRetried(Event):
+    aggregate = "execution"
+    steps: list[str]
+    at: str
+
+
+@REGISTRY.register
+class ExecutionCompleted(Event):
+    aggregate = "execution"
+    output: dict[str, Any]
+    at: str
+
+
+@REGISTRY.register
+class ExecutionFailed(Event):
+    aggregate = "execution"
+    step_id: str
+    error: str
+    at: str
+
+
+# Tasks (TASKS stream) and queries -------------------------------------------------------------------------------
+
+
+class AgentTask(Model):
+    """Work for an agent, published on ``task.<workspace>.<agent id or "any">`` with Nats-Msg-Id = ``key``.
+
+    The worker answers with a RecordTaskResult command carrying ``execution_id``, ``step_id`` and ``attempt``.
+    """
+
+    key: str
+    workspace_id: str
+    execution_id: str
+    step_id: str
+    attempt: int
+    agent_id: str | None
+    role: str | None
+    capability: str | None
+    instructions: str
+    input: dict[str, Any]
+    deadline: str
+
+
+@REGISTRY.register
+class GetWorkflow(Query):
+    service = "workflow-engine"
+    workflow_id: str
+    version: int | None = None
+
+
+@REGISTRY.register
+class ListWorkflows(Query):
+    service = "workflow-engine"
+    include_archived: bool = False
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+@REGISTRY.register
+class GetExecution(Query):
+    service = "workflow-engine"
+    execution_id: str
+
+
+@REGISTRY.register
+class ListExecutions(Query):
+    service = "workflow-engine"
+    workflow_id: str | None = None
+    status: ExecutionStatus | None = None
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+@REGISTRY.register
+class ListWorkflowTemplates(Query):
+    service = "workflow-engine"
