@@ -15,6 +15,8 @@ ENVELOPES: tuple[type[BaseModel], ...] = (Envelope, EventRecord, CommandOutcome,
 
 def export(target: Path) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob("*.json"):
+        stale.unlink()
     written: list[Path] = []
     for cls in ENVELOPES:
         written.append(_write(target / f"{cls.__name__}.json", cls.model_json_schema()))
