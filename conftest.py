@@ -4,21 +4,36 @@ NATS and the MongoDB-compatible server are real. Each test gets its own environm
 consumers and databases are its own; they are deleted when the test ends.
 """
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import nats
 import pytest
+from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
-from contracts import Subjects
+from contracts import Actor, Subjects
+from contracts.workflows import AgentTask, RecordTaskResult
+from gateway.admin import create_workspace
+from gateway.main import build_app as build_gateway
+from gateway.settings import GatewaySettings
+from orchestrator.main import build_app as build_orchestrator
+from orchestrator.settings import OrchestratorSettings
 from servicekit import devstack
-from servicekit.bus import delete_streams
+from servicekit.bus import ConsumerPolicy, delete_streams
+from servicekit.commands import envelope_for, publish_command
 from servicekit.mongo import connect_mongo
+from servicekit.runtime import Runtime
+from servicekit.settings import ServiceSettings
+from workflow_engine.main import build_app as build_engine
+from workflow_engine.settings import WorkflowEngineSettings
 
 Document = dict[str, Any]
 
@@ -73,3 +88,112 @@ def service_env(infra: Infra, env_name: str, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent
+
+
+# The platform in this process: gateway, orchestrator and workflow engine, plus a deterministic agent worker. ----
+
+
+Behaviour = Callable[[AgentTask], Awaitable[tuple[bool, Any]]]
+
+
+async def echo(task: AgentTask) -> tuple[bool, Any]:
+    """The default deterministic agent: succeeds with its step, attempt and input."""
+    return True, {"step": task.step_id, "attempt": task.attempt, "input": task.input}
+
+
+class AgentWorker:
+    """A deterministic agent runtime: consumes TASKS like the real one will and reports each result."""
+
+    def __init__(self, settings: ServiceSettings, behaviour: Behaviour = echo) -> None:
+        self.runtime = Runtime(settings)
+        self.behaviour = behaviour
+        self.received: list[str] = []
+
+    async def start(self) -> None:
+        await self.runtime.open()
+        subjects = self.runtime.subjects
+        self.runtime.bus.consume(
+            subject=f"{subjects.env}.task.>",
+            stream=subjects.tasks_stream,
+            durable=subjects.durable("agent-worker", "tasks"),
+            handler=self._on_task,
+            policy=ConsumerPolicy(max_deliver=3, base_delay_s=0.05),
+        )
+        await self.runtime.start()
+
+    async def stop(self) -> None:
+        await self.runtime.stop()
+
+    async def _on_task(self, body: bytes, headers: dict[str, str]) -> None:
+        task = AgentTask.model_validate_json(body)
+        self.received.append(task.key)
+        ok, output = await self.behaviour(task)
+        result = RecordTaskResult(
+            execution_id=task.execution_id,
+            step_id=task.step_id,
+            attempt=task.attempt,
+            ok=ok,
+            output=output if ok else None,
+            error=None if ok else str(output),
+            error_kind="error" if ok else "agent_error",
+        )
+        envelope = envelope_for(
+            result,
+            workspace_id=task.workspace_id,
+            command_id=f"result-{task.key}".replace(":", "-"),
+            actor=Actor(kind="agent", id=task.agent_id or "any"),
+        )
+        await publish_command(self.runtime.bus, "workflow-engine", envelope)
+
+
+@dataclass
+class Platform:
+    client: httpx.AsyncClient
+    gateway: FastAPI
+    settings: GatewaySettings
+    worker: AgentWorker | None
+
+    async def new_workspace(self, name: str = "Acme") -> dict[str, str]:
+        return await create_workspace(self.settings, name)
+
+    @staticmethod
+    def auth(workspace: dict[str, str]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {workspace['api_key']}"}
+
+
+@asynccontextmanager
+async def running_platform(
+    infra: Infra, env_name: str, *, behaviour: Behaviour | None = echo, engine: bool = True, **overrides: Any
+) -> AsyncIterator[Platform]:
+    """The gateway (``overrides`` go to its settings), the orchestrator and, with ``engine``, the workflow engine
+    and a deterministic agent worker (none when ``behaviour`` is None), all started in this process."""
+    common: dict[str, Any] = {"platform_env": env_name, "nats_url": infra.nats_url, "mongodb_url": infra.mongodb_url}
+    fast: dict[str, Any] = {"relay_poll_interval_s": 0.2}
+    settings = GatewaySettings(**{"max_body_bytes": 4096, **common, **overrides})
+    gateway = build_gateway(settings)
+    apps = [build_orchestrator(OrchestratorSettings(**common, **fast))]
+    if engine:
+        apps.append(build_engine(WorkflowEngineSettings(**common, **fast, timer_poll_s=0.1)))
+    async with AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        await stack.enter_async_context(gateway.router.lifespan_context(gateway))
+        worker = None
+        if engine and behaviour is not None:
+            worker = AgentWorker(ServiceSettings(service_name="agent-worker", **common), behaviour)
+            await worker.start()
+            stack.push_async_callback(worker.stop)
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://gateway")
+        )
+        yield Platform(client, gateway, settings, worker)
+
+
+@pytest.fixture
+async def platform(infra: Infra, env_name: str) -> AsyncIterator[Platform]:
+    async with running_platform(infra, env_name) as running:
+        yield running
+
+
+async def settle(seconds: float = 0.3) -> None:
+    await asyncio.sleep(seconds)

@@ -31,6 +31,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import httpx
@@ -49,6 +50,13 @@ Attempt = Callable[[int], Awaitable[str | None]]  # returns None on success, els
 FLOOR_KEYS = 1000
 DOCS_PER_KEY = 3
 PAYLOAD = b"x" * 700  # about the size of a RegisterAgent envelope
+
+
+def without_retryable_writes(url: str) -> str:
+    """The URL with ``retryWrites=false``: SecantusDB slows down with every retryable write it has recorded."""
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, "retryWrites=false") if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, parts.fragment))
 
 
 @dataclass
@@ -89,6 +97,48 @@ async def drive(concurrency: int, total: int, attempt: Attempt, level: Level | N
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     level.elapsed += time.perf_counter() - start
     return level
+
+
+CPU_GROUPS = ("gateway", "orchestrator", "other services", "mongodb", "nats-server", "bench client")
+
+
+class CpuMeter:
+    """CPU seconds used by the services, the database, nats-server and this process (Linux /proc; else none)."""
+
+    def __init__(self) -> None:
+        me = os.getpid()
+        self.pids: dict[str, list[int]] = {"bench client": [me]}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+                argv = [a.decode(errors="replace") for a in (stat.parent / "cmdline").read_bytes().split(b"\0")]
+            except OSError:
+                continue
+            comm, ppid = text[text.index("(") + 1 : text.rindex(")")], int(text[text.rindex(")") + 2 :].split()[1])
+            group = None
+            if ppid == me and "-m" in argv[:-1]:
+                module = argv[argv.index("-m") + 1]
+                group = module if module in ("gateway", "orchestrator") else "other services"
+            elif ppid == me and any("secantusd" in a for a in argv):
+                group = "mongodb"
+            elif comm == "nats-server":
+                group = "nats-server"
+            if group is not None:
+                self.pids.setdefault(group, []).append(int(stat.parent.name))
+
+    def snapshot(self) -> dict[str, float]:
+        tick = os.sysconf("SC_CLK_TCK")
+        used: dict[str, float] = {}
+        for group, pids in self.pids.items():
+            total = 0
+            for pid in pids:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+            used[group] = total / tick
+        return used
 
 
 def gateway_attempt(client: httpx.AsyncClient, api_key: str, statuses: Counter[int]) -> Attempt:
@@ -159,6 +209,7 @@ class Result:
     ours: Level
     floor: Level
     statuses: Counter[int]
+    cpu: dict[str, float]  # CPU seconds per process group while ours ran
 
 
 async def measure(
@@ -176,13 +227,17 @@ async def measure(
         await drive(min(5, widest), args.warmup, gateway_attempt(client, api_key, warm_up))
         await drive(min(5, widest), args.warmup, floor_attempt)
         print(f"  warm-up: {args.warmup} requests, statuses {dict(warm_up)}", flush=True)
+        meter = CpuMeter()
         for concurrency in args.levels:
             # The server slows down as data accumulates, so the floor brackets ours: half before, half after.
             statuses = Counter[int]()
             floor_level = await drive(concurrency, args.requests // 2, floor_attempt)
+            before = meter.snapshot()
             ours = await drive(concurrency, args.requests, gateway_attempt(client, api_key, statuses))
+            after = meter.snapshot()
             await drive(concurrency, args.requests - args.requests // 2, floor_attempt, floor_level)
-            results.append(Result(ours, floor_level, statuses))
+            cpu = {group: after[group] - before[group] for group in after}
+            results.append(Result(ours, floor_level, statuses, cpu))
             print(
                 f"  {concurrency} concurrent: ours p50 {ours.percentile(50):.1f} ms, floor p50 "
                 f"{floor_level.percentile(50):.1f} ms, statuses {dict(statuses)}",
@@ -246,6 +301,23 @@ def render(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def render_cpu(results: list[Result]) -> str:
+    """CPU per request of each process group while our requests ran, and its share of one core."""
+    groups = [g for g in CPU_GROUPS if any(g in r.cpu for r in results)]
+    table = [["clients", *groups]]
+    for r in results:
+        requests = len(r.ours.latencies) + r.ours.errors.total()
+        cells = [str(r.ours.concurrency)]
+        for group in groups:
+            spent = r.cpu.get(group)
+            cells.append("-" if spent is None else f"{1000 * spent / requests:.1f} ms {spent / r.ours.elapsed:4.0%}")
+        table.append(cells)
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def distinct_ports(n: int) -> list[int]:
     ports: list[int] = []
     while len(ports) < n:
@@ -264,6 +336,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", default="1,10,50", help="comma-separated concurrency levels (default 1,10,50)")
     parser.add_argument("--warmup", type=int, help="unmeasured requests first (default 30; --quick 10)")
     parser.add_argument("--timeout", type=float, default=30.0, help="client timeout per request, seconds")
+    parser.add_argument(
+        "--no-retry-writes",
+        action="store_true",
+        help="connect with retryWrites=false (the driver default is true; SecantusDB slows down as it records them)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs and print where they are")
     args = parser.parse_args(argv)
     args.requests = args.requests or (30 if args.quick else 300)
@@ -285,9 +362,10 @@ def main(argv: list[str] | None = None) -> None:
     external = bool(os.environ.get("MONGODB_URL"))
     try:
         with (
-            devstack.mongodb(workdir / "mongodb", logs) as mongodb_url,
+            devstack.mongodb(workdir / "mongodb", logs) as server_url,
             devstack.nats(workdir / "nats", logs) as nats_url,
         ):
+            mongodb_url = without_retryable_writes(server_url) if args.no_retry_writes else server_url
             server = mongodb_url if external else f"SecantusDB started for this run at {mongodb_url}"
             print(f"Command path benchmark (environment {env}; MongoDB: {server}; NATS: {nats_url})", flush=True)
             print(f"  requests per level={args.requests} levels={args.levels} warmup={args.warmup}", flush=True)
@@ -325,7 +403,15 @@ def main(argv: list[str] | None = None) -> None:
                 f"  {r.ours.concurrency} clients: errors {dict(r.ours.errors)}, 202 pending {pending}, "
                 f"floor errors {dict(r.floor.errors)}"
             )
+    if not args.no_retry_writes:
+        print(
+            "Writes are retryable (driver default) and SecantusDB slows down with each one it records; levels run "
+            "in order, so later ones meet a slower server. --no-retry-writes removes that drift."
+        )
     print(f"Measured in {elapsed:.0f}s. Targets: p50 <= 3x floor at 10 clients; no errors at 50 clients.")
+    print()
+    print(f"CPU per request while our requests ran, and its share of one core ({os.cpu_count()} cores here):")
+    print(render_cpu(results))
 
 
 if __name__ == "__main__":

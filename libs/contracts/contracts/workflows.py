@@ -9,7 +9,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from contracts.messages import Command, Event, Query
 from contracts.registry import REGISTRY
@@ -194,10 +194,19 @@ class StepStatus(StrEnum):
 
 @REGISTRY.register
 class CreateWorkflow(Command):
+    """Create a workflow from a spec, or from a template (optionally renamed)."""
+
     service = "workflow-engine"
     workflow_id: str
-    spec: WorkflowSpec
+    spec: WorkflowSpec | None = None
     template: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _spec_or_template(self) -> "CreateWorkflow":
+        if (self.spec is None) == (self.template is None):
+            raise ValueError("give exactly one of spec and template")
+        return self
 
 
 @REGISTRY.register

@@ -8,12 +8,23 @@ state; anything else propagates so the bus redelivers with backoff and finally d
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from opentelemetry import propagate
 from pydantic import ValidationError
 
-from contracts import REGISTRY, Command, CommandOutcome, Envelope, ErrorCode, Event, OutcomeStatus, UnknownMessageType
+from contracts import (
+    REGISTRY,
+    Actor,
+    Command,
+    CommandOutcome,
+    Envelope,
+    ErrorCode,
+    Event,
+    OutcomeStatus,
+    UnknownMessageType,
+)
 from servicekit.bus import Bus, ConsumerPolicy, PermanentFailure
 from servicekit.eventstore import ConcurrencyError, DuplicateCommand, EventStore, Metadata, StreamRef, load_state
 
@@ -140,6 +151,42 @@ def _rejected(
         error_code=code,
         error_message=message[:2000],
         error_details=details or [],
+    )
+
+
+def envelope_for(
+    command: Command,
+    *,
+    workspace_id: str,
+    command_id: str,
+    actor: Actor,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> Envelope:
+    """Wrap ``command`` for the bus; the correlation id defaults to the current trace's parent header."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return Envelope(
+        message_id=command_id,
+        type=command.type_name,
+        schema_version=command.schema_version,
+        workspace_id=workspace_id,
+        correlation_id=correlation_id or carrier.get("traceparent", command_id),
+        causation_id=causation_id,
+        actor=actor,
+        occurred_at=datetime.now(UTC),
+        payload=command.model_dump(mode="json"),
+    )
+
+
+async def publish_command(bus: Bus, service: str, envelope: Envelope) -> bool:
+    """Send a command to ``service``; the broker de-duplicates by command id. False when it was a duplicate."""
+    subjects = bus.subjects
+    return await bus.publish(
+        subjects.command(service, envelope.workspace_id, envelope.type),
+        envelope.model_dump_json().encode(),
+        msg_id=envelope.message_id,
+        stream=subjects.commands_stream,
     )
 
 

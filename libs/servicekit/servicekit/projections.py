@@ -6,6 +6,7 @@ reordered something, and the projection catches up from the event store, which i
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
@@ -51,9 +52,15 @@ class StreamProjection(ABC):
         return applied
 
 
-def serve_projection(
-    bus: Bus, service: str, projection: StreamProjection, store: EventStore, policy: ConsumerPolicy
+def serve_events(
+    bus: Bus,
+    service: str,
+    aggregate: str,
+    purpose: str,
+    handle: Callable[[EventRecord], Awaitable[object]],
+    policy: ConsumerPolicy,
 ) -> None:
+    """Feed every event of ``aggregate`` to ``handle`` through a durable consumer named for ``purpose``."""
     subjects = bus.subjects
 
     async def on_event(body: bytes, headers: dict[str, str]) -> None:
@@ -61,12 +68,21 @@ def serve_projection(
             record = EventRecord.model_validate_json(body)
         except ValidationError as exc:
             raise PermanentFailure(f"malformed event: {exc.error_count()} errors") from exc
-        await projection.handle(record, store)
+        await handle(record)
 
     bus.consume(
-        subject=subjects.events_of(projection.aggregate),
+        subject=subjects.events_of(aggregate),
         stream=subjects.events_stream,
-        durable=subjects.durable(service, f"projection_{projection.name}"),
+        durable=subjects.durable(service, purpose),
         handler=on_event,
         policy=policy,
     )
+
+
+def serve_projection(
+    bus: Bus, service: str, projection: StreamProjection, store: EventStore, policy: ConsumerPolicy
+) -> None:
+    async def apply(record: EventRecord) -> int:
+        return await projection.handle(record, store)
+
+    serve_events(bus, service, projection.aggregate, f"projection_{projection.name}", apply, policy)

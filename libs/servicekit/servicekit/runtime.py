@@ -46,6 +46,16 @@ class Runtime:
         self._mongo: AsyncMongoClient[Document] | None = None
         self._store: EventStore | None = None
         self._relay: Relay | None = None
+        self._on_start: list[Callable[[], None]] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+
+    def on_start(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` once consuming has started (e.g. to start a background loop)."""
+        self._on_start.append(hook)
+
+    def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await ``hook`` first thing on shutdown, before the connections close."""
+        self._on_stop.append(hook)
 
     @property
     def mongo(self) -> AsyncMongoClient[Document]:
@@ -85,8 +95,12 @@ class Runtime:
         await self.broker.start()
         if self._relay is not None:
             self._relay.start()
+        for hook in self._on_start:
+            hook()
 
     async def stop(self) -> None:
+        for stop_hook in reversed(self._on_stop):
+            await stop_hook()
         if self._relay is not None:
             await self._relay.stop()
         await self.broker.stop()

@@ -9,12 +9,11 @@ one's record and outcome instead of doing the work again.
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
-from opentelemetry import propagate
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -23,6 +22,7 @@ from contracts import Actor, Command, CommandOutcome, Envelope, ErrorCode, new_i
 from gateway.errors import ApiError
 from gateway.workspaces import Principal
 from servicekit.bus import Bus
+from servicekit.commands import envelope_for, publish_command
 
 Document = dict[str, Any]
 IDEMPOTENCY_NAMESPACE = uuid.UUID("7f1d5d2e-8a53-4c8e-9a3e-2b1f0c6a9d41")
@@ -63,17 +63,8 @@ class CommandGateway:
     ) -> CommandStatus:
         """Send ``command`` for ``principal``'s workspace; returns its status after at most the wait time."""
         workspace_id = principal.workspace_id
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        envelope = Envelope(
-            message_id=command_id,
-            type=command.type_name,
-            schema_version=command.schema_version,
-            workspace_id=workspace_id,
-            correlation_id=carrier.get("traceparent", command_id),
-            actor=Actor(kind="api_key", id=principal.key_id),
-            occurred_at=datetime.now(UTC),
-            payload=command.model_dump(mode="json"),
+        envelope = envelope_for(
+            command, workspace_id=workspace_id, command_id=command_id, actor=Actor(kind="api_key", id=principal.key_id)
         )
         record: Document = {
             "_id": _key(workspace_id, command_id),
@@ -111,12 +102,7 @@ class CommandGateway:
         outcome_subject = subjects.outcome(envelope.workspace_id, envelope.message_id)
         sub = await self._bus.nc.subscribe(outcome_subject, max_msgs=1)
         try:
-            await self._bus.publish(
-                subjects.command(record["service"], envelope.workspace_id, envelope.type),
-                envelope.model_dump_json().encode(),
-                msg_id=envelope.message_id,
-                stream=subjects.commands_stream,
-            )
+            await publish_command(self._bus, record["service"], envelope)
             try:
                 msg = await sub.next_msg(timeout=self._wait_s) if self._wait_s > 0 else None
             except (TimeoutError, NatsTimeout):

@@ -9,6 +9,7 @@ from gateway.commands import CommandGateway
 from gateway.errors import ApiError
 from gateway.queries import QueryClient
 from gateway.workspaces import Principal, WorkspaceStore
+from servicekit.bus import Bus
 
 
 def _workspaces(request: Request) -> WorkspaceStore:
@@ -26,9 +27,15 @@ def _queries(request: Request) -> QueryClient:
     return client
 
 
+def _bus(request: Request) -> Bus:
+    bus: Bus = request.app.state.runtime.bus
+    return bus
+
+
 Workspaces = Annotated[WorkspaceStore, Depends(_workspaces)]
 Commands = Annotated[CommandGateway, Depends(_commands)]
 Queries = Annotated[QueryClient, Depends(_queries)]
+BusDep = Annotated[Bus, Depends(_bus)]
 
 
 async def _principal(

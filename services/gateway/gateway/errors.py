@@ -29,6 +29,11 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.AGENT_NOT_FOUND: 404,
     ErrorCode.AGENT_NAME_TAKEN: 409,
     ErrorCode.UNKNOWN_COMMAND: 400,
+    ErrorCode.INVALID_WORKFLOW: 422,
+    ErrorCode.WORKFLOW_NOT_FOUND: 404,
+    ErrorCode.WORKFLOW_ARCHIVED: 409,
+    ErrorCode.EXECUTION_NOT_FOUND: 404,
+    ErrorCode.TEMPLATE_NOT_FOUND: 404,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }

@@ -2,10 +2,10 @@
 
 from fastapi import FastAPI
 
-from gateway.api import router
 from gateway.commands import CommandGateway
 from gateway.errors import BodyLimitMiddleware, install_error_handlers
 from gateway.queries import QueryClient
+from gateway.routes import router
 from gateway.settings import GatewaySettings
 from gateway.workspaces import WorkspaceStore
 from servicekit.runtime import Runtime, create_app

@@ -6,10 +6,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Infra
+from conftest import Infra, Platform, running_platform
 from servicekit.testing import eventually
-
-from .conftest import Platform, running_platform
 
 AGENT = {"name": "Lead qualifier", "role": "sales", "capabilities": ["qualification"]}
 

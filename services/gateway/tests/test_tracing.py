@@ -8,9 +8,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from conftest import Platform
 from servicekit.testing import eventually
-
-from .conftest import Platform
 
 
 @pytest.fixture

@@ -1,10 +1,43 @@
-"""Composition root of the workflow-engine service."""
+"""Composition root of the workflow engine."""
+
+from collections.abc import Callable
+from datetime import datetime
 
 from fastapi import FastAPI
 
-from servicekit.runtime import create_app
+from servicekit.commands import serve_commands
+from servicekit.eventstore import utcnow
+from servicekit.projections import serve_events, serve_projection
+from servicekit.queries import serve_queries
+from servicekit.runtime import Runtime, create_app
+from workflow_engine.domain import execution
+from workflow_engine.executor import Executor
+from workflow_engine.handlers import build_router
+from workflow_engine.projections import ExecutionsProjection, WorkflowsProjection
+from workflow_engine.queries import build_queries
 from workflow_engine.settings import WorkflowEngineSettings
+from workflow_engine.timers import SERVICE, TimerLoop, Timers
 
 
-def build_app(settings: WorkflowEngineSettings) -> FastAPI:
-    return create_app(settings, title="workflow-engine")
+def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    async def setup(runtime: Runtime, app: FastAPI) -> None:
+        store, db = runtime.store, runtime.db
+        workflows = WorkflowsProjection(db["workflows"])
+        executions = ExecutionsProjection(db["executions"])
+        timers = Timers(db["timers"])
+        for part in (workflows, executions, timers):
+            await part.ensure_indexes()
+        executor = Executor(
+            store, runtime.bus, timers, db["dispatches"], webhook_concurrency=settings.webhook_concurrency
+        )
+        serve_commands(runtime.bus, SERVICE, build_router(clock), store, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, workflows, store, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, executions, store, runtime.policy)
+        serve_events(runtime.bus, SERVICE, execution.AGGREGATE, "executor", executor.handle, runtime.policy)
+        serve_queries(runtime.bus, SERVICE, build_queries(store, workflows, executions))
+        loop = TimerLoop(timers, runtime.bus, clock, settings.timer_poll_s)
+        runtime.on_start(loop.start)
+        runtime.on_stop(loop.stop)
+        runtime.on_stop(executor.stop)
+
+    return create_app(settings, setup, title="workflow-engine")

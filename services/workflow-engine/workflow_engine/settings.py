@@ -1,6 +1,10 @@
+from pydantic import Field
+
 from servicekit.settings import ServiceSettings
 
 
 class WorkflowEngineSettings(ServiceSettings):
     service_name: str = "workflow-engine"
     http_port: int = 8002
+    timer_poll_s: float = Field(default=0.25, gt=0, description="How often due timers are looked for.")
+    webhook_concurrency: int = Field(default=32, ge=1)

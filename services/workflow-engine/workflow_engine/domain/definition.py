@@ -225,11 +225,24 @@ def evolve(state: Workflow, event: Event) -> Workflow:
     return state
 
 
-def decide_create(state: Workflow, command: CreateWorkflow) -> list[Event]:
+class TemplateNotFound(DomainError):
+    code = ErrorCode.TEMPLATE_NOT_FOUND
+
+
+def decide_create(state: Workflow, command: CreateWorkflow, templates: dict[str, WorkflowSpec]) -> list[Event]:
     if state.exists:
         raise DomainError(f"workflow {command.workflow_id} already exists")
-    validate(command.spec)
-    return [WorkflowCreated(workflow_id=command.workflow_id, version=1, spec=command.spec, template=command.template)]
+    if command.template is not None:
+        if command.template not in templates:
+            raise TemplateNotFound(f"no workflow template {command.template!r}")
+        spec = templates[command.template]
+    else:
+        assert command.spec is not None
+        spec = command.spec
+    if command.name:
+        spec = spec.model_copy(update={"name": command.name})
+    validate(spec)
+    return [WorkflowCreated(workflow_id=command.workflow_id, version=1, spec=spec, template=command.template)]
 
 
 def decide_update(state: Workflow, command: UpdateWorkflow) -> list[Event]:

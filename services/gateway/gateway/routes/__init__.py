@@ -1,0 +1,10 @@
+"""REST endpoints under /api/v1, one module per resource."""
+
+from fastapi import APIRouter
+
+from gateway.errors import PROBLEM_RESPONSES
+from gateway.routes import agents, commands, workflows, workspace
+
+router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
+for module in (workspace, agents, workflows, commands):
+    router.include_router(module.router)

@@ -1,0 +1,76 @@
+"""What every command endpoint shares: the response model and the submit-and-answer flow."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Path, Request, Response
+from pydantic import BaseModel, Field
+
+from contracts import Command, ErrorCode, OutcomeStatus
+from gateway.commands import CommandStatus, fingerprint
+from gateway.deps import Commands, CurrentPrincipal
+from gateway.errors import STATUS_OF, ApiError
+
+ResourceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class CommandResponse(BaseModel):
+    """Where a command stands: ``accepted`` (with the ids it touched), ``rejected``, or ``pending``."""
+
+    command_id: str
+    type: str
+    status: str
+    submitted_at: datetime
+    resource_ids: dict[str, str] = Field(default_factory=dict)
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+def command_response(status: CommandStatus, links: dict[str, str] | None = None) -> CommandResponse:
+    outcome = status.outcome
+    return CommandResponse(
+        command_id=status.command_id,
+        type=status.type,
+        status=status.status,
+        submitted_at=status.submitted_at,
+        resource_ids=outcome.resource_ids if outcome else {},
+        error_code=outcome.error_code if outcome else None,
+        error_message=outcome.error_message if outcome else None,
+        links={"status": f"/api/v1/commands/{status.command_id}", **(links or {})},
+    )
+
+
+async def submit(
+    request: Request,
+    response: Response,
+    commands: Commands,
+    principal: CurrentPrincipal,
+    command_id: str,
+    command: Command,
+    *,
+    created: str | None = None,
+) -> CommandResponse:
+    """Send ``command`` and answer: 201 (``created`` given) or 200 with its outcome, 202 while it is pending,
+    or the domain error as a problem with its code."""
+    body = await request.body()
+    status = await commands.submit(
+        principal, command_id, command, request_fingerprint=fingerprint(request.method, request.url.path, body)
+    )
+    links = {"resource": created} if created else {}
+    if status.outcome is None:
+        response.status_code = 202
+        response.headers["Location"] = f"/api/v1/commands/{status.command_id}"
+        return command_response(status, links)
+    if status.outcome.status is OutcomeStatus.REJECTED:
+        code = status.outcome.error_code or ErrorCode.CONFLICT
+        raise ApiError(
+            code,
+            status.outcome.error_message or "The command was rejected.",
+            status=STATUS_OF.get(code),
+            errors=status.outcome.error_details or None,
+        )
+    if created:
+        response.status_code = 201
+        response.headers["Location"] = created
+    return command_response(status, links)

@@ -1,0 +1,330 @@
+"""Workflow definitions, executions, approvals, live events (SSE) and templates."""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import DeliverPolicy
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts import ErrorCode, EventRecord
+from contracts.workflows import (
+    ArchiveWorkflow,
+    CancelExecution,
+    CreateWorkflow,
+    DecideApproval,
+    ExecuteWorkflow,
+    ExecutionStatus,
+    GetExecution,
+    GetWorkflow,
+    ListExecutions,
+    ListWorkflows,
+    ListWorkflowTemplates,
+    PauseExecution,
+    ResumeExecution,
+    RetryExecution,
+    StepId,
+    UpdateWorkflow,
+    WorkflowSpec,
+)
+from gateway.deps import BusDep, Commands, CurrentPrincipal, IdempotencyKey, Queries
+from gateway.errors import ApiError
+from gateway.routes.common import CommandResponse, ResourceId, submit
+
+router = APIRouter(tags=["workflows"])
+Limit = Annotated[int, Query(ge=1, le=500)]
+TERMINAL_EVENTS = frozenset({"ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled"})
+KEEPALIVE_S = 15.0
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkflowCreate(Model):
+    """Either a full ``spec``, or the slug of a ``template`` (optionally with a new ``name``)."""
+
+    spec: WorkflowSpec | None = None
+    template: str | None = Field(default=None, min_length=1, max_length=100)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ExecutionRequest(Model):
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class Cancellation(Model):
+    reason: str = Field(default="", max_length=2000)
+
+
+class ApprovalDecision(Model):
+    approved: bool
+    comment: str = Field(default="", max_length=5000)
+
+
+class Items(BaseModel):
+    items: list[dict[str, Any]]
+
+
+# Executions (registered before /workflows/{workflow_id}, which would otherwise match "executions") -----------
+
+
+@router.get("/workflows/executions", response_model=Items, summary="List executions by workflow and status")
+async def list_executions(
+    principal: CurrentPrincipal,
+    queries: Queries,
+    workflow_id: str | None = Query(default=None, max_length=64),
+    status: ExecutionStatus | None = None,
+    limit: Limit = 100,
+) -> Items:
+    items = await queries.ask(principal, ListExecutions(workflow_id=workflow_id, status=status, limit=limit))
+    return Items(items=items)
+
+
+@router.get(
+    "/workflows/executions/{execution_id}",
+    summary="An execution with every step's status, attempts, input, output, error and timings",
+)
+async def get_execution(execution_id: ResourceId, principal: CurrentPrincipal, queries: Queries) -> Any:
+    return await queries.ask(principal, GetExecution(execution_id=execution_id))
+
+
+async def _control(
+    request: Request, response: Response, commands: Commands, principal: CurrentPrincipal, key: str | None, command: Any
+) -> CommandResponse:
+    return await submit(request, response, commands, principal, commands.command_id(principal, key), command)
+
+
+@router.post("/workflows/executions/{execution_id}/pause", response_model=CommandResponse, summary="Pause")
+async def pause(
+    execution_id: ResourceId,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    command = PauseExecution(execution_id=execution_id)
+    return await _control(request, response, commands, principal, idempotency_key, command)
+
+
+@router.post("/workflows/executions/{execution_id}/resume", response_model=CommandResponse, summary="Resume")
+async def resume(
+    execution_id: ResourceId,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    command = ResumeExecution(execution_id=execution_id)
+    return await _control(request, response, commands, principal, idempotency_key, command)
+
+
+@router.post("/workflows/executions/{execution_id}/cancel", response_model=CommandResponse, summary="Cancel")
+async def cancel(
+    execution_id: ResourceId,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    body: Cancellation | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    command = CancelExecution(execution_id=execution_id, reason=body.reason if body else "")
+    return await _control(request, response, commands, principal, idempotency_key, command)
+
+
+@router.post(
+    "/workflows/executions/{execution_id}/retry", response_model=CommandResponse, summary="Retry from the failed step"
+)
+async def retry(
+    execution_id: ResourceId,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    command = RetryExecution(execution_id=execution_id)
+    return await _control(request, response, commands, principal, idempotency_key, command)
+
+
+@router.post(
+    "/workflows/executions/{execution_id}/approvals/{step_id}",
+    response_model=CommandResponse,
+    summary="Approve or reject a waiting approval step",
+)
+async def decide_approval(
+    execution_id: ResourceId,
+    step_id: StepId,
+    decision: ApprovalDecision,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    command = DecideApproval(
+        execution_id=execution_id, step_id=step_id, approved=decision.approved, comment=decision.comment
+    )
+    return await _control(request, response, commands, principal, idempotency_key, command)
+
+
+@router.get(
+    "/workflows/executions/{execution_id}/events",
+    summary="The execution's events as Server-Sent Events, live (Last-Event-ID resumes after that version)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def execution_events(
+    execution_id: ResourceId,
+    request: Request,
+    principal: CurrentPrincipal,
+    queries: Queries,
+    bus: BusDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> StreamingResponse:
+    if last_event_id is not None and not last_event_id.isdigit():
+        raise ApiError(ErrorCode.VALIDATION_FAILED, "Last-Event-ID must be an event number sent by this stream.")
+    after = int(last_event_id or 0)
+    await queries.ask(principal, GetExecution(execution_id=execution_id))  # 404 unless it is the caller's
+    subjects = bus.subjects
+    subject = subjects.event("execution", principal.workspace_id, execution_id, "*")
+    sub = await bus.js.subscribe(
+        subject, stream=subjects.events_stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            while not await request.is_disconnected():
+                try:
+                    msg = await sub.next_msg(timeout=KEEPALIVE_S)
+                except NatsTimeout:
+                    yield ": keep-alive\n\n"
+                    continue
+                record = EventRecord.model_validate_json(msg.data)
+                if record.version > after:
+                    data = json.dumps({"version": record.version, "type": record.type, "data": record.data})
+                    yield f"id: {record.version}\nevent: {record.type}\ndata: {data}\n\n"
+                if record.type in TERMINAL_EVENTS and msg.metadata.num_pending == 0:
+                    return
+        finally:
+            await sub.unsubscribe()
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+# Definitions --------------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/workflows",
+    response_model=CommandResponse,
+    status_code=201,
+    summary="Create a workflow from a spec or a template",
+    responses={202: {"model": CommandResponse}},
+)
+async def create_workflow(
+    body: WorkflowCreate,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    if (body.spec is None) == (body.template is None):
+        raise ApiError(ErrorCode.VALIDATION_FAILED, "Give exactly one of 'spec' and 'template'.")
+    command_id = commands.command_id(principal, idempotency_key)
+    workflow_id = f"wf_{command_id[:24]}"
+    command = CreateWorkflow(workflow_id=workflow_id, spec=body.spec, template=body.template, name=body.name)
+    return await submit(
+        request, response, commands, principal, command_id, command, created=f"/api/v1/workflows/{workflow_id}"
+    )
+
+
+@router.get("/workflows", response_model=Items, summary="List workflows")
+async def list_workflows(
+    principal: CurrentPrincipal, queries: Queries, include_archived: bool = False, limit: Limit = 100
+) -> Items:
+    items = await queries.ask(principal, ListWorkflows(include_archived=include_archived, limit=limit))
+    return Items(items=items)
+
+
+@router.get("/workflows/{workflow_id}", summary="A workflow definition (latest version, or ?version=N)")
+async def get_workflow(
+    workflow_id: ResourceId,
+    principal: CurrentPrincipal,
+    queries: Queries,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> Any:
+    return await queries.ask(principal, GetWorkflow(workflow_id=workflow_id, version=version))
+
+
+@router.put(
+    "/workflows/{workflow_id}",
+    response_model=CommandResponse,
+    summary="Save a new version (running executions keep theirs)",
+)
+async def update_workflow(
+    workflow_id: ResourceId,
+    spec: WorkflowSpec,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    command = UpdateWorkflow(workflow_id=workflow_id, spec=spec)
+    return await _control(request, response, commands, principal, idempotency_key, command)
+
+
+@router.post("/workflows/{workflow_id}/archive", response_model=CommandResponse, summary="Archive a workflow")
+async def archive_workflow(
+    workflow_id: ResourceId,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    command = ArchiveWorkflow(workflow_id=workflow_id)
+    return await _control(request, response, commands, principal, idempotency_key, command)
+
+
+@router.post(
+    "/workflows/{workflow_id}/executions",
+    response_model=CommandResponse,
+    status_code=201,
+    summary="Execute a workflow with an input",
+    responses={202: {"model": CommandResponse}},
+)
+async def execute_workflow(
+    workflow_id: ResourceId,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    body: ExecutionRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    command_id = commands.command_id(principal, idempotency_key)
+    execution_id = f"ex_{command_id[:24]}"
+    command = ExecuteWorkflow(workflow_id=workflow_id, execution_id=execution_id, input=body.input if body else {})
+    return await submit(
+        request,
+        response,
+        commands,
+        principal,
+        command_id,
+        command,
+        created=f"/api/v1/workflows/executions/{execution_id}",
+    )
+
+
+@router.get("/workflow-templates", response_model=Items, summary="The workflow templates that ship with the platform")
+async def list_templates(principal: CurrentPrincipal, queries: Queries) -> Items:
+    return Items(items=await queries.ask(principal, ListWorkflowTemplates()))

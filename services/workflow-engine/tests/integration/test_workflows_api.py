@@ -1,0 +1,454 @@
+"""Workflows through the gateway, run by the engine with a deterministic agent worker on the real TASKS stream."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from conftest import Infra, Platform, running_platform
+from contracts.workflows import AgentTask
+from servicekit.testing import eventually
+
+Script = dict[str, Any]
+
+
+def scripted(script: Script) -> Any:
+    """A worker behaviour: per step id, a list of (ok, output) answers by attempt, or a single output."""
+
+    async def behave(task: AgentTask) -> tuple[bool, Any]:
+        answer = script.get(task.step_id, {"done": task.step_id})
+        if isinstance(answer, list):
+            ok, output = answer[min(task.attempt, len(answer)) - 1]
+            return ok, output
+        return True, answer
+
+    return behave
+
+
+@pytest.fixture
+def script() -> Script:
+    return {}
+
+
+@pytest.fixture
+async def platform(infra: Infra, env_name: str, script: Script) -> AsyncIterator[Platform]:
+    async with running_platform(infra, env_name, behaviour=scripted(script)) as running:
+        yield running
+
+
+class Api:
+    def __init__(self, platform: Platform, workspace: dict[str, str]) -> None:
+        self.client = platform.client
+        self.headers = platform.auth(workspace)
+
+    async def post(self, path: str, body: Any = None, expect: int | None = None) -> dict[str, Any]:
+        resp = await self.client.post(path, json=body, headers=self.headers)
+        if expect is not None:
+            assert resp.status_code == expect, resp.text
+        result: dict[str, Any] = resp.json()
+        return result
+
+    async def get(self, path: str, expect: int = 200) -> Any:
+        resp = await self.client.get(path, headers=self.headers)
+        assert resp.status_code == expect, resp.text
+        return resp.json()
+
+    async def workflow(self, spec: dict[str, Any]) -> str:
+        created = await self.post("/api/v1/workflows", {"spec": spec}, expect=201)
+        return str(created["resource_ids"]["workflow_id"])
+
+    async def execute(self, workflow_id: str, data: dict[str, Any] | None = None) -> str:
+        started = await self.post(f"/api/v1/workflows/{workflow_id}/executions", {"input": data or {}}, expect=201)
+        return str(started["resource_ids"]["execution_id"])
+
+    async def execution(self, execution_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.get(f"/api/v1/workflows/executions/{execution_id}")
+        return result
+
+    async def wait_for(self, execution_id: str, *statuses: str, timeout_s: float = 15) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            found = await self.execution(execution_id)
+            return found if found["status"] in statuses else None
+
+        return await eventually(probe, timeout_s)
+
+    async def wait_step(self, execution_id: str, step_id: str, status: str) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            found = await self.execution(execution_id)
+            step = next(s for s in found["steps"] if s["id"] == step_id)
+            return found if step["status"] == status else None
+
+        return await eventually(probe)
+
+
+@pytest.fixture
+async def api(platform: Platform) -> Api:
+    return Api(platform, await platform.new_workspace())
+
+
+def agent(step_id: str, next_step: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"id": step_id, "kind": "agent", "role": "analyst", "next": next_step, **extra}
+
+
+def steps_by_id(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in execution["steps"]}
+
+
+async def test_a_three_step_workflow_runs_to_completion_with_mapped_data(api: Api, script: Script) -> None:
+    script["a"] = {"score": 90}
+    workflow_id = await api.workflow(
+        {
+            "name": "Chain",
+            "start": "a",
+            "steps": [
+                agent("a", "b", input={"lead": "$input.lead"}),
+                agent("b", "c", input={"score": "$steps.a.output.score"}),
+                agent("c"),
+            ],
+        }
+    )
+    execution_id = await api.execute(workflow_id, {"lead": "ada@example.com"})
+    done = await api.wait_for(execution_id, "completed")
+    steps = steps_by_id(done)
+    assert [steps[s]["status"] for s in "abc"] == ["succeeded"] * 3
+    assert steps["a"]["input"] == {"lead": "ada@example.com"}
+    assert steps["b"]["input"] == {"score": 90}
+    assert steps["a"]["attempts"][0]["finished_at"] is not None
+    assert done["output"]["a"] == {"score": 90}
+    listed = await api.get(f"/api/v1/workflows/executions?workflow_id={workflow_id}&status=completed")
+    assert [e["execution_id"] for e in listed["items"]] == [execution_id]
+
+
+async def test_invalid_definitions_answer_422_naming_the_step(api: Api) -> None:
+    bad = {"name": "Bad", "start": "a", "steps": [agent("a", "ghost"), agent("lonely")]}
+    resp = await api.client.post("/api/v1/workflows", json={"spec": bad}, headers=api.headers)
+    assert resp.status_code == 422
+    body = resp.json()
+    assert body["code"] == "invalid_workflow"
+    assert {"step": "a", "message": "refers to unknown step 'ghost'"} in body["errors"]
+    shape = await api.client.post("/api/v1/workflows", json={"spec": {"name": "x"}}, headers=api.headers)
+    assert (shape.status_code, shape.json()["code"]) == (422, "validation_failed")
+    neither = await api.client.post("/api/v1/workflows", json={}, headers=api.headers)
+    assert (neither.status_code, neither.json()["code"]) == (422, "validation_failed")
+
+
+async def test_retry_succeeds_on_the_second_attempt(api: Api, script: Script) -> None:
+    script["a"] = [(False, "flaky upstream"), (True, {"ok": True})]
+    workflow_id = await api.workflow(
+        {"name": "Flaky", "start": "a", "steps": [agent("a", retry={"max_attempts": 3, "backoff_s": 0.2})]}
+    )
+    done = await api.wait_for(await api.execute(workflow_id), "completed")
+    step = steps_by_id(done)["a"]
+    assert [a["status"] for a in step["attempts"]] == ["failed", "succeeded"]
+    assert step["attempts"][0]["error"] == "flaky upstream"
+
+
+async def test_exhausted_retries_fail_the_execution_then_retry_from_the_failed_step(api: Api, script: Script) -> None:
+    script["b"] = [(False, "no"), (False, "still no"), (True, {"finally": True})]
+    workflow_id = await api.workflow(
+        {
+            "name": "Doomed",
+            "start": "a",
+            "steps": [agent("a", "b"), agent("b", retry={"max_attempts": 2, "backoff_s": 0})],
+        }
+    )
+    execution_id = await api.execute(workflow_id)
+    failed = await api.wait_for(execution_id, "failed")
+    assert (failed["failed_step"], failed["error"]) == ("b", "still no")
+    assert steps_by_id(failed)["b"]["error"] == "still no"
+    await api.post(f"/api/v1/workflows/executions/{execution_id}/retry", expect=200)
+    done = await api.wait_for(execution_id, "completed")
+    assert steps_by_id(done)["b"]["attempt"] == 3
+    assert steps_by_id(done)["a"]["attempt"] == 1, "steps that had succeeded are not run again"
+
+
+async def test_pause_resume_cancel_and_illegal_transitions(api: Api, platform: Platform, script: Script) -> None:
+    workflow_id = await api.workflow(
+        {"name": "Gated", "start": "gate", "steps": [{"id": "gate", "kind": "approval", "next": "a"}, agent("a")]}
+    )
+    execution_id = await api.execute(workflow_id)
+    base = f"/api/v1/workflows/executions/{execution_id}"
+    await api.wait_step(execution_id, "gate", "waiting")
+    resume_running = await api.client.post(f"{base}/resume", headers=api.headers)
+    assert (resume_running.status_code, resume_running.json()["code"]) == (409, "invalid_transition")
+    await api.post(f"{base}/pause", expect=200)
+    assert (await api.execution(execution_id))["status"] == "paused"
+    again = await api.client.post(f"{base}/pause", headers=api.headers)
+    assert (again.status_code, again.json()["code"]) == (409, "invalid_transition")
+    await api.post(f"{base}/approvals/gate", {"approved": True}, expect=200)
+    paused = await api.execution(execution_id)
+    assert steps_by_id(paused)["a"]["status"] == "pending", "nothing new starts while paused"
+    await api.post(f"{base}/resume", expect=200)
+    await api.wait_for(execution_id, "completed")
+    for action in ("pause", "resume", "cancel"):
+        late = await api.client.post(f"{base}/{action}", headers=api.headers)
+        assert (late.status_code, late.json()["code"]) == (409, "invalid_transition")
+
+    second = await api.execute(workflow_id)
+    await api.wait_step(second, "gate", "waiting")
+    await api.post(f"/api/v1/workflows/executions/{second}/cancel", {"reason": "no longer needed"}, expect=200)
+    cancelled = await api.execution(second)
+    assert (cancelled["status"], steps_by_id(cancelled)["gate"]["status"]) == ("cancelled", "cancelled")
+    retry = await api.client.post(f"/api/v1/workflows/executions/{second}/retry", headers=api.headers)
+    assert retry.status_code == 409
+
+
+async def test_approval_reject_path(api: Api) -> None:
+    workflow_id = await api.workflow(
+        {
+            "name": "Approve",
+            "start": "gate",
+            "steps": [{"id": "gate", "kind": "approval", "next": "yes", "on_reject": "no"}, agent("yes"), agent("no")],
+        }
+    )
+    execution_id = await api.execute(workflow_id)
+    await api.wait_step(execution_id, "gate", "waiting")
+    not_waiting = await api.client.post(
+        f"/api/v1/workflows/executions/{execution_id}/approvals/yes", json={"approved": True}, headers=api.headers
+    )
+    assert not_waiting.status_code == 409
+    await api.post(
+        f"/api/v1/workflows/executions/{execution_id}/approvals/gate", {"approved": False, "comment": "too pricey"}, 200
+    )
+    done = await api.wait_for(execution_id, "completed")
+    steps = steps_by_id(done)
+    assert (steps["yes"]["status"], steps["no"]["status"]) == ("pending", "succeeded")
+    assert steps["gate"]["output"] == {"approved": False, "comment": "too pricey"}
+
+
+async def test_parallel_delay_and_condition_steps(api: Api, script: Script) -> None:
+    script["score"] = {"value": 3}
+    workflow_id = await api.workflow(
+        {
+            "name": "Shapes",
+            "start": "fan",
+            "steps": [
+                {"id": "fan", "kind": "parallel", "branches": ["score", "wait"], "join": "meet"},
+                agent("score", "meet"),
+                {"id": "wait", "kind": "delay", "seconds": 0.5, "next": "meet"},
+                {"id": "meet", "kind": "join", "next": "route"},
+                {
+                    "id": "route",
+                    "kind": "condition",
+                    "branches": [
+                        {"when": {"field": "$steps.score.output.value", "op": "gt", "value": 5}, "next": "high"},
+                        {"when": {"field": "$steps.score.output.value", "op": "lte", "value": 5}, "next": "low"},
+                    ],
+                },
+                agent("high"),
+                agent("low"),
+            ],
+        }
+    )
+    done = await api.wait_for(await api.execute(workflow_id), "completed")
+    steps = steps_by_id(done)
+    assert steps["route"]["output"] == {"next": "low"}
+    assert (steps["high"]["status"], steps["low"]["status"]) == ("pending", "succeeded")
+    assert steps["wait"]["status"] == steps["meet"]["status"] == "succeeded"
+
+
+async def _http_server(status: int, body: dict[str, Any]) -> tuple[asyncio.Server, str, list[bytes]]:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+        )
+        seen.append(await reader.readexactly(length))
+        payload = json.dumps(body).encode()
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + payload
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/hook", seen
+
+
+async def test_webhook_step_calls_out_and_retries_on_failure(api: Api) -> None:
+    server, url, seen = await _http_server(200, {"accepted": True})
+    async with server:
+        workflow_id = await api.workflow(
+            {
+                "name": "Hook",
+                "start": "call",
+                "steps": [
+                    {"id": "call", "kind": "webhook", "url": url, "body": {"lead": "$input.lead"}, "timeout_s": 5}
+                ],
+            }
+        )
+        done = await api.wait_for(await api.execute(workflow_id, {"lead": "x"}), "completed")
+    assert steps_by_id(done)["call"]["output"] == {"status": 200, "body": {"accepted": True}}
+    assert [json.loads(b) for b in seen] == [{"lead": "x"}], "one call for one attempt"
+
+    failing, bad_url, calls = await _http_server(503, {"error": "down"})
+    async with failing:
+        workflow_id = await api.workflow(
+            {
+                "name": "Hook down",
+                "start": "call",
+                "steps": [
+                    {"id": "call", "kind": "webhook", "url": bad_url, "retry": {"max_attempts": 2, "backoff_s": 0.1}}
+                ],
+            }
+        )
+        failed = await api.wait_for(await api.execute(workflow_id), "failed")
+    assert steps_by_id(failed)["call"]["error"] == "webhook answered 503"
+    assert len(calls) == 2
+
+
+async def test_step_timeout_is_recorded(platform: Platform, api: Api, script: Script) -> None:
+    workflow_id = await api.workflow(
+        {"name": "Slow", "start": "a", "steps": [agent("a", agent_id="nobody-listens", timeout_s=0.5)]}
+    )
+    assert platform.worker is not None
+    script["a"] = [(True, "never used")]
+
+    async def ignore(task: AgentTask) -> tuple[bool, Any]:
+        await asyncio.sleep(3600)
+        return True, None
+
+    platform.worker.behaviour = ignore
+    failed = await api.wait_for(await api.execute(workflow_id), "failed")
+    assert steps_by_id(failed)["a"]["error_kind"] == "timeout"
+
+
+async def test_templates_are_listed_and_each_runs_to_completion(api: Api, script: Script) -> None:
+    script.update(
+        qualify={"score": 85},
+        blog={"quality": 0.9},
+        triage={"priority": "urgent", "sentiment": "calm"},
+    )
+    templates = (await api.get("/api/v1/workflow-templates"))["items"]
+    assert {t["slug"] for t in templates} == {"lead-to-customer", "content-campaign", "support-ticket"}
+    assert all(any(s["kind"] == "condition" for s in t["steps"]) for t in templates)
+
+    inputs: dict[str, dict[str, Any]] = {
+        "lead-to-customer": {"lead": {"email": "buyer@example.com"}},
+        "content-campaign": {"topic": "launch", "audience": "developers"},
+        "support-ticket": {"ticket": {"subject": "Down!"}},
+    }
+    for slug, data in inputs.items():
+        created = await api.post("/api/v1/workflows", {"template": slug, "name": f"Our {slug}"}, expect=201)
+        workflow_id = created["resource_ids"]["workflow_id"]
+        definition = await api.get(f"/api/v1/workflows/{workflow_id}")
+        assert (definition["template"], definition["spec"]["name"]) == (slug, f"Our {slug}")
+        execution_id = await api.execute(workflow_id, data)
+        if slug == "lead-to-customer":
+            await api.wait_step(execution_id, "approve", "waiting")
+            await api.post(f"/api/v1/workflows/executions/{execution_id}/approvals/approve", {"approved": True}, 200)
+        done = await api.wait_for(execution_id, "completed")
+        taken = {s["id"] for s in done["steps"] if s["status"] == "succeeded"}
+        expected = {
+            "lead-to-customer": {"qualify", "route", "proposal", "approve", "onboard"},
+            "content-campaign": {"brief", "fan_out", "blog", "social", "drafts", "quality", "publish"},
+            "support-ticket": {"triage", "route", "escalate", "close"},
+        }[slug]
+        assert taken == expected
+    missing = await api.client.post("/api/v1/workflows", json={"template": "nope"}, headers=api.headers)
+    assert (missing.status_code, missing.json()["code"]) == (404, "template_not_found")
+
+
+async def test_update_makes_a_new_version_and_running_executions_keep_theirs(api: Api) -> None:
+    spec = {"name": "V1", "start": "gate", "steps": [{"id": "gate", "kind": "approval", "next": "a"}, agent("a")]}
+    workflow_id = await api.workflow(spec)
+    running = await api.execute(workflow_id)
+    await api.wait_step(running, "gate", "waiting")
+    v2 = {"name": "V2", "start": "only", "steps": [agent("only")]}
+    resp = await api.client.put(f"/api/v1/workflows/{workflow_id}", json=v2, headers=api.headers)
+    assert resp.status_code == 200, resp.text
+    assert (await api.get(f"/api/v1/workflows/{workflow_id}"))["version"] == 2
+    assert (await api.get(f"/api/v1/workflows/{workflow_id}?version=1"))["spec"]["name"] == "V1"
+    await api.post(f"/api/v1/workflows/executions/{running}/approvals/gate", {"approved": True}, 200)
+    old = await api.wait_for(running, "completed")
+    assert (old["workflow_version"], [s["id"] for s in old["steps"]]) == (1, ["gate", "a"])
+    new = await api.wait_for(await api.execute(workflow_id), "completed")
+    assert new["workflow_version"] == 2
+    await api.post(f"/api/v1/workflows/{workflow_id}/archive", expect=200)
+    archived = await api.client.post(f"/api/v1/workflows/{workflow_id}/executions", json={}, headers=api.headers)
+    assert (archived.status_code, archived.json()["code"]) == (409, "workflow_archived")
+    listed = await api.get("/api/v1/workflows")
+    assert workflow_id not in [w["workflow_id"] for w in listed["items"]]
+
+
+async def test_executions_of_another_workspace_answer_404(api: Api, platform: Platform) -> None:
+    workflow_id = await api.workflow({"name": "Mine", "start": "a", "steps": [agent("a")]})
+    execution_id = await api.execute(workflow_id)
+    other = Api(platform, await platform.new_workspace("Other"))
+    await other.get(f"/api/v1/workflows/executions/{execution_id}", expect=404)
+    await other.get(f"/api/v1/workflows/{workflow_id}", expect=404)
+    resp = await other.client.post(f"/api/v1/workflows/executions/{execution_id}/pause", headers=other.headers)
+    assert (resp.status_code, resp.json()["code"]) == (404, "execution_not_found")
+    sse = await other.client.get(f"/api/v1/workflows/executions/{execution_id}/events", headers=other.headers)
+    assert sse.status_code == 404
+
+
+async def _sse(api: Api, execution_id: str, last_event_id: str | None = None) -> list[dict[str, Any]]:
+    headers = {**api.headers, **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+    events: list[dict[str, Any]] = []
+    async with api.client.stream(
+        "GET", f"/api/v1/workflows/executions/{execution_id}/events", headers=headers, timeout=20
+    ) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        current: dict[str, Any] = {}
+        async for line in resp.aiter_lines():
+            if line.startswith("id: "):
+                current["id"] = int(line[4:])
+            elif line.startswith("event: "):
+                current["event"] = line[7:]
+            elif line.startswith("data: "):
+                current["data"] = json.loads(line[6:])
+            elif line == "" and current:
+                events.append(current)
+                current = {}
+    return events
+
+
+async def test_sse_streams_every_event_of_a_run_in_order_and_resumes(api: Api) -> None:
+    workflow_id = await api.workflow(
+        {
+            "name": "Watched",
+            "start": "gate",
+            "steps": [{"id": "gate", "kind": "approval", "next": "a"}, agent("a", "b"), agent("b")],
+        }
+    )
+    execution_id = await api.execute(workflow_id)
+    await api.wait_step(execution_id, "gate", "waiting")
+
+    live = asyncio.create_task(_sse(api, execution_id))
+    await asyncio.sleep(0.3)
+    await api.post(f"/api/v1/workflows/executions/{execution_id}/approvals/gate", {"approved": True}, 200)
+    events = await asyncio.wait_for(live, 20)
+
+    final = await api.execution(execution_id)
+    assert [e["id"] for e in events] == list(range(1, final["version"] + 1)), "every event, in order, once"
+    assert events[0]["event"] == "ExecutionStarted"
+    assert events[-1]["event"] == "ExecutionCompleted"
+    assert [e["data"]["data"]["step_id"] for e in events if e["event"] == "StepSucceeded"] == ["gate", "a", "b"]
+
+    resumed = await _sse(api, execution_id, last_event_id=str(events[2]["id"]))
+    assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
+    bad = await api.client.get(
+        f"/api/v1/workflows/executions/{execution_id}/events", headers={**api.headers, "Last-Event-ID": "abc"}
+    )
+    assert bad.status_code == 422
+
+
+async def test_unknown_execution_and_bad_input(api: Api) -> None:
+    await api.get("/api/v1/workflows/executions/ex_missing", expect=404)
+    resp = await api.client.post(
+        "/api/v1/workflows/wf_x/executions",
+        content=b'{"input": [1]}',
+        headers={**api.headers, "content-type": "application/json"},
+    )
+    assert (resp.status_code, resp.json()["code"]) == (422, "validation_failed")
+    missing = await api.client.post("/api/v1/workflows/wf_missing/executions", json={}, headers=api.headers)
+    assert (missing.status_code, missing.json()["code"]) == (404, "workflow_not_found")

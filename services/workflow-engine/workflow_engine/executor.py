@@ -1,0 +1,194 @@
+"""Carries out what execution events ask for: agent tasks on the TASKS stream, webhook calls, durable timers.
+
+It consumes the EVENTS stream through a durable consumer, so an event is acted on even if the engine died right
+after writing it. Each effect runs once per step attempt: an agent task is published with Nats-Msg-Id = the
+attempt's key and recorded in ``dispatches`` (a redelivered event finds the record and does nothing); a webhook
+call is claimed in ``dispatches`` before it is made.
+"""
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from typing import Any
+
+import httpx
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from contracts import Actor, EventRecord
+from contracts.workflows import (
+    AgentStep,
+    AgentTask,
+    DelayStep,
+    ExecutionCancelled,
+    ExecutionCompleted,
+    ExecutionFailed,
+    RecordTaskResult,
+    RetryScheduled,
+    StepScheduled,
+    StepStatus,
+    WebhookStep,
+)
+from servicekit.bus import Bus
+from servicekit.commands import envelope_for, publish_command
+from servicekit.eventstore import EventStore, decode, load_state
+from workflow_engine.domain import execution
+from workflow_engine.handlers import execution_stream
+from workflow_engine.timers import SERVICE, Timers
+
+log = logging.getLogger(__name__)
+Document = dict[str, Any]
+MAX_WEBHOOK_TIMEOUT_S = 120.0
+
+
+class Executor:
+    def __init__(
+        self,
+        store: EventStore,
+        bus: Bus,
+        timers: Timers,
+        dispatches: AsyncCollection[Document],
+        *,
+        webhook_concurrency: int = 32,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._timers = timers
+        self._dispatches = dispatches
+        self._webhooks = asyncio.Semaphore(webhook_concurrency)
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def handle(self, record: EventRecord) -> None:
+        event = decode(record)
+        ws, execution_id = record.workspace_id, record.aggregate_id
+        match event:
+            case StepScheduled():
+                await self._on_scheduled(ws, execution_id, event)
+            case RetryScheduled():
+                await self._timers.schedule(
+                    workspace_id=ws,
+                    execution_id=execution_id,
+                    step_id=event.step_id,
+                    attempt=event.attempt,
+                    purpose="retry",
+                    due_at=datetime.fromisoformat(event.due_at),
+                )
+            case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
+                await self._timers.cancel_all(ws, execution_id)
+
+    async def _on_scheduled(self, ws: str, execution_id: str, event: StepScheduled) -> None:
+        if event.timeout_at is None and event.wake_at is None:
+            return  # conditions, fan-outs and joins complete within their own decision
+        loaded = await load_state(
+            self._store, execution_stream(ws, execution_id), execution.Execution(), execution.evolve
+        )
+        state = loaded.state
+        run = state.steps.get(event.step_id)
+        if state.spec is None or run is None or run.attempt != event.attempt or state.status not in execution.LIVE:
+            return  # superseded: a later attempt, or the execution ended
+        step = state.spec.step(event.step_id)
+        if event.timeout_at and run.status in {StepStatus.SCHEDULED, StepStatus.WAITING}:
+            await self._timer(ws, execution_id, event, "timeout", event.timeout_at)
+        match step:
+            case AgentStep() if run.status is StepStatus.SCHEDULED:
+                await self._dispatch_task(ws, execution_id, step, event)
+            case WebhookStep() if run.status is StepStatus.SCHEDULED:
+                if await self._claim(event.key):
+                    self._spawn(self._call_webhook(ws, execution_id, step, event))
+            case DelayStep() if event.wake_at:
+                await self._timer(ws, execution_id, event, "delay", event.wake_at)
+
+    async def _timer(self, ws: str, execution_id: str, event: StepScheduled, purpose: Any, at: str) -> None:
+        await self._timers.schedule(
+            workspace_id=ws,
+            execution_id=execution_id,
+            step_id=event.step_id,
+            attempt=event.attempt,
+            purpose=purpose,
+            due_at=datetime.fromisoformat(at),
+        )
+
+    async def _claim(self, key: str) -> bool:
+        try:
+            await self._dispatches.insert_one({"_id": key})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def _dispatch_task(self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled) -> None:
+        if await self._dispatches.find_one({"_id": event.key}) is not None:
+            return
+        task = AgentTask(
+            key=event.key,
+            workspace_id=ws,
+            execution_id=execution_id,
+            step_id=step.id,
+            attempt=event.attempt,
+            agent_id=step.agent_id,
+            role=step.role,
+            capability=step.capability,
+            instructions=step.instructions,
+            input=event.input,
+            deadline=event.timeout_at or "",
+        )
+        subjects = self._bus.subjects
+        await self._bus.publish(
+            subjects.task(ws, step.agent_id or "any"),
+            task.model_dump_json().encode(),
+            msg_id=event.key,
+            stream=subjects.tasks_stream,
+        )
+        with contextlib.suppress(DuplicateKeyError):
+            await self._dispatches.insert_one({"_id": event.key})
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _call_webhook(self, ws: str, execution_id: str, step: WebhookStep, event: StepScheduled) -> None:
+        async with self._webhooks:
+            ok, output, error, kind = await call_webhook(step, event.input)
+        result = RecordTaskResult(
+            execution_id=execution_id,
+            step_id=step.id,
+            attempt=event.attempt,
+            ok=ok,
+            output=output,
+            error=error,
+            error_kind=kind,
+        )
+        envelope = envelope_for(
+            result,
+            workspace_id=ws,
+            command_id=f"result-{event.key}".replace(":", "-"),
+            actor=Actor(kind="service", id=SERVICE),
+        )
+        await publish_command(self._bus, SERVICE, envelope)
+
+
+async def call_webhook(step: WebhookStep, body: dict[str, Any]) -> tuple[bool, Any, str | None, str]:
+    """Make the step's HTTP call; returns (ok, output, error, error kind)."""
+    timeout = min(step.timeout_s, MAX_WEBHOOK_TIMEOUT_S)
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.request(
+                step.method, step.url, headers=step.headers, json=body if step.method != "GET" else None
+            )
+    except httpx.TimeoutException as exc:
+        return False, None, f"webhook timed out: {exc!r}", "timeout"
+    except httpx.HTTPError as exc:
+        return False, None, f"webhook failed: {exc!r}", "connection"
+    try:
+        payload: Any = response.json()
+    except ValueError:
+        payload = response.text[:10_000]
+    if response.is_success:
+        return True, {"status": response.status_code, "body": payload}, None, ""
+    return False, None, f"webhook answered {response.status_code}", f"http_{response.status_code}"

@@ -1,0 +1,151 @@
+"""Read models for listing workflows and executions. Details are served by replaying the stream itself."""
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from contracts import EventRecord
+from contracts.workflows import (
+    ExecutionCancelled,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionPaused,
+    ExecutionResumed,
+    ExecutionRetried,
+    ExecutionStarted,
+    ExecutionStatus,
+    WorkflowArchived,
+    WorkflowCreated,
+    WorkflowUpdated,
+)
+from servicekit.eventstore import decode
+from servicekit.projections import StreamProjection
+from workflow_engine.domain import definition, execution
+
+Document = dict[str, Any]
+
+
+class VersionedRows(StreamProjection):
+    """One row per stream, updated only by the next event in the stream."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+
+    async def position(self, record: EventRecord) -> int:
+        doc = await self.collection.find_one({"_id": record.stream_id}, {"version": 1})
+        return 0 if doc is None else int(doc["version"])
+
+    async def _insert(self, record: EventRecord, row: Document) -> None:
+        try:
+            await self.collection.insert_one(
+                {"_id": record.stream_id, "workspace_id": record.workspace_id, **row, "version": record.version}
+            )
+        except DuplicateKeyError:
+            return
+
+    async def _update(self, record: EventRecord, changes: Document) -> None:
+        await self.collection.update_one(
+            {"_id": record.stream_id, "version": record.version - 1}, {"$set": {**changes, "version": record.version}}
+        )
+
+
+class WorkflowsProjection(VersionedRows):
+    aggregate = definition.AGGREGATE
+    name = "workflows"
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("workspace_id", ASCENDING), ("created_at", ASCENDING)])
+
+    async def apply(self, record: EventRecord) -> None:
+        event = decode(record)
+        at = record.occurred_at.isoformat()
+        match event:
+            case WorkflowCreated():
+                await self._insert(
+                    record,
+                    {
+                        "workflow_id": event.workflow_id,
+                        "name": event.spec.name,
+                        "description": event.spec.description,
+                        "workflow_version": event.version,
+                        "template": event.template,
+                        "archived": False,
+                        "created_at": at,
+                        "updated_at": at,
+                    },
+                )
+            case WorkflowUpdated():
+                changes = {"name": event.spec.name, "description": event.spec.description}
+                await self._update(record, {**changes, "workflow_version": event.version, "updated_at": at})
+            case WorkflowArchived():
+                await self._update(record, {"archived": True, "updated_at": at})
+            case _:
+                await self._update(record, {})
+
+    async def list(self, workspace_id: str, include_archived: bool, limit: int) -> list[Document]:
+        query: Document = {"workspace_id": workspace_id}
+        if not include_archived:
+            query["archived"] = False
+        cursor = self.collection.find(query, {"_id": 0, "version": 0}, sort=[("created_at", ASCENDING)], limit=limit)
+        return await cursor.to_list(None)
+
+
+STATUS_OF = {
+    ExecutionPaused: ExecutionStatus.PAUSED,
+    ExecutionResumed: ExecutionStatus.RUNNING,
+    ExecutionRetried: ExecutionStatus.RUNNING,
+    ExecutionCancelled: ExecutionStatus.CANCELLED,
+    ExecutionCompleted: ExecutionStatus.COMPLETED,
+    ExecutionFailed: ExecutionStatus.FAILED,
+}
+
+
+class ExecutionsProjection(VersionedRows):
+    aggregate = execution.AGGREGATE
+    name = "executions"
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index(
+            [("workspace_id", ASCENDING), ("workflow_id", ASCENDING), ("status", ASCENDING), ("started_at", DESCENDING)]
+        )
+        await self.collection.create_index(
+            [("workspace_id", ASCENDING), ("status", ASCENDING), ("started_at", DESCENDING)]
+        )
+
+    async def apply(self, record: EventRecord) -> None:
+        event = decode(record)
+        at = record.occurred_at.isoformat()
+        if isinstance(event, ExecutionStarted):
+            await self._insert(
+                record,
+                {
+                    "execution_id": event.execution_id,
+                    "workflow_id": event.workflow_id,
+                    "workflow_version": event.workflow_version,
+                    "status": ExecutionStatus.RUNNING.value,
+                    "started_at": event.started_at,
+                    "updated_at": at,
+                    "finished_at": None,
+                },
+            )
+            return
+        changes: Document = {"updated_at": at}
+        status = STATUS_OF.get(type(event))
+        if status is not None:
+            changes["status"] = status.value
+            terminal = status in {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
+            changes["finished_at"] = at if terminal else None
+        await self._update(record, changes)
+
+    async def list(
+        self, workspace_id: str, workflow_id: str | None, status: ExecutionStatus | None, limit: int
+    ) -> list[Document]:
+        query: Document = {"workspace_id": workspace_id}
+        if workflow_id is not None:
+            query["workflow_id"] = workflow_id
+        if status is not None:
+            query["status"] = status.value
+        cursor = self.collection.find(query, {"_id": 0}, sort=[("started_at", DESCENDING)], limit=limit)
+        return await cursor.to_list(None)
