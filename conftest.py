@@ -165,8 +165,8 @@ class Platform:
 async def running_platform(
     infra: Infra, env_name: str, *, behaviour: Behaviour | None = echo, engine: bool = True, **overrides: Any
 ) -> AsyncIterator[Platform]:
-    """The gateway (``overrides`` go to its settings), the orchestrator and, with ``engine``, the workflow engine
-    and a deterministic agent worker (none when ``behaviour`` is None), all started in this process."""
+    """The gateway (``overrides`` go to its settings), the orchestrator, the workflow engine (unless ``engine`` is
+    False) and a deterministic agent worker (none when ``behaviour`` is None), all started in this process."""
     common: dict[str, Any] = {"platform_env": env_name, "nats_url": infra.nats_url, "mongodb_url": infra.mongodb_url}
     fast: dict[str, Any] = {"relay_poll_interval_s": 0.2}
     settings = GatewaySettings(**{"max_body_bytes": 4096, **common, **overrides})
@@ -179,7 +179,7 @@ async def running_platform(
             await stack.enter_async_context(app.router.lifespan_context(app))
         await stack.enter_async_context(gateway.router.lifespan_context(gateway))
         worker = None
-        if engine and behaviour is not None:
+        if behaviour is not None:
             worker = AgentWorker(ServiceSettings(service_name="agent-worker", **common), behaviour)
             await worker.start()
             stack.push_async_callback(worker.stop)

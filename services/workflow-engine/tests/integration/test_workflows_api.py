@@ -10,6 +10,8 @@ import pytest
 from conftest import Infra, Platform, running_platform
 from contracts.workflows import AgentTask
 from servicekit.testing import eventually
+from workflow_engine.main import build_app as build_engine
+from workflow_engine.settings import WorkflowEngineSettings
 
 Script = dict[str, Any]
 
@@ -452,3 +454,49 @@ async def test_unknown_execution_and_bad_input(api: Api) -> None:
     assert (resp.status_code, resp.json()["code"]) == (422, "validation_failed")
     missing = await api.client.post("/api/v1/workflows/wf_missing/executions", json={}, headers=api.headers)
     assert (missing.status_code, missing.json()["code"]) == (404, "workflow_not_found")
+
+
+async def test_two_engine_replicas_share_the_work_without_doing_it_twice(
+    infra: Infra, env_name: str, api: Api, platform: Platform
+) -> None:
+    replica = build_engine(
+        WorkflowEngineSettings(
+            platform_env=env_name, nats_url=infra.nats_url, mongodb_url=infra.mongodb_url, timer_poll_s=0.1
+        )
+    )
+    async with replica.router.lifespan_context(replica):
+        workflow_id = await api.workflow(
+            {"name": "Shared", "start": "a", "steps": [agent("a", "b"), agent("b", "c"), agent("c")]}
+        )
+        execution_ids = [await api.execute(workflow_id) for _ in range(10)]
+        for execution_id in execution_ids:
+            done = await api.wait_for(execution_id, "completed", timeout_s=30)
+            assert [s["attempt"] for s in done["steps"]] == [1, 1, 1]
+    assert platform.worker is not None
+    assert len(platform.worker.received) == len(set(platform.worker.received)) == 30
+
+
+async def test_a_slow_execution_does_not_block_the_others(api: Api) -> None:
+    release = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/slow"
+    async with server:
+        slow_wf = await api.workflow(
+            {"name": "Slow", "start": "call", "steps": [{"id": "call", "kind": "webhook", "url": url, "timeout_s": 30}]}
+        )
+        slow = await api.execute(slow_wf)
+        fast_wf = await api.workflow({"name": "Fast", "start": "a", "steps": [agent("a", "b"), agent("b")]})
+        fast = [await api.execute(fast_wf) for _ in range(5)]
+        for execution_id in fast:
+            await api.wait_for(execution_id, "completed")
+        assert (await api.execution(slow))["status"] == "running"
+        release.set()
+        await api.wait_for(slow, "completed")
