@@ -98,6 +98,7 @@ class ConsumerPolicy:
     max_deliver: int = 5
     ack_wait_s: float = 30.0
     max_ack_pending: int = 256
+    max_workers: int = 1
     base_delay_s: float = 0.2
     max_delay_s: float = 10.0
 
@@ -173,6 +174,7 @@ class Bus:
                 max_ack_pending=policy.max_ack_pending,
             ),
             ack_policy=AckPolicy.MANUAL,
+            max_workers=policy.max_workers,
         )
         async def _on_message(msg: NatsMessage) -> None:
             await bus._dispatch(msg, handler, policy)

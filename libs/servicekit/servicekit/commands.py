@@ -26,7 +26,16 @@ from contracts import (
     UnknownMessageType,
 )
 from servicekit.bus import Bus, ConsumerPolicy, PermanentFailure
-from servicekit.eventstore import ConcurrencyError, DuplicateCommand, EventStore, Metadata, StreamRef, load_state
+from servicekit.eventstore import (
+    ConcurrencyError,
+    DuplicateCommand,
+    EventStore,
+    Loaded,
+    Metadata,
+    StateCache,
+    StreamRef,
+    load_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ class DomainError(Exception):
 class CommandContext:
     envelope: Envelope
     store: EventStore
+    cache: StateCache | None = None
 
     @property
     def command_id(self) -> str:
@@ -84,7 +94,7 @@ class CommandContext:
 
         A redelivered command whose commit is already in the stream is not decided again.
         """
-        loaded = await load_state(self.store, stream, initial, evolve)
+        loaded = await load_state(self.store, stream, initial, evolve, self.cache)
         if self.command_id in loaded.commands:
             return
         events = decide(loaded.state)
@@ -92,6 +102,12 @@ class CommandContext:
             await self.store.append(
                 stream, loaded.version, events, self.meta, command_id=self.command_id, trace=self.trace()
             )
+            if self.cache is not None:
+                state = loaded.state
+                for event in events:
+                    state = evolve(state, event)
+                commands = loaded.commands | {self.command_id}
+                self.cache.put(stream, evolve, Loaded(state, loaded.version + len(events), commands))
 
 
 HandlerFn = Callable[[Any, CommandContext], Awaitable[dict[str, str]]]
@@ -100,8 +116,9 @@ HandlerFn = Callable[[Any, CommandContext], Awaitable[dict[str, str]]]
 class CommandRouter:
     """Maps command types to their handler functions."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: StateCache | None = None) -> None:
         self._handlers: dict[str, HandlerFn] = {}
+        self._cache = cache if cache is not None else StateCache()
 
     def register(
         self, command: type[C]
@@ -124,7 +141,7 @@ class CommandRouter:
             command = REGISTRY.load(envelope.type, envelope.schema_version, envelope.payload)
         except (ValidationError, UnknownMessageType) as exc:
             return _rejected(envelope, ErrorCode.VALIDATION_FAILED, str(exc))
-        ctx = CommandContext(envelope, store)
+        ctx = CommandContext(envelope, store, self._cache)
         for _attempt in range(CONFLICT_RETRIES):
             try:
                 ids = await fn(command, ctx)

@@ -6,6 +6,7 @@ duplicate-key error (optimistic concurrency); a unique partial index on ``(works
 command's write idempotent.
 """
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -172,9 +173,17 @@ class EventStore:
             records.extend(r for r in _records(doc) if r.version > after_version)
         return records
 
-    async def load_commits(self, stream: StreamRef) -> list[Commit]:
-        cursor = self._commits.find({"stream_id": stream.stream_id}, sort=[("first_version", ASCENDING)])
+    async def load_commits(self, stream: StreamRef, after_version: int = 0) -> list[Commit]:
+        """The stream's commits that start after ``after_version``, in order."""
+        cursor = self._commits.find(
+            {"stream_id": stream.stream_id, "first_version": {"$gt": after_version}},
+            sort=[("first_version", ASCENDING)],
+        )
         return [_from_document(doc) async for doc in cursor]
+
+    async def first_event(self, stream: StreamRef) -> EventRecord | None:
+        doc = await self._commits.find_one({"stream_id": stream.stream_id, "first_version": 1})
+        return None if doc is None else _records(doc)[0]
 
     async def commit_for_command(self, workspace_id: str, command_id: str) -> Commit | None:
         doc = await self._commits.find_one({"workspace_id": workspace_id, "command_id": command_id})
@@ -214,15 +223,51 @@ class Loaded(Generic[S]):
     commands: frozenset[str]
 
 
-async def load_state(store: EventStore, stream: StreamRef, initial: S, evolve: Callable[[S, Event], S]) -> Loaded[S]:
+class StateCache:
+    """Recently rebuilt aggregates, so a command on a hot stream replays only what is new since.
+
+    Always safe, even with several replicas: events are immutable and append-only, so a cached state is a correct
+    prefix and loading continues from its version; a stale one at worst costs a concurrency retry.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str], Loaded[Any]] = OrderedDict()
+
+    def get(self, stream: StreamRef, evolve: Callable[[Any, Event], Any]) -> "Loaded[Any] | None":
+        key = (stream.stream_id, evolve.__qualname__)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, stream: StreamRef, evolve: Callable[[Any, Event], Any], loaded: "Loaded[Any]") -> None:
+        key = (stream.stream_id, evolve.__qualname__)
+        self._entries[key] = loaded
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+async def load_state(
+    store: EventStore,
+    stream: StreamRef,
+    initial: S,
+    evolve: Callable[[S, Event], S],
+    cache: StateCache | None = None,
+) -> Loaded[S]:
     """Rebuild an aggregate by replaying its stream: its state, version and the commands already applied to it."""
-    state, version, commands = initial, 0, set[str]()
-    for commit in await store.load_commits(stream):
+    cached = cache.get(stream, evolve) if cache is not None else None
+    state, version, commands = (cached.state, cached.version, set(cached.commands)) if cached else (initial, 0, set())
+    for commit in await store.load_commits(stream, after_version=version):
         if commit.command_id is not None:
             commands.add(commit.command_id)
         for record in commit.events:
             state, version = evolve(state, decode(record)), record.version
-    return Loaded(state, version, frozenset(commands))
+    loaded = Loaded(state, version, frozenset(commands))
+    if cache is not None:
+        cache.put(stream, evolve, loaded)
+    return loaded
 
 
 def _to_document(commit: Commit) -> Document:

@@ -7,6 +7,7 @@ reordered something, and the projection catches up from the event store, which i
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from pydantic import ValidationError
 
@@ -26,22 +27,22 @@ class StreamProjection(ABC):
         """Version of the last event applied for ``record``'s stream (0 when none)."""
 
     @abstractmethod
-    async def apply(self, record: EventRecord) -> None:
-        """Apply one event; must record ``record.version`` atomically with the change it makes."""
+    async def apply(self, record: EventRecord) -> bool:
+        """Apply one event if its row is at the version just before it (or, for version 1, absent); record
+        ``record.version`` atomically with the change. Returns whether it applied."""
 
     async def handle(self, record: EventRecord, store: EventStore) -> int:
         """Apply ``record`` and anything missed before it; returns how many events were applied."""
+        if await self.apply(record):
+            return 1  # the common case: the next event, in one write
         current = await self.position(record)
         if record.version <= current:
-            return 0
-        if record.version == current + 1:
-            pending = [record]
-        else:
-            stream = StreamRef(record.workspace_id, record.aggregate, record.aggregate_id)
-            pending = await store.load(stream, after_version=current)
-        for item in pending:
-            await self.apply(item)
-        return len(pending)
+            return 0  # a duplicate
+        stream = StreamRef(record.workspace_id, record.aggregate, record.aggregate_id)
+        applied = 0
+        for item in await store.load(stream, after_version=current):
+            applied += await self.apply(item)
+        return applied
 
     async def rebuild(self, store: EventStore, workspace_id: str) -> int:
         """Catch up a workspace's rows from the event store (for a new or repaired read model)."""
@@ -85,4 +86,5 @@ def serve_projection(
     async def apply(record: EventRecord) -> int:
         return await projection.handle(record, store)
 
-    serve_events(bus, service, projection.aggregate, f"projection_{projection.name}", apply, policy)
+    in_order = replace(policy, max_workers=1)  # a stream's events apply one after the other
+    serve_events(bus, service, projection.aggregate, f"projection_{projection.name}", apply, in_order)

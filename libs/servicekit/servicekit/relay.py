@@ -65,9 +65,13 @@ class Relay:
     async def sweep(self) -> int:
         """Publish every unpublished commit, oldest first; returns how many commits were published."""
         commits = await self._store.unpublished(self._batch)
-        for commit in commits:
-            await self._publish(commit)
-            await self._store.mark_published([commit.commit_id])
+        published: list[str] = []
+        try:
+            for commit in commits:
+                await self._publish(commit)
+                published.append(commit.commit_id)
+        finally:
+            await self._store.mark_published(published)  # one write for the whole batch
         return len(commits)
 
     async def _publish(self, commit: Commit) -> None:

@@ -42,7 +42,11 @@ class Runtime:
             logger=log,
         )
         self.bus = Bus(self.broker, self.subjects, settings.nats_timeout_s)
-        self.policy = ConsumerPolicy(max_deliver=settings.command_max_deliver, ack_wait_s=settings.command_ack_wait_s)
+        self.policy = ConsumerPolicy(
+            max_deliver=settings.command_max_deliver,
+            ack_wait_s=settings.command_ack_wait_s,
+            max_workers=settings.consumer_workers,
+        )
         self._mongo: AsyncMongoClient[Document] | None = None
         self._store: EventStore | None = None
         self._relay: Relay | None = None

@@ -25,6 +25,9 @@ class ServiceSettings(BaseSettings):
     nats_timeout_s: float = Field(default=5.0, gt=0)
     command_max_deliver: int = Field(default=5, ge=1)
     command_ack_wait_s: float = Field(default=30.0, gt=0)
+    consumer_workers: int = Field(
+        default=8, ge=1, le=256, description="Messages a command or reaction consumer handles at once per replica."
+    )
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str | None = None

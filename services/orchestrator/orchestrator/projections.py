@@ -30,7 +30,7 @@ class AgentsProjection(StreamProjection):
         doc = await self.collection.find_one({"_id": record.stream_id}, {"version": 1})
         return 0 if doc is None else int(doc["version"])
 
-    async def apply(self, record: EventRecord) -> None:
+    async def apply(self, record: EventRecord) -> bool:
         event = decode(record)
         stamp = record.occurred_at.isoformat()
         match event:
@@ -49,17 +49,19 @@ class AgentsProjection(StreamProjection):
                         }
                     )
                 except DuplicateKeyError:
-                    return
+                    return False
+                return True
             case AgentStatusChanged(status=status):
-                await self._update(record, {"status": status.value, "updated_at": stamp})
+                return await self._update(record, {"status": status.value, "updated_at": stamp})
             case _:
-                await self._update(record, {"updated_at": stamp})
+                return await self._update(record, {"updated_at": stamp})
 
-    async def _update(self, record: EventRecord, changes: Document) -> None:
-        await self.collection.update_one(
+    async def _update(self, record: EventRecord, changes: Document) -> bool:
+        result = await self.collection.update_one(
             {"_id": record.stream_id, "version": record.version - 1},
             {"$set": {**changes, "version": record.version}},
         )
+        return result.modified_count == 1
 
     async def get(self, workspace_id: str, agent_id: str) -> AgentView | None:
         doc = await self.collection.find_one({"workspace_id": workspace_id, "agent_id": agent_id})

@@ -1,14 +1,17 @@
 """Carries out what execution events ask for: agent tasks on the TASKS stream, webhook calls, durable timers.
 
 It consumes the EVENTS stream through a durable consumer, so an event is acted on even if the engine died right
-after writing it. Each effect runs once per step attempt: an agent task is published with Nats-Msg-Id = the
-attempt's key and recorded in ``dispatches`` (a redelivered event finds the record and does nothing); a webhook
-call is claimed in ``dispatches`` before it is made.
+after writing it. It needs no replay: the definition comes with ExecutionStarted (or from the stream's first
+commit after a restart), and every effect is keyed by the step attempt, so acting on a superseded attempt is
+harmless (its result is ignored). Each effect runs once per step attempt: an agent task is published with
+Nats-Msg-Id = the attempt's key and recorded in ``dispatches`` (a redelivered event finds the record and does
+nothing); a webhook call is claimed in ``dispatches`` before it is made.
 """
 
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -24,22 +27,23 @@ from contracts.workflows import (
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
+    ExecutionStarted,
     RecordTaskResult,
     RetryScheduled,
     StepScheduled,
-    StepStatus,
     WebhookStep,
+    WorkflowSpec,
 )
 from servicekit.bus import Bus
 from servicekit.commands import envelope_for, publish_command
-from servicekit.eventstore import EventStore, decode, load_state
-from workflow_engine.domain import execution
+from servicekit.eventstore import EventStore, decode
 from workflow_engine.handlers import execution_stream
 from workflow_engine.timers import SERVICE, Timers
 
 log = logging.getLogger(__name__)
 Document = dict[str, Any]
 MAX_WEBHOOK_TIMEOUT_S = 120.0
+SPEC_CACHE_SIZE = 10_000
 
 
 class Executor:
@@ -58,6 +62,7 @@ class Executor:
         self._dispatches = dispatches
         self._webhooks = asyncio.Semaphore(webhook_concurrency)
         self._background: set[asyncio.Task[None]] = set()
+        self._specs: OrderedDict[str, WorkflowSpec] = OrderedDict()
 
     async def stop(self) -> None:
         for task in list(self._background):
@@ -68,6 +73,8 @@ class Executor:
         event = decode(record)
         ws, execution_id = record.workspace_id, record.aggregate_id
         match event:
+            case ExecutionStarted():
+                self._remember(f"{ws}/{execution_id}", event.spec)
             case StepScheduled():
                 await self._on_scheduled(ws, execution_id, event)
             case RetryScheduled():
@@ -85,24 +92,38 @@ class Executor:
     async def _on_scheduled(self, ws: str, execution_id: str, event: StepScheduled) -> None:
         if event.timeout_at is None and event.wake_at is None:
             return  # conditions, fan-outs and joins complete within their own decision
-        loaded = await load_state(
-            self._store, execution_stream(ws, execution_id), execution.Execution(), execution.evolve
-        )
-        state = loaded.state
-        run = state.steps.get(event.step_id)
-        if state.spec is None or run is None or run.attempt != event.attempt or state.status not in execution.LIVE:
-            return  # superseded: a later attempt, or the execution ended
-        step = state.spec.step(event.step_id)
-        if event.timeout_at and run.status in {StepStatus.SCHEDULED, StepStatus.WAITING}:
+        spec = await self._spec(ws, execution_id)
+        if spec is None:
+            return
+        step = spec.step(event.step_id)
+        if event.timeout_at:
             await self._timer(ws, execution_id, event, "timeout", event.timeout_at)
         match step:
-            case AgentStep() if run.status is StepStatus.SCHEDULED:
+            case AgentStep():
                 await self._dispatch_task(ws, execution_id, step, event)
-            case WebhookStep() if run.status is StepStatus.SCHEDULED:
+            case WebhookStep():
                 if await self._claim(event.key):
                     self._spawn(self._call_webhook(ws, execution_id, step, event))
             case DelayStep() if event.wake_at:
                 await self._timer(ws, execution_id, event, "delay", event.wake_at)
+
+    async def _spec(self, ws: str, execution_id: str) -> WorkflowSpec | None:
+        """The execution's definition: remembered from its ExecutionStarted, or read from its first commit."""
+        key = f"{ws}/{execution_id}"
+        spec = self._specs.get(key)
+        if spec is None:
+            first = await self._store.first_event(execution_stream(ws, execution_id))
+            started = decode(first) if first is not None else None
+            if not isinstance(started, ExecutionStarted):
+                return None
+            spec = self._remember(key, started.spec)
+        return spec
+
+    def _remember(self, key: str, spec: WorkflowSpec) -> WorkflowSpec:
+        self._specs[key] = spec
+        while len(self._specs) > SPEC_CACHE_SIZE:
+            self._specs.popitem(last=False)
+        return spec
 
     async def _timer(self, ws: str, execution_id: str, event: StepScheduled, purpose: Any, at: str) -> None:
         await self._timers.schedule(

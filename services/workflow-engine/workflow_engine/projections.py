@@ -37,18 +37,20 @@ class VersionedRows(StreamProjection):
         doc = await self.collection.find_one({"_id": record.stream_id}, {"version": 1})
         return 0 if doc is None else int(doc["version"])
 
-    async def _insert(self, record: EventRecord, row: Document) -> None:
+    async def _insert(self, record: EventRecord, row: Document) -> bool:
         try:
             await self.collection.insert_one(
                 {"_id": record.stream_id, "workspace_id": record.workspace_id, **row, "version": record.version}
             )
         except DuplicateKeyError:
-            return
+            return False
+        return True
 
-    async def _update(self, record: EventRecord, changes: Document) -> None:
-        await self.collection.update_one(
+    async def _update(self, record: EventRecord, changes: Document) -> bool:
+        result = await self.collection.update_one(
             {"_id": record.stream_id, "version": record.version - 1}, {"$set": {**changes, "version": record.version}}
         )
+        return result.modified_count == 1
 
 
 class WorkflowsProjection(VersionedRows):
@@ -58,12 +60,12 @@ class WorkflowsProjection(VersionedRows):
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("workspace_id", ASCENDING), ("created_at", ASCENDING)])
 
-    async def apply(self, record: EventRecord) -> None:
+    async def apply(self, record: EventRecord) -> bool:
         event = decode(record)
         at = record.occurred_at.isoformat()
         match event:
             case WorkflowCreated():
-                await self._insert(
+                return await self._insert(
                     record,
                     {
                         "workflow_id": event.workflow_id,
@@ -78,11 +80,10 @@ class WorkflowsProjection(VersionedRows):
                 )
             case WorkflowUpdated():
                 changes = {"name": event.spec.name, "description": event.spec.description}
-                await self._update(record, {**changes, "workflow_version": event.version, "updated_at": at})
+                return await self._update(record, {**changes, "workflow_version": event.version, "updated_at": at})
             case WorkflowArchived():
-                await self._update(record, {"archived": True, "updated_at": at})
-            case _:
-                await self._update(record, {})
+                return await self._update(record, {"archived": True, "updated_at": at})
+        return await self._update(record, {})
 
     async def list(self, workspace_id: str, include_archived: bool, limit: int) -> list[Document]:
         query: Document = {"workspace_id": workspace_id}
@@ -114,11 +115,11 @@ class ExecutionsProjection(VersionedRows):
             [("workspace_id", ASCENDING), ("status", ASCENDING), ("started_at", DESCENDING)]
         )
 
-    async def apply(self, record: EventRecord) -> None:
+    async def apply(self, record: EventRecord) -> bool:
         event = decode(record)
         at = record.occurred_at.isoformat()
         if isinstance(event, ExecutionStarted):
-            await self._insert(
+            return await self._insert(
                 record,
                 {
                     "execution_id": event.execution_id,
@@ -130,14 +131,13 @@ class ExecutionsProjection(VersionedRows):
                     "finished_at": None,
                 },
             )
-            return
         changes: Document = {"updated_at": at}
         status = STATUS_OF.get(type(event))
         if status is not None:
             changes["status"] = status.value
             terminal = status in {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
             changes["finished_at"] = at if terminal else None
-        await self._update(record, changes)
+        return await self._update(record, changes)
 
     async def list(
         self, workspace_id: str, workflow_id: str | None, status: ExecutionStatus | None, limit: int

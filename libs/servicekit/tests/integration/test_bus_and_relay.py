@@ -52,9 +52,12 @@ class RecordingProjection(StreamProjection):
     async def position(self, record: EventRecord) -> int:
         return self.positions.get(record.stream_id, 0)
 
-    async def apply(self, record: EventRecord) -> None:
+    async def apply(self, record: EventRecord) -> bool:
+        if self.positions.get(record.stream_id, 0) != record.version - 1:
+            return False
         self.applied.append(record.event_id)
         self.positions[record.stream_id] = record.version
+        return True
 
 
 @pytest.fixture
