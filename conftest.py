@@ -163,15 +163,21 @@ class Platform:
 
 @asynccontextmanager
 async def running_platform(
-    infra: Infra, env_name: str, *, behaviour: Behaviour | None = echo, engine: bool = True, **overrides: Any
+    infra: Infra,
+    env_name: str,
+    *,
+    behaviour: Behaviour | None = echo,
+    engine: bool = True,
+    orchestrator: bool = True,
+    **overrides: Any,
 ) -> AsyncIterator[Platform]:
-    """The gateway (``overrides`` go to its settings), the orchestrator, the workflow engine (unless ``engine`` is
-    False) and a deterministic agent worker (none when ``behaviour`` is None), all started in this process."""
+    """The gateway (``overrides`` go to its settings), the orchestrator and the workflow engine (each unless
+    switched off) and a deterministic agent worker (none when ``behaviour`` is None), all in this process."""
     common: dict[str, Any] = {"platform_env": env_name, "nats_url": infra.nats_url, "mongodb_url": infra.mongodb_url}
     fast: dict[str, Any] = {"relay_poll_interval_s": 0.2}
     settings = GatewaySettings(**{"max_body_bytes": 4096, **common, **overrides})
     gateway = build_gateway(settings)
-    apps = [build_orchestrator(OrchestratorSettings(**common, **fast))]
+    apps = [build_orchestrator(OrchestratorSettings(**common, **fast))] if orchestrator else []
     if engine:
         apps.append(build_engine(WorkflowEngineSettings(**common, **fast, timer_poll_s=0.1)))
     async with AsyncExitStack() as stack:

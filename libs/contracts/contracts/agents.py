@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from contracts.messages import Command, Event, Query
+from contracts.messages import Command, Event, Id, Query
 from contracts.registry import REGISTRY
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
@@ -45,7 +45,7 @@ class RegisterAgent(Command):
     """Create an agent in the workspace."""
 
     service = "orchestrator"
-    agent_id: str
+    agent_id: Id
     spec: AgentSpec
 
 
@@ -54,7 +54,7 @@ class ChangeAgentStatus(Command):
     """Mark an agent available, busy or offline."""
 
     service = "orchestrator"
-    agent_id: str
+    agent_id: Id
     status: AgentStatus
 
 
@@ -94,7 +94,7 @@ class AgentView(BaseModel):
 @REGISTRY.register
 class GetAgent(Query):
     service = "orchestrator"
-    agent_id: str
+    agent_id: Id
 
 
 @REGISTRY.register

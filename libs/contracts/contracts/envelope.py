@@ -6,6 +6,8 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.messages import Id
+
 
 def new_id() -> str:
     return uuid4().hex
@@ -28,7 +30,7 @@ class Envelope(BaseModel):
     message_id: str = Field(description="Command id; also the Nats-Msg-Id, so the broker de-duplicates resubmits.")
     type: str
     schema_version: int = 1
-    workspace_id: str
+    workspace_id: Id
     correlation_id: str
     causation_id: str | None = None
     actor: Actor

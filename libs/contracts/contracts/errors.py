@@ -7,6 +7,7 @@ class ErrorCode(StrEnum):
     """Machine-readable error codes; never renamed once published."""
 
     MALFORMED_JSON = "malformed_json"
+    BAD_REQUEST = "bad_request"
     VALIDATION_FAILED = "validation_failed"
     UNKNOWN_FIELD = "unknown_field"
     BODY_TOO_LARGE = "body_too_large"

@@ -1,8 +1,11 @@
 """Base classes of every command, event and query."""
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+"""An id that is safe in subjects, stream names and URLs."""
 
 
 class Message(BaseModel):

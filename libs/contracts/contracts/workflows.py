@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from contracts.messages import Command, Event, Query
+from contracts.messages import Command, Event, Id, Query
 from contracts.registry import REGISTRY
 
 StepId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
@@ -197,7 +197,7 @@ class CreateWorkflow(Command):
     """Create a workflow from a spec, or from a template (optionally renamed)."""
 
     service = "workflow-engine"
-    workflow_id: str
+    workflow_id: Id
     spec: WorkflowSpec | None = None
     template: str | None = None
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -212,40 +212,40 @@ class CreateWorkflow(Command):
 @REGISTRY.register
 class UpdateWorkflow(Command):
     service = "workflow-engine"
-    workflow_id: str
+    workflow_id: Id
     spec: WorkflowSpec
 
 
 @REGISTRY.register
 class ArchiveWorkflow(Command):
     service = "workflow-engine"
-    workflow_id: str
+    workflow_id: Id
 
 
 @REGISTRY.register
 class ExecuteWorkflow(Command):
     service = "workflow-engine"
-    workflow_id: str
-    execution_id: str
+    workflow_id: Id
+    execution_id: Id
     input: dict[str, Any] = Field(default_factory=dict)
 
 
 @REGISTRY.register
 class PauseExecution(Command):
     service = "workflow-engine"
-    execution_id: str
+    execution_id: Id
 
 
 @REGISTRY.register
 class ResumeExecution(Command):
     service = "workflow-engine"
-    execution_id: str
+    execution_id: Id
 
 
 @REGISTRY.register
 class CancelExecution(Command):
     service = "workflow-engine"
-    execution_id: str
+    execution_id: Id
     reason: str = Field(default="", max_length=2000)
 
 
@@ -254,13 +254,13 @@ class RetryExecution(Command):
     """Retry a failed execution from its failed step(s)."""
 
     service = "workflow-engine"
-    execution_id: str
+    execution_id: Id
 
 
 @REGISTRY.register
 class DecideApproval(Command):
     service = "workflow-engine"
-    execution_id: str
+    execution_id: Id
     step_id: StepId
     approved: bool
     comment: str = Field(default="", max_length=5000)
@@ -271,7 +271,7 @@ class RecordTaskResult(Command):
     """The outcome of one attempt of a step's work (an agent task or a webhook call)."""
 
     service = "workflow-engine"
-    execution_id: str
+    execution_id: Id
     step_id: StepId
     attempt: int
     ok: bool
@@ -285,7 +285,7 @@ class FireTimer(Command):
     """A durable timer came due: a retry backoff, a step timeout or a delay."""
 
     service = "workflow-engine"
-    execution_id: str
+    execution_id: Id
     step_id: StepId
     attempt: int
     purpose: Literal["retry", "timeout", "delay"]
@@ -464,7 +464,7 @@ class AgentTask(Model):
 @REGISTRY.register
 class GetWorkflow(Query):
     service = "workflow-engine"
-    workflow_id: str
+    workflow_id: Id
     version: int | None = None
 
 
@@ -478,13 +478,13 @@ class ListWorkflows(Query):
 @REGISTRY.register
 class GetExecution(Query):
     service = "workflow-engine"
-    execution_id: str
+    execution_id: Id
 
 
 @REGISTRY.register
 class ListExecutions(Query):
     service = "workflow-engine"
-    workflow_id: str | None = None
+    workflow_id: Id | None = None
     status: ExecutionStatus | None = None
     limit: int = Field(default=100, ge=1, le=500)
 

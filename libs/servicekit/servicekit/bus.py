@@ -99,6 +99,7 @@ class ConsumerPolicy:
     ack_wait_s: float = 30.0
     max_ack_pending: int = 256
     max_workers: int = 1
+    batch_size: int = 16
     base_delay_s: float = 0.2
     max_delay_s: float = 10.0
 
@@ -107,6 +108,7 @@ class ConsumerPolicy:
 
 
 Handler = Callable[[bytes, dict[str, str]], Awaitable[None]]
+GiveUp = Callable[[bytes, str], Awaitable[None]]
 
 
 class Bus:
@@ -159,15 +161,18 @@ class Bus:
         durable: str,
         handler: Handler,
         policy: ConsumerPolicy,
+        on_give_up: GiveUp | None = None,
     ) -> None:
-        """Attach ``handler`` as a durable pull consumer shared by every replica of the service."""
+        """Attach ``handler`` as a durable pull consumer shared by every replica of the service.
+
+        ``on_give_up(body, reason)`` runs when a message is dead-lettered (e.g. to tell its sender)."""
         bus = self
 
         @self.broker.subscriber(
             subject,
             stream=JStream(stream, declare=False),
             durable=durable,
-            pull_sub=PullSub(batch_size=16, timeout=1.0),
+            pull_sub=PullSub(batch_size=policy.batch_size, timeout=1.0),
             config=ConsumerConfig(
                 ack_wait=policy.ack_wait_s,
                 max_deliver=policy.max_deliver,
@@ -177,27 +182,48 @@ class Bus:
             max_workers=policy.max_workers,
         )
         async def _on_message(msg: NatsMessage) -> None:
-            await bus._dispatch(msg, handler, policy)
+            await bus._dispatch(msg, handler, policy, on_give_up)
 
-    async def _dispatch(self, msg: NatsMessage, handler: Handler, policy: ConsumerPolicy) -> None:
+    async def _dispatch(
+        self, msg: NatsMessage, handler: Handler, policy: ConsumerPolicy, on_give_up: GiveUp | None
+    ) -> None:
         raw = msg.raw_message
         delivered = raw.metadata.num_delivered or 1
         headers = dict(raw.headers or {})
         try:
             await handler(raw.data, headers)
         except PermanentFailure as exc:
-            await self.dead_letter(raw.subject, raw.data, headers, reason=str(exc), delivered=delivered)
-            await msg.reject()
+            await self._give_up(msg, headers, str(exc), delivered, policy, on_give_up)
         except Exception as exc:
             if delivered >= policy.max_deliver:
                 log.exception("giving up on %s after %d deliveries", raw.subject, delivered)
-                await self.dead_letter(raw.subject, raw.data, headers, reason=repr(exc), delivered=delivered)
-                await msg.reject()
+                await self._give_up(msg, headers, repr(exc), delivered, policy, on_give_up)
             else:
                 log.warning("retrying %s (delivery %d): %r", raw.subject, delivered, exc)
                 await msg.nack(delay=policy.backoff(delivered))
         else:
             await msg.ack()
+
+    async def _give_up(
+        self,
+        msg: NatsMessage,
+        headers: dict[str, str],
+        reason: str,
+        delivered: int,
+        policy: ConsumerPolicy,
+        on_give_up: GiveUp | None,
+    ) -> None:
+        """Dead-letter the message and terminate it; if that fails, nak so that nothing is lost."""
+        raw = msg.raw_message
+        try:
+            await self.dead_letter(raw.subject, raw.data, headers, reason=reason, delivered=delivered)
+            if on_give_up is not None:
+                await on_give_up(raw.data, reason)
+        except Exception:
+            log.exception("could not dead-letter %s; it will be redelivered", raw.subject)
+            await msg.nack(delay=policy.max_delay_s)
+            return
+        await msg.reject()
 
     async def dead_letter(
         self, subject: str, body: bytes, headers: dict[str, str], *, reason: str, delivered: int

@@ -180,15 +180,13 @@ def envelope_for(
     correlation_id: str | None = None,
     causation_id: str | None = None,
 ) -> Envelope:
-    """Wrap ``command`` for the bus; the correlation id defaults to the current trace's parent header."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    """Wrap ``command`` for the bus; a command that starts a conversation correlates with itself."""
     return Envelope(
         message_id=command_id,
         type=command.type_name,
         schema_version=command.schema_version,
         workspace_id=workspace_id,
-        correlation_id=correlation_id or carrier.get("traceparent", command_id),
+        correlation_id=correlation_id or command_id,
         causation_id=causation_id,
         actor=actor,
         occurred_at=datetime.now(UTC),
@@ -224,10 +222,26 @@ def serve_commands(bus: Bus, service: str, router: CommandRouter, store: EventSt
             stream=subjects.outcomes_stream,
         )
 
+    async def on_give_up(body: bytes, reason: str) -> None:
+        """Tell the submitter: a dead-lettered command is rejected, never left pending."""
+        try:
+            envelope = Envelope.model_validate_json(body)
+        except ValidationError:
+            return  # no envelope, so no submitter to answer
+        code = ErrorCode.UNKNOWN_COMMAND if reason.startswith("no handler") else ErrorCode.INTERNAL_ERROR
+        outcome = _rejected(envelope, code, f"The command could not be processed: {reason}")
+        await bus.publish(
+            subjects.outcome(envelope.workspace_id, envelope.message_id),
+            outcome.model_dump_json().encode(),
+            msg_id=f"outcome-{envelope.message_id}",
+            stream=subjects.outcomes_stream,
+        )
+
     bus.consume(
         subject=subjects.commands_of(service),
         stream=subjects.commands_stream,
         durable=subjects.durable(service, "commands"),
         handler=on_command,
         policy=policy,
+        on_give_up=on_give_up,
     )

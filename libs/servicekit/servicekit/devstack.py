@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,15 +143,15 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 @contextmanager
-def services(env: dict[str, str], log_dir: Path, ports: Sequence[int] | None = None) -> Iterator[dict[str, str]]:
+def services(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, str]]:
     """Starts the five services; yields their base URLs by name once every /readyz answers 200."""
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     urls: dict[str, str] = {}
     try:
         base = int(os.environ.get("DEVSTACK_PORT_BASE", "8000"))
-        for i, svc in enumerate(SERVICES):
-            port = ports[i] if ports else base + (svc.port - 8000)
+        for svc in SERVICES:
+            port = base + (svc.port - 8000)
             with (log_dir / f"{svc.name}.log").open("ab") as log:
                 procs.append(
                     subprocess.Popen(

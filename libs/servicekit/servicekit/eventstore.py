@@ -6,6 +6,7 @@ duplicate-key error (optimistic concurrency); a unique partial index on ``(works
 command's write idempotent.
 """
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,10 +23,14 @@ S = TypeVar("S")
 Clock = Callable[[], datetime]
 IdFactory = Callable[[], str]
 Document = dict[str, Any]
+ORDER = [("recorded_at", ASCENDING), ("stream_id", ASCENDING), ("first_version", ASCENDING)]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,12 @@ class StreamRef:
     workspace_id: str
     aggregate: str
     aggregate_id: str
+
+    def check(self) -> None:
+        """Every part must be a subject-safe id; checked before anything is written."""
+        for part in (self.workspace_id, self.aggregate, self.aggregate_id):
+            if not ID.match(part):
+                raise ValueError(f"invalid stream name part {part!r}")
 
     @property
     def stream_id(self) -> str:
@@ -94,15 +105,13 @@ class EventStore:
             [("stream_id", ASCENDING), ("first_version", ASCENDING)], unique=True, name="stream_version"
         )
         await self._commits.create_index(
-            [("workspace_id", ASCENDING), ("command_id", ASCENDING)],
+            [("stream_id", ASCENDING), ("command_id", ASCENDING)],
             unique=True,
             partialFilterExpression={"command_id": {"$type": "string"}},
-            name="command_once",
+            name="command_once_per_stream",
         )
         await self._commits.create_index([("published", ASCENDING), ("recorded_at", ASCENDING)], name="relay")
-        await self._commits.create_index(
-            [("workspace_id", ASCENDING), ("recorded_at", ASCENDING), ("_id", ASCENDING)], name="workspace_order"
-        )
+        await self._commits.create_index([("workspace_id", ASCENDING), *ORDER], name="workspace_order")
 
     async def append(
         self,
@@ -116,10 +125,12 @@ class EventStore:
     ) -> Commit:
         """Append ``events`` after ``expected_version``.
 
-        Raises ConcurrencyError when the stream moved on, DuplicateCommand when ``command_id`` was applied before.
+        Raises ConcurrencyError when the stream moved on, DuplicateCommand when ``command_id`` was already applied
+        to this stream (a command writes one commit per stream it touches).
         """
         if not events:
             raise ValueError("append needs at least one event")
+        stream.check()
         now = self._clock()
         records = [
             EventRecord(
@@ -154,7 +165,7 @@ class EventStore:
             await self._commits.insert_one(_to_document(commit))
         except DuplicateKeyError:
             if command_id is not None:
-                existing = await self.commit_for_command(stream.workspace_id, command_id)
+                existing = await self.commit_for_command(stream, command_id)
                 if existing is not None:
                     raise DuplicateCommand(existing) from None
             raise ConcurrencyError(f"stream {stream.stream_id} is past version {expected_version}") from None
@@ -185,23 +196,31 @@ class EventStore:
         doc = await self._commits.find_one({"stream_id": stream.stream_id, "first_version": 1})
         return None if doc is None else _records(doc)[0]
 
-    async def commit_for_command(self, workspace_id: str, command_id: str) -> Commit | None:
-        doc = await self._commits.find_one({"workspace_id": workspace_id, "command_id": command_id})
+    async def commit_for_command(self, stream: StreamRef, command_id: str) -> Commit | None:
+        doc = await self._commits.find_one({"stream_id": stream.stream_id, "command_id": command_id})
         return None if doc is None else _from_document(doc)
 
     async def read_workspace(
         self, workspace_id: str, *, since: datetime | None = None, limit: int = 1000
     ) -> list[EventRecord]:
-        """A workspace's events in recording order (exact within a stream), for projections to rebuild from."""
+        """A workspace's events in recording order, for projections to rebuild from.
+
+        Ties within a millisecond are broken by stream and version, so a stream's events keep their order as long as
+        the writers' clocks agree; projections never rely on it (they check versions and catch up from the stream).
+        """
         query: Document = {"workspace_id": workspace_id}
         if since is not None:
             query["recorded_at"] = {"$gte": since}
-        cursor = self._commits.find(query, sort=[("recorded_at", ASCENDING), ("_id", ASCENDING)], limit=limit)
+        cursor = self._commits.find(query, sort=ORDER, limit=limit)
         return [r async for doc in cursor for r in _records(doc)]
 
     async def unpublished(self, limit: int = 500) -> list[Commit]:
-        cursor = self._commits.find({"published": False}, sort=[("recorded_at", ASCENDING)], limit=limit)
+        cursor = self._commits.find({"published": False}, sort=ORDER, limit=limit)
         return [_from_document(doc) async for doc in cursor]
+
+    async def park(self, commit_id: str, reason: str) -> None:
+        """Take a commit that can never be published out of the relay's way, keeping why."""
+        await self._commits.update_one({"_id": commit_id}, {"$set": {"published": None, "parked": reason[:2000]}})
 
     async def mark_published(self, commit_ids: Sequence[str]) -> None:
         if commit_ids:

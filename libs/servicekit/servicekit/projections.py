@@ -44,14 +44,6 @@ class StreamProjection(ABC):
             applied += await self.apply(item)
         return applied
 
-    async def rebuild(self, store: EventStore, workspace_id: str) -> int:
-        """Catch up a workspace's rows from the event store (for a new or repaired read model)."""
-        applied = 0
-        for record in await store.read_workspace(workspace_id, limit=1_000_000):
-            if record.aggregate == self.aggregate:
-                applied += await self.handle(record, store)
-        return applied
-
 
 def serve_events(
     bus: Bus,
@@ -86,5 +78,5 @@ def serve_projection(
     async def apply(record: EventRecord) -> int:
         return await projection.handle(record, store)
 
-    in_order = replace(policy, max_workers=1)  # a stream's events apply one after the other
+    in_order = replace(policy, max_workers=1, batch_size=1)  # events arrive and apply in stream order
     serve_events(bus, service, projection.aggregate, f"projection_{projection.name}", apply, in_order)

@@ -3,12 +3,15 @@
 MongoDB is the truth and NATS the transport: a commit is written with ``published: false``; the relay publishes
 each of its events (Nats-Msg-Id = event id, so a republish after a crash is de-duplicated by the broker) and
 then marks the commit. It sweeps on start and on every poll interval, and is woken at once after each append.
+A commit that keeps failing for another reason than an absent broker is parked after a few sweeps (kept, with
+the reason) so it cannot block the commits behind it.
 """
 
 import asyncio
 import contextlib
 import logging
 
+import nats.errors
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Tracer
 
@@ -16,6 +19,8 @@ from servicekit.bus import Bus
 from servicekit.eventstore import Commit, EventStore
 
 log = logging.getLogger(__name__)
+MAX_FAILURES = 5
+TRANSIENT = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError)
 
 
 class Relay:
@@ -35,6 +40,7 @@ class Relay:
         self._batch = batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failures: dict[str, int] = {}
 
     def notify(self) -> None:
         self._wake.set()
@@ -68,11 +74,25 @@ class Relay:
         published: list[str] = []
         try:
             for commit in commits:
-                await self._publish(commit)
+                try:
+                    await self._publish(commit)
+                except TRANSIENT:
+                    raise  # the broker is away: stop here and try again on the next sweep
+                except Exception as exc:  # noqa: BLE001 - counted, and parked when it keeps failing
+                    await self._count_failure(commit, exc)
+                    continue  # one bad commit must not hold up the others
                 published.append(commit.commit_id)
         finally:
             await self._store.mark_published(published)  # one write for the whole batch
         return len(commits)
+
+    async def _count_failure(self, commit: Commit, exc: Exception) -> None:
+        failures = self._failures.get(commit.commit_id, 0) + 1
+        self._failures[commit.commit_id] = failures
+        log.warning("commit %s failed to publish (%d): %r", commit.commit_id, failures, exc)
+        if failures >= MAX_FAILURES:
+            await self._store.park(commit.commit_id, repr(exc))
+            self._failures.pop(commit.commit_id, None)
 
     async def _publish(self, commit: Commit) -> None:
         subjects = self._bus.subjects

@@ -29,8 +29,11 @@ class Runtime:
     """Owns a service's connections. ``open`` connects; the service then registers its subscribers;
     ``start`` starts consuming (and the relay); ``stop`` drains and closes everything."""
 
-    def __init__(self, settings: ServiceSettings, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self, settings: ServiceSettings, tracer_provider: TracerProvider | None = None, *, event_store: bool = True
+    ) -> None:
         self.settings = settings
+        self._with_store = event_store
         self.subjects = settings.subjects
         self.tracer_provider = tracer_provider or global_tracer_provider(settings)
         self.broker = NatsBroker(
@@ -73,16 +76,9 @@ class Runtime:
 
     @property
     def store(self) -> EventStore:
-        """The service's event store; its relay starts with the runtime."""
+        """The service's event store (built by ``open``); its relay runs while the runtime does."""
         if self._store is None:
-            self._store = EventStore(self.db)
-            self._relay = Relay(
-                self._store,
-                self.bus,
-                poll_interval_s=self.settings.relay_poll_interval_s,
-                tracer=self.tracer_provider.get_tracer("servicekit.relay"),
-            )
-            self._store.on_commit = self._relay.notify
+            raise RuntimeError("this runtime has no event store" if not self._with_store else "runtime not opened")
         return self._store
 
     @property
@@ -92,10 +88,18 @@ class Runtime:
     async def open(self) -> None:
         self._mongo = connect_mongo(self.settings.mongodb_url, self.settings.mongo_timeout_ms)
         await self.bus.connect()
+        if self._with_store:
+            self._store = EventStore(self.db)
+            await self._store.ensure_indexes()
+            self._relay = Relay(
+                self._store,
+                self.bus,
+                poll_interval_s=self.settings.relay_poll_interval_s,
+                tracer=self.tracer_provider.get_tracer("servicekit.relay"),
+            )
+            self._store.on_commit = self._relay.notify
 
     async def start(self) -> None:
-        if self._store is not None:
-            await self._store.ensure_indexes()
         await self.broker.start()
         if self._relay is not None:
             self._relay.start()
@@ -145,6 +149,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     title: str | None = None,
     tracer_provider: TracerProvider | None = None,
+    event_store: bool = True,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """An HTTP app with /healthz and /readyz whose lifespan opens the runtime, lets ``setup`` register the
@@ -153,7 +158,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings, tracer_provider)
+        runtime = Runtime(settings, tracer_provider, event_store=event_store)
         holder["runtime"] = runtime
         app.state.runtime = runtime
         await runtime.open()

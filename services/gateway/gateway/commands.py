@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 from pymongo import ASCENDING
@@ -102,7 +103,14 @@ class CommandGateway:
         outcome_subject = subjects.outcome(envelope.workspace_id, envelope.message_id)
         sub = await self._bus.nc.subscribe(outcome_subject, max_msgs=1)
         try:
-            await publish_command(self._bus, record["service"], envelope)
+            try:
+                await publish_command(self._bus, record["service"], envelope)
+            except NatsError as exc:
+                raise ApiError(
+                    ErrorCode.SERVICE_UNAVAILABLE,
+                    f"Command {envelope.message_id} could not be sent; retrying with the same Idempotency-Key is safe.",
+                    errors=[{"command_id": envelope.message_id}],
+                ) from exc
             try:
                 msg = await sub.next_msg(timeout=self._wait_s) if self._wait_s > 0 else None
             except (TimeoutError, NatsTimeout):
@@ -124,8 +132,8 @@ class CommandGateway:
             msg = await self._bus.js.get_last_msg(
                 subjects.outcomes_stream, subjects.outcome(doc["workspace_id"], doc["command_id"])
             )
-        except NotFoundError:
-            return _status(doc, None)
+        except (NotFoundError, NatsError):
+            return _status(doc, None)  # no outcome yet, or none readable right now: still pending
         outcome = CommandOutcome.model_validate_json(msg.data or b"")
         await self._finish(doc, outcome)
         return _status(doc, outcome)

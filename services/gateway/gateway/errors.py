@@ -1,20 +1,25 @@
 """Every error leaves the gateway as application/problem+json with a stable ``code``."""
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from nats.errors import Error as NatsError
 from pydantic import BaseModel
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import ErrorCode
 
+log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.MALFORMED_JSON: 400,
+    ErrorCode.BAD_REQUEST: 400,
     ErrorCode.VALIDATION_FAILED: 422,
     ErrorCode.UNKNOWN_FIELD: 422,
     ErrorCode.BODY_TOO_LARGE: 413,
@@ -112,17 +117,28 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED, 401: ErrorCode.UNAUTHORIZED}.get(
-            exc.status_code, ErrorCode.VALIDATION_FAILED if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
-        )
-        return problem(exc.status_code, code, str(exc.detail))
+        known = {
+            400: ErrorCode.MALFORMED_JSON,  # FastAPI's "There was an error parsing the body"
+            401: ErrorCode.UNAUTHORIZED,
+            404: ErrorCode.NOT_FOUND,
+            405: ErrorCode.METHOD_NOT_ALLOWED,
+        }
+        fallback = ErrorCode.BAD_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
+        return problem(exc.status_code, known.get(exc.status_code, fallback), str(exc.detail))
+
+    async def on_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("dependency unavailable: %r", exc)
+        return problem(503, ErrorCode.SERVICE_UNAVAILABLE, "A dependency is unavailable; retry shortly.")
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
         return problem(500, ErrorCode.INTERNAL_ERROR, "Unexpected error; it has been logged.")
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(PyMongoError, on_unavailable)
+    app.add_exception_handler(NatsError, on_unavailable)
     app.add_exception_handler(Exception, on_unexpected)
 
 
@@ -138,7 +154,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and not declared.isdigit():
+            await problem(400, ErrorCode.BAD_REQUEST, "Content-Length is not a number.")(scope, receive, send)
+            return
+        if declared is not None and int(declared) > self.limit:
             await self._refuse(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -1,5 +1,6 @@
 """The gateway through HTTP: authentication, workspace scoping, errors, idempotency and the agent slice."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -7,6 +8,8 @@ import httpx
 import pytest
 
 from conftest import Infra, Platform, running_platform
+from orchestrator.main import build_app as build_orchestrator
+from orchestrator.settings import OrchestratorSettings
 from servicekit.testing import eventually
 
 AGENT = {"name": "Lead qualifier", "role": "sales", "capabilities": ["qualification"]}
@@ -154,7 +157,9 @@ async def test_health_and_readiness(platform: Platform) -> None:
 
 
 async def test_a_slow_outcome_answers_202_and_the_command_can_be_polled(infra: Infra, env_name: str) -> None:
-    async with running_platform(infra, env_name, command_wait_s=0) as platform:
+    async with running_platform(
+        infra, env_name, engine=False, orchestrator=False, behaviour=None, command_wait_s=0.3
+    ) as platform:
         ws = await platform.new_workspace()
         headers = platform.auth(ws)
         resp = await platform.client.post("/api/v1/agents", json=AGENT, headers=headers)
@@ -162,11 +167,38 @@ async def test_a_slow_outcome_answers_202_and_the_command_can_be_polled(infra: I
         assert resp.json()["status"] == "pending"
         location = resp.headers["Location"]
         assert location == f"/api/v1/commands/{resp.json()['command_id']}"
+        assert (await platform.client.get(location, headers=headers)).json()["status"] == "pending"
 
-        async def finished() -> dict[str, Any] | None:
-            body: dict[str, Any] = (await platform.client.get(location, headers=headers)).json()
-            return body if body["status"] != "pending" else None
+        orchestrator = build_orchestrator(
+            OrchestratorSettings(platform_env=env_name, nats_url=infra.nats_url, mongodb_url=infra.mongodb_url)
+        )
+        async with orchestrator.router.lifespan_context(orchestrator):
 
-        done = await eventually(finished)
+            async def finished() -> dict[str, Any] | None:
+                body: dict[str, Any] = (await platform.client.get(location, headers=headers)).json()
+                return body if body["status"] != "pending" else None
+
+            done = await eventually(finished)
         assert done["status"] == "accepted"
         assert done["resource_ids"]["agent_id"].startswith("agt_")
+
+
+async def test_concurrent_requests_with_one_idempotency_key_have_one_effect(platform: Platform) -> None:
+    ws = await platform.new_workspace()
+    headers = {**platform.auth(ws), "Idempotency-Key": "burst"}
+    answers = await asyncio.gather(
+        *(platform.client.post("/api/v1/agents", json=AGENT, headers=headers) for _ in range(5))
+    )
+    assert {r.status_code for r in answers} <= {201, 202}
+    assert len({r.json()["command_id"] for r in answers}) == 1
+    agent_id = f"agt_{answers[0].json()['command_id'][:24]}"
+    await _get_when_projected(platform, f"/api/v1/agents/{agent_id}", platform.auth(ws))
+    await asyncio.sleep(0.5)
+    listed = (await platform.client.get("/api/v1/agents", headers=platform.auth(ws))).json()["items"]
+    assert [a["agent_id"] for a in listed] == [agent_id]
+
+
+async def test_a_body_that_is_not_utf8_is_malformed_json(platform: Platform) -> None:
+    ws = await platform.new_workspace()
+    auth = {**platform.auth(ws), "content-type": "application/json"}
+    _problem(await platform.client.post("/api/v1/agents", content=b"\xff\xfe\x00", headers=auth), 400, "malformed_json")

@@ -1,14 +1,28 @@
 """Commands, relay and dead letters against the real NATS JetStream and MongoDB-compatible server."""
 
+import asyncio
+import random
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 from nats.js.errors import NotFoundError
+from pymongo.errors import DuplicateKeyError
 
 from conftest import Infra
-from contracts import REGISTRY, Actor, Command, CommandOutcome, Envelope, Event, EventRecord, OutcomeStatus, new_id
+from contracts import (
+    REGISTRY,
+    Actor,
+    Command,
+    CommandOutcome,
+    Envelope,
+    ErrorCode,
+    Event,
+    EventRecord,
+    OutcomeStatus,
+    new_id,
+)
 from servicekit.bus import ConsumerPolicy
 from servicekit.commands import CommandContext, CommandRouter, serve_commands
 from servicekit.eventstore import Metadata, StreamRef, load_state
@@ -173,6 +187,14 @@ async def test_poison_and_hopeless_messages_end_in_the_dead_letter_subject(runti
     assert Envelope.model_validate_json(dead.data) == hopeless
     assert dead.headers["X-Deliveries"] == "3"
     assert attempts == [hopeless.message_id] * 3
+    told = await outcome_of(runtime, hopeless)
+    assert (told.status, told.error_code) == (OutcomeStatus.REJECTED, ErrorCode.INTERNAL_ERROR), "never left pending"
+
+    unknown = Envelope.model_validate({**envelope(Bump(counter_id="c3", by=1)).model_dump(), "type": "Teleport"})
+    await runtime.bus.publish(
+        s.command(SERVICE, "ws1", "Teleport"), unknown.model_dump_json().encode(), msg_id="u1", stream=s.commands_stream
+    )
+    assert (await outcome_of(runtime, unknown)).error_code is ErrorCode.UNKNOWN_COMMAND
 
 
 async def test_relay_publishes_what_a_crash_left_unpublished_exactly_once(runtime: Runtime) -> None:
@@ -210,6 +232,94 @@ async def test_projection_catches_up_from_the_store_when_the_broker_lost_an_even
     assert await projection.handle(second.events[0], store) == 2
     assert projection.applied == [first.events[0].event_id, second.events[0].event_id]
     assert await projection.handle(first.events[0], store) == 0
+
+
+async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_rest(runtime: Runtime) -> None:
+    store = runtime.store
+    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
+    good = await store.append(StreamRef("ws1", "bumpcounter", "fine"), 0, [Bumped(by=1)], meta)
+    # A corrupt commit whose id cannot be a subject, recorded before the good one.
+    await runtime.db["commits"].insert_one(
+        {
+            "_id": "corrupt",
+            "stream_id": "ws1/bumpcounter/bad id",
+            "workspace_id": "ws1",
+            "aggregate": "bumpcounter",
+            "aggregate_id": "bad id",
+            "first_version": 1,
+            "last_version": 1,
+            "events": [
+                {
+                    **good.events[0].model_dump(exclude={"stream_id", "aggregate", "aggregate_id", "workspace_id"}),
+                    "event_id": "e-bad",
+                }
+            ],
+            "command_id": None,
+            "recorded_at": good.recorded_at - timedelta(seconds=1),
+            "published": False,
+            "trace": {},
+        }
+    )
+    relay = Relay(store, runtime.bus)
+    for _ in range(5):
+        await relay.sweep()
+    parked = await runtime.db["commits"].find_one({"_id": "corrupt"})
+    assert parked is not None
+    assert parked["published"] is None
+    assert "BadSubject" in parked["parked"]
+    assert await store.unpublished() == []
+    info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
+    assert info.state.messages == 1, "the good commit was published despite the corrupt one before it"
+
+
+async def test_concurrent_deliveries_never_apply_an_event_twice(runtime: Runtime) -> None:
+    store = runtime.store
+    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
+    stream = StreamRef("ws1", "bumpcounter", "busy")
+    records = []
+    for version in range(10):
+        commit = await store.append(stream, version, [Bumped(by=version)], meta)
+        records.extend(commit.events)
+    projection = MongoCountingProjection(runtime.db["counting"])
+    deliveries = records * 3
+    random.Random(7).shuffle(deliveries)
+    await asyncio.gather(*(projection.handle(r, store) for r in deliveries))
+    row = await runtime.db["counting"].find_one({"_id": stream.stream_id})
+    assert row is not None
+    assert (row["version"], row["total"]) == (10, sum(range(10)))
+    assert sorted(projection.applied) == sorted(r.event_id for r in records), "each event applied exactly once"
+
+
+class MongoCountingProjection(StreamProjection):
+    """Sums the counter in MongoDB with a compare-and-set write, recording which events it applied."""
+
+    aggregate = "bumpcounter"
+    name = "counting"
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+        self.applied: list[str] = []
+
+    async def position(self, record: EventRecord) -> int:
+        doc = await self.collection.find_one({"_id": record.stream_id})
+        return 0 if doc is None else int(doc["version"])
+
+    async def apply(self, record: EventRecord) -> bool:
+        by = int(record.data["by"])
+        if record.version == 1:
+            try:
+                await self.collection.insert_one({"_id": record.stream_id, "version": 1, "total": by})
+            except DuplicateKeyError:
+                return False
+        else:
+            result = await self.collection.update_one(
+                {"_id": record.stream_id, "version": record.version - 1},
+                {"$set": {"version": record.version}, "$inc": {"total": by}},
+            )
+            if result.modified_count != 1:
+                return False
+        self.applied.append(record.event_id)
+        return True
 
 
 async def _all_published(runtime: Runtime) -> bool:

@@ -88,14 +88,6 @@ async def test_a_command_applied_twice_writes_once(store: EventStore) -> None:
     assert len(await store.load(stream)) == 1
 
 
-async def test_events_of_one_command_land_all_or_nothing(store: EventStore) -> None:
-    stream = StreamRef("ws1", "counter", "atomic")
-    await store.append(stream, 0, [CounterIncremented(by=1)], META)
-    with pytest.raises(ConcurrencyError):
-        await store.append(stream, 0, [CounterIncremented(by=5), CounterIncremented(by=6)], META)
-    assert [decode(r) for r in await store.load(stream)] == [CounterIncremented(by=1)]
-
-
 async def test_workspaces_do_not_share_streams_or_reads(store: EventStore) -> None:
     await store.append(StreamRef("ws-a", "counter", "same"), 0, [CounterIncremented(by=1)], META)
     await store.append(StreamRef("ws-b", "counter", "same"), 0, [CounterIncremented(by=2)], META)
