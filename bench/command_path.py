@@ -23,6 +23,7 @@ import itertools
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -40,6 +41,7 @@ from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from contracts import Subjects, new_id
 from servicekit import devstack
@@ -141,6 +143,40 @@ class CpuMeter:
         return used
 
 
+class Probe:
+    """Samples the CPU meter and the MongoDB server's operation counters (when it reports them)."""
+
+    def __init__(self, mongo: AsyncMongoClient[Document]) -> None:
+        self.meter = CpuMeter()
+        self.mongo = mongo
+
+    async def sample(self) -> tuple[dict[str, float], dict[str, int]]:
+        try:
+            status = await self.mongo.admin.command("serverStatus")
+            ops = {name: int(n) for name, n in status.get("opcounters", {}).items()}
+        except PyMongoError:
+            ops = {}
+        return self.meter.snapshot(), ops
+
+
+@dataclass
+class Usage:
+    """CPU seconds per process group and MongoDB operations, summed over the runs measured."""
+
+    cpu: dict[str, float] = field(default_factory=dict)
+    ops: dict[str, int] = field(default_factory=dict)
+
+    async def measure(self, probe: Probe, run: Awaitable[Level]) -> Level:
+        cpu_before, ops_before = await probe.sample()
+        level = await run
+        cpu_after, ops_after = await probe.sample()
+        for group, spent in cpu_after.items():
+            self.cpu[group] = self.cpu.get(group, 0.0) + spent - cpu_before.get(group, 0.0)
+        for name, n in ops_after.items():
+            self.ops[name] = self.ops.get(name, 0) + n - ops_before.get(name, 0)
+        return level
+
+
 def gateway_attempt(client: httpx.AsyncClient, api_key: str, statuses: Counter[int]) -> Attempt:
     headers = {"Authorization": f"Bearer {api_key}"}
 
@@ -209,7 +245,8 @@ class Result:
     ours: Level
     floor: Level
     statuses: Counter[int]
-    cpu: dict[str, float]  # CPU seconds per process group while ours ran
+    ours_usage: Usage
+    floor_usage: Usage
 
 
 async def measure(
@@ -222,22 +259,23 @@ async def measure(
     async with (
         httpx.AsyncClient(base_url=gateway_url, timeout=timeout, limits=limits) as client,
         floor(nats_url, mongodb_url, env, args.timeout) as floor_attempt,
+        AsyncMongoClient[Document](mongodb_url) as status_mongo,
     ):
         warm_up = Counter[int]()
         await drive(min(5, widest), args.warmup, gateway_attempt(client, api_key, warm_up))
         await drive(min(5, widest), args.warmup, floor_attempt)
         print(f"  warm-up: {args.warmup} requests, statuses {dict(warm_up)}", flush=True)
-        meter = CpuMeter()
+        probe = Probe(status_mongo)
         for concurrency in args.levels:
             # The server slows down as data accumulates, so the floor brackets ours: half before, half after.
             statuses = Counter[int]()
-            floor_level = await drive(concurrency, args.requests // 2, floor_attempt)
-            before = meter.snapshot()
-            ours = await drive(concurrency, args.requests, gateway_attempt(client, api_key, statuses))
-            after = meter.snapshot()
-            await drive(concurrency, args.requests - args.requests // 2, floor_attempt, floor_level)
-            cpu = {group: after[group] - before[group] for group in after}
-            results.append(Result(ours, floor_level, statuses, cpu))
+            ours_usage, floor_usage = Usage(), Usage()
+            floor_level = await floor_usage.measure(probe, drive(concurrency, args.requests // 2, floor_attempt))
+            gateway = gateway_attempt(client, api_key, statuses)
+            ours = await ours_usage.measure(probe, drive(concurrency, args.requests, gateway))
+            rest = args.requests - args.requests // 2
+            await floor_usage.measure(probe, drive(concurrency, rest, floor_attempt, floor_level))
+            results.append(Result(ours, floor_level, statuses, ours_usage, floor_usage))
             print(
                 f"  {concurrency} concurrent: ours p50 {ours.percentile(50):.1f} ms, floor p50 "
                 f"{floor_level.percentile(50):.1f} ms, statuses {dict(statuses)}",
@@ -301,30 +339,52 @@ def render(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def render_cpu(results: list[Result]) -> str:
-    """CPU per request of each process group while our requests ran, and its share of one core."""
-    groups = [g for g in CPU_GROUPS if any(g in r.cpu for r in results)]
-    table = [["clients", *groups]]
-    for r in results:
-        requests = len(r.ours.latencies) + r.ours.errors.total()
-        cells = [str(r.ours.concurrency)]
-        for group in groups:
-            spent = r.cpu.get(group)
-            cells.append("-" if spent is None else f"{1000 * spent / requests:.1f} ms {spent / r.ours.elapsed:4.0%}")
-        table.append(cells)
+def aligned(table: list[list[str]]) -> str:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def distinct_ports(n: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < n:
-        port = devstack.free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
+def render_usage(results: list[Result]) -> tuple[str, str]:
+    """Per request (ours) or iteration (floor): CPU of each process group with its share of one core; and the
+    MongoDB operations the server counted."""
+    groups = [g for g in CPU_GROUPS if any(g in r.ours_usage.cpu for r in results)]
+    ops = {"insert": "inserts", "query": "queries", "update": "updates", "getmore": "getMores", "command": "commands"}
+    op_names = [n for n in ops if any(n in r.ours_usage.ops for r in results)]
+    cpu_table = [["clients", "run", *groups]]
+    ops_table = [["clients", "run", *(ops[n] for n in op_names), "total"]]
+    for r in results:
+        for run, level, usage in (("ours", r.ours, r.ours_usage), ("floor", r.floor, r.floor_usage)):
+            n = len(level.latencies) + level.errors.total()
+            cells = [str(level.concurrency), run]
+            for group in groups:
+                spent = usage.cpu.get(group)
+                cells.append("-" if spent is None else f"{1000 * spent / n:.1f} ms {spent / level.elapsed:4.0%}")
+            cpu_table.append(cells)
+            counts = [usage.ops.get(name, 0) / n for name in op_names]
+            ops_table.append([str(level.concurrency), run, *(f"{c:.1f}" for c in counts), f"{sum(counts):.1f}"])
+    return aligned(cpu_table), aligned(ops_table) if op_names else "(the server reports no opcounters)"
+
+
+def free_port_base() -> int:
+    """A port from devstack.free_port above which every service's port is free too. devstack.services places the
+    services at DEVSTACK_PORT_BASE plus their offset from 8000, so this keeps them off the ports in use."""
+    offsets = [svc.port - 8000 for svc in devstack.SERVICES]
+    for _ in range(100):
+        base = devstack.free_port()
+        if base + max(offsets) < 65536 and all(port_free(base + offset) for offset in offsets):
+            return base
+    raise RuntimeError("no free range of ports for the services")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -371,8 +431,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  requests per level={args.requests} levels={args.levels} warmup={args.warmup}", flush=True)
             service_env = {**os.environ, "MONGODB_URL": mongodb_url, "NATS_URL": nats_url, "PLATFORM_ENV": env}
             started = time.perf_counter()
+            os.environ["DEVSTACK_PORT_BASE"] = str(free_port_base())
             try:
-                with devstack.services(service_env, logs, distinct_ports(len(devstack.SERVICES))) as urls:
+                with devstack.services(service_env, logs) as urls:
                     api_key = devstack.create_workspace(service_env, "bench")["api_key"]
                     print(
                         f"  services up in {time.perf_counter() - started:.0f}s; gateway at {urls['gateway']}",
@@ -410,8 +471,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(f"Measured in {elapsed:.0f}s. Targets: p50 <= 3x floor at 10 clients; no errors at 50 clients.")
     print()
-    print(f"CPU per request while our requests ran, and its share of one core ({os.cpu_count()} cores here):")
-    print(render_cpu(results))
+    cpu_table, ops_table = render_usage(results)
+    print(
+        "Where the work goes, per request (ours) or per iteration (floor): CPU time of each process, and its share "
+        f"of one core over the run ({os.cpu_count()} cores here)"
+    )
+    print(cpu_table)
+    print()
+    print("MongoDB operations per request (ours) or per iteration (floor), as counted by the server (serverStatus)")
+    print(ops_table)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from pymongo import ASCENDING
@@ -93,7 +93,7 @@ class EventStore:
         *,
         clock: Clock = utcnow,
         ids: IdFactory = new_id,
-        on_commit: Callable[[], None] | None = None,
+        on_commit: Callable[[Commit], None] | None = None,
     ) -> None:
         self._commits = db["commits"]
         self._clock = clock
@@ -170,7 +170,7 @@ class EventStore:
                     raise DuplicateCommand(existing) from None
             raise ConcurrencyError(f"stream {stream.stream_id} is past version {expected_version}") from None
         if self.on_commit is not None:
-            self.on_commit()
+            self.on_commit(commit)
         return commit
 
     async def load(self, stream: StreamRef, after_version: int = 0) -> list[EventRecord]:
@@ -214,8 +214,11 @@ class EventStore:
         cursor = self._commits.find(query, sort=ORDER, limit=limit)
         return [r async for doc in cursor for r in _records(doc)]
 
-    async def unpublished(self, limit: int = 500) -> list[Commit]:
-        cursor = self._commits.find({"published": False}, sort=ORDER, limit=limit)
+    async def unpublished(self, limit: int = 500, older_than: timedelta | None = None) -> list[Commit]:
+        query: Document = {"published": False}
+        if older_than is not None:
+            query["recorded_at"] = {"$lt": self._clock() - older_than}
+        cursor = self._commits.find(query, sort=ORDER, limit=limit)
         return [_from_document(doc) async for doc in cursor]
 
     async def park(self, commit_id: str, reason: str) -> None:

@@ -2,7 +2,8 @@
 
 MongoDB is the truth and NATS the transport: a commit is written with ``published: false``; the relay publishes
 each of its events (Nats-Msg-Id = event id, so a republish after a crash is de-duplicated by the broker) and
-then marks the commit. It sweeps on start and on every poll interval, and is woken at once after each append.
+then marks the commit. A commit written by this process is handed over at once (no read back); a sweep on start
+and on every poll interval publishes whatever else is unpublished, e.g. what a crashed process left behind.
 A commit that keeps failing for another reason than an absent broker is parked after a few sweeps (kept, with
 the reason) so it cannot block the commits behind it.
 """
@@ -10,6 +11,7 @@ the reason) so it cannot block the commits behind it.
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 import nats.errors
 from opentelemetry import propagate, trace
@@ -41,8 +43,11 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failures: dict[str, int] = {}
+        self._fresh: list[Commit] = []
 
-    def notify(self) -> None:
+    def notify(self, commit: Commit) -> None:
+        """Hand over a commit this process just wrote, to publish at once without reading it back."""
+        self._fresh.append(commit)
         self._wake.set()
 
     def start(self) -> None:
@@ -56,21 +61,35 @@ class Relay:
             self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        grace: timedelta | None = None  # the first sweep takes everything a previous process left behind
+        next_sweep = loop.time()
         while True:
             try:
-                while await self.sweep() == self._batch:
-                    pass
+                fresh, self._fresh = self._fresh, []
+                await self._publish_all(fresh)
+                if loop.time() >= next_sweep:
+                    while await self.sweep(grace) == self._batch:
+                        pass
+                    grace = timedelta(seconds=max(2.0, 2 * self._poll))
+                    next_sweep = loop.time() + self._poll
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("relay sweep failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                log.exception("relay failed; retrying")
+            if not self._fresh:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
             self._wake.clear()
 
-    async def sweep(self) -> int:
-        """Publish every unpublished commit, oldest first; returns how many commits were published."""
-        commits = await self._store.unpublished(self._batch)
+    async def sweep(self, grace: timedelta | None = None) -> int:
+        """Publish unpublished commits, oldest first (only those older than ``grace``, which leaves this process's
+        own fresh commits to the hand-over); returns how many commits it found."""
+        commits = await self._store.unpublished(self._batch, older_than=grace)
+        await self._publish_all(commits)
+        return len(commits)
+
+    async def _publish_all(self, commits: list[Commit]) -> None:
         published: list[str] = []
         try:
             for commit in commits:
@@ -84,7 +103,6 @@ class Relay:
                 published.append(commit.commit_id)
         finally:
             await self._store.mark_published(published)  # one write for the whole batch
-        return len(commits)
 
     async def _count_failure(self, commit: Commit, exc: Exception) -> None:
         failures = self._failures.get(commit.commit_id, 0) + 1

@@ -34,7 +34,7 @@ from contracts.workflows import (
     WebhookStep,
     WorkflowSpec,
 )
-from servicekit.bus import Bus
+from servicekit.bus import Bus, delivery_count
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import EventStore, decode
 from workflow_engine.handlers import execution_stream
@@ -143,7 +143,8 @@ class Executor:
         return True
 
     async def _dispatch_task(self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled) -> None:
-        if await self._dispatches.find_one({"_id": event.key}) is not None:
+        # Only a redelivered event can find its task already sent (each StepScheduled has its own key).
+        if delivery_count() > 1 and await self._dispatches.find_one({"_id": event.key}) is not None:
             return
         task = AgentTask(
             key=event.key,

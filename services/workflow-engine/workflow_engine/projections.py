@@ -6,7 +6,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from contracts import EventRecord
+from contracts import Event, EventRecord
 from contracts.workflows import (
     ExecutionCancelled,
     ExecutionCompleted,
@@ -20,7 +20,7 @@ from contracts.workflows import (
     WorkflowCreated,
     WorkflowUpdated,
 )
-from servicekit.eventstore import decode
+from servicekit.eventstore import EventStore, decode
 from servicekit.projections import StreamProjection
 from workflow_engine.domain import definition, execution
 
@@ -93,7 +93,7 @@ class WorkflowsProjection(VersionedRows):
         return await cursor.to_list(None)
 
 
-STATUS_OF = {
+STATUS_OF: dict[type[Event], ExecutionStatus] = {
     ExecutionPaused: ExecutionStatus.PAUSED,
     ExecutionResumed: ExecutionStatus.RUNNING,
     ExecutionRetried: ExecutionStatus.RUNNING,
@@ -101,9 +101,14 @@ STATUS_OF = {
     ExecutionCompleted: ExecutionStatus.COMPLETED,
     ExecutionFailed: ExecutionStatus.FAILED,
 }
+STATUS_EVENTS = frozenset(cls.type_name for cls in STATUS_OF)
 
 
 class ExecutionsProjection(VersionedRows):
+    """Execution summaries for listing. Only the start and status changes are written: each status event is applied
+    if it is newer than the last one applied (``version`` below it), so duplicates and late arrivals are skipped
+    and the latest status wins, whatever the order."""
+
     aggregate = execution.AGGREGATE
     name = "executions"
 
@@ -114,6 +119,18 @@ class ExecutionsProjection(VersionedRows):
         await self.collection.create_index(
             [("workspace_id", ASCENDING), ("status", ASCENDING), ("started_at", DESCENDING)]
         )
+
+    async def handle(self, record: EventRecord, store: EventStore) -> int:
+        if record.type != "ExecutionStarted" and record.type not in STATUS_EVENTS:
+            return 0
+        if await self.apply(record):
+            return 1
+        if record.version > await self.position(record) and not await self._exists(record):
+            return await super().handle(record, store)  # its start has not arrived: catch up from the stream
+        return 0
+
+    async def _exists(self, record: EventRecord) -> bool:
+        return await self.collection.find_one({"_id": record.stream_id}, {"_id": 1}) is not None
 
     async def apply(self, record: EventRecord) -> bool:
         event = decode(record)
@@ -131,13 +148,22 @@ class ExecutionsProjection(VersionedRows):
                     "finished_at": None,
                 },
             )
-        changes: Document = {"updated_at": at}
         status = STATUS_OF.get(type(event))
-        if status is not None:
-            changes["status"] = status.value
-            terminal = status in {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
-            changes["finished_at"] = at if terminal else None
-        return await self._update(record, changes)
+        if status is None:
+            return False
+        terminal = status in {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
+        result = await self.collection.update_one(
+            {"_id": record.stream_id, "version": {"$lt": record.version}},
+            {
+                "$set": {
+                    "status": status.value,
+                    "updated_at": at,
+                    "finished_at": at if terminal else None,
+                    "version": record.version,
+                }
+            },
+        )
+        return result.modified_count == 1
 
     async def list(
         self, workspace_id: str, workflow_id: str | None, status: ExecutionStatus | None, limit: int
