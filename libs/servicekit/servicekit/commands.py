@@ -89,25 +89,50 @@ class CommandContext:
         initial: S,
         evolve: Callable[[S, Event], S],
         decide: Callable[[S], Sequence[Event]],
+        *,
+        new_stream: bool = False,
     ) -> None:
         """Rebuild ``stream``, decide on its state and append the result, at most once per command.
 
-        A redelivered command whose commit is already in the stream is not decided again.
+        When the state is already known (cached, or ``new_stream`` for a command that creates the stream), the
+        decision is tried on it without reading: an append that succeeds at that version proves the state was
+        current. A conflict, a rejection or a decision to do nothing is never trusted on such a state: the stream
+        is read and the command decided again. A redelivered command whose commit is in the stream is not decided
+        again.
         """
+        known = self.cache.get(stream, evolve) if self.cache is not None else None
+        if known is None and new_stream:
+            known = Loaded(initial, 0, frozenset())
+        if known is not None and self.command_id not in known.commands:
+            try:
+                events = decide(known.state)
+            except DomainError:
+                events = []
+            if events:
+                try:
+                    await self._append(stream, known, evolve, events)
+                    return
+                except (ConcurrencyError, DuplicateCommand):
+                    pass
         loaded = await load_state(self.store, stream, initial, evolve, self.cache)
         if self.command_id in loaded.commands:
             return
         events = decide(loaded.state)
         if events:
-            await self.store.append(
-                stream, loaded.version, events, self.meta, command_id=self.command_id, trace=self.trace()
-            )
-            if self.cache is not None:
-                state = loaded.state
-                for event in events:
-                    state = evolve(state, event)
-                commands = loaded.commands | {self.command_id}
-                self.cache.put(stream, evolve, Loaded(state, loaded.version + len(events), commands))
+            await self._append(stream, loaded, evolve, events)
+
+    async def _append(
+        self, stream: StreamRef, known: "Loaded[S]", evolve: Callable[[S, Event], S], events: Sequence[Event]
+    ) -> None:
+        await self.store.append(
+            stream, known.version, events, self.meta, command_id=self.command_id, trace=self.trace()
+        )
+        if self.cache is not None:
+            state = known.state
+            for event in events:
+                state = evolve(state, event)
+            commands = known.commands | {self.command_id}
+            self.cache.put(stream, evolve, Loaded(state, known.version + len(events), commands))
 
 
 HandlerFn = Callable[[Any, CommandContext], Awaitable[dict[str, str]]]

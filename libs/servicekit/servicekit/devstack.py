@@ -104,7 +104,8 @@ def mongodb(data_dir: Path, log_dir: Path) -> Iterator[str]:
         )
     try:
         wait_until(lambda: proc.poll() is None and port_open("127.0.0.1", port), 60, "SecantusDB")
-        yield f"mongodb://127.0.0.1:{port}"
+        # SecantusDB slows down with every retryable write it records; real MongoDB keeps the driver default.
+        yield f"mongodb://127.0.0.1:{port}/?retryWrites=false"
     finally:
         stop_process(proc)
 

@@ -6,6 +6,7 @@ Idempotency-Key the command id is derived from the workspace and the key, so a r
 one's record and outcome instead of doing the work again.
 """
 
+import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ class CommandGateway:
         self._commands = db["commands"]
         self._bus = bus
         self._wait_s = wait_s
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Finish recording the outcomes already received."""
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def ensure_indexes(self) -> None:
         await self._commands.create_index([("workspace_id", ASCENDING), ("submitted_at", ASCENDING)])
@@ -120,7 +126,10 @@ class CommandGateway:
         if msg is None:
             return await self._refresh(record)
         outcome = CommandOutcome.model_validate_json(msg.data)
-        await self._finish(record, outcome)
+        # Recorded off the request's path: until it is, /commands/{id} reads the outcome from the OUTCOMES stream.
+        task = asyncio.create_task(self._finish(record, outcome))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         return _status(record, outcome)
 
     async def _refresh(self, doc: Document) -> CommandStatus:

@@ -17,6 +17,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         commands = CommandGateway(runtime.db, runtime.bus, settings.command_wait_s)
         await workspaces.ensure_indexes()
         await commands.ensure_indexes()
+        runtime.on_stop(commands.close)
         app.state.workspaces = workspaces
         app.state.commands = commands
         app.state.queries = QueryClient(runtime.bus, settings.query_timeout_s)

@@ -2,6 +2,8 @@
 
 import hashlib
 import secrets
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,9 +37,15 @@ def digest(api_key: str) -> str:
 
 
 class WorkspaceStore:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    """Workspaces and keys. A verified key is remembered for ``key_cache_s`` seconds, so most requests authenticate
+    without a database read."""
+
+    def __init__(self, db: AsyncDatabase[Document], *, key_cache_s: float = 30.0, key_cache_size: int = 10_000) -> None:
         self._workspaces = db["workspaces"]
         self._keys = db["api_keys"]
+        self._ttl = key_cache_s
+        self._size = key_cache_size
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def ensure_indexes(self) -> None:
         await self._keys.create_index([("digest", ASCENDING)], unique=True)
@@ -59,8 +67,21 @@ class WorkspaceStore:
     async def authenticate(self, api_key: str) -> Principal | None:
         if not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
             return None
-        doc = await self._keys.find_one({"digest": digest(api_key), "revoked_at": {"$exists": False}})
-        return None if doc is None else Principal(doc["workspace_id"], doc["_id"])
+        key_digest = digest(api_key)
+        now = time.monotonic()
+        cached = self._verified.get(key_digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        doc = await self._keys.find_one({"digest": key_digest, "revoked_at": {"$exists": False}})
+        if doc is None:
+            self._verified.pop(key_digest, None)
+            return None
+        principal = Principal(doc["workspace_id"], doc["_id"])
+        self._verified[key_digest] = (principal, now + self._ttl)
+        self._verified.move_to_end(key_digest)
+        while len(self._verified) > self._size:
+            self._verified.popitem(last=False)
+        return principal
 
     async def get(self, workspace_id: str) -> Document | None:
         return await self._workspaces.find_one({"_id": workspace_id})

@@ -15,7 +15,11 @@ def _stream(ctx: CommandContext, agent_id: str) -> StreamRef:
 @router.register(RegisterAgent)
 async def register_agent(command: RegisterAgent, ctx: CommandContext) -> dict[str, str]:
     await ctx.execute(
-        _stream(ctx, command.agent_id), agent.Agent(), agent.evolve, lambda s: agent.decide_register(s, command)
+        _stream(ctx, command.agent_id),
+        agent.Agent(),
+        agent.evolve,
+        lambda s: agent.decide_register(s, command),
+        new_stream=True,
     )
     return {"agent_id": command.agent_id}
 

@@ -40,27 +40,35 @@ def build_router(clock: Clock) -> CommandRouter:
     router = CommandRouter()
 
     async def on_workflow(
-        ctx: CommandContext, workflow_id: str, decide: Callable[[definition.Workflow], list[Event]]
+        ctx: CommandContext,
+        workflow_id: str,
+        decide: Callable[[definition.Workflow], list[Event]],
+        *,
+        new_stream: bool = False,
     ) -> dict[str, str]:
-        await ctx.execute(
-            workflow_stream(ctx.workspace_id, workflow_id), definition.Workflow(), definition.evolve, decide
-        )
+        stream = workflow_stream(ctx.workspace_id, workflow_id)
+        await ctx.execute(stream, definition.Workflow(), definition.evolve, decide, new_stream=new_stream)
         return {"workflow_id": workflow_id}
 
-    async def on_execution(ctx: CommandContext, execution_id: str, decide: ExecutionDecider) -> dict[str, str]:
+    async def on_execution(
+        ctx: CommandContext, execution_id: str, decide: ExecutionDecider, *, new_stream: bool = False
+    ) -> dict[str, str]:
         now = clock()
         await ctx.execute(
             execution_stream(ctx.workspace_id, execution_id),
             execution.Execution(),
             execution.evolve,
             lambda state: decide(state, now),
+            new_stream=new_stream,
         )
         return {"execution_id": execution_id}
 
     @router.register(CreateWorkflow)
     async def create(command: CreateWorkflow, ctx: CommandContext) -> dict[str, str]:
         specs = {slug: template.spec for slug, template in TEMPLATES.items()}
-        return await on_workflow(ctx, command.workflow_id, lambda s: definition.decide_create(s, command, specs))
+        return await on_workflow(
+            ctx, command.workflow_id, lambda s: definition.decide_create(s, command, specs), new_stream=True
+        )
 
     @router.register(UpdateWorkflow)
     async def update(command: UpdateWorkflow, ctx: CommandContext) -> dict[str, str]:
@@ -73,7 +81,11 @@ def build_router(clock: Clock) -> CommandRouter:
     @router.register(ExecuteWorkflow)
     async def execute(command: ExecuteWorkflow, ctx: CommandContext) -> dict[str, str]:
         loaded = await load_state(
-            ctx.store, workflow_stream(ctx.workspace_id, command.workflow_id), definition.Workflow(), definition.evolve
+            ctx.store,
+            workflow_stream(ctx.workspace_id, command.workflow_id),
+            definition.Workflow(),
+            definition.evolve,
+            ctx.cache,
         )
         workflow = loaded.state
         definition.require_active(workflow, command.workflow_id)
@@ -83,7 +95,7 @@ def build_router(clock: Clock) -> CommandRouter:
                 raise DomainError(f"execution {command.execution_id} already exists")
             return execution.start(command, workflow.spec, workflow.version, now)
 
-        return await on_execution(ctx, command.execution_id, decide)
+        return await on_execution(ctx, command.execution_id, decide, new_stream=True)
 
     @router.register(PauseExecution)
     async def pause(command: PauseExecution, ctx: CommandContext) -> dict[str, str]:

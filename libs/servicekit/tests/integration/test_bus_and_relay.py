@@ -24,7 +24,7 @@ from contracts import (
     new_id,
 )
 from servicekit.bus import ConsumerPolicy
-from servicekit.commands import CommandContext, CommandRouter, serve_commands
+from servicekit.commands import CommandContext, CommandRouter, DomainError, serve_commands
 from servicekit.eventstore import Metadata, StreamRef, load_state
 from servicekit.projections import StreamProjection, serve_projection
 from servicekit.relay import Relay
@@ -328,3 +328,30 @@ async def _all_published(runtime: Runtime) -> bool:
 
 async def _equal(a: int, b: int) -> bool:
     return a == b
+
+
+async def test_two_replicas_with_their_own_caches_never_decide_on_stale_state(runtime: Runtime) -> None:
+    def build() -> CommandRouter:
+        router = CommandRouter()
+
+        @router.register(Bump)
+        async def bump(command: Bump, ctx: CommandContext) -> dict[str, str]:
+            def decide(total: int) -> list[Event]:
+                if total + command.by > 3:
+                    raise DomainError(f"{total} + {command.by} is over the limit")
+                return [Bumped(by=command.by)]
+
+            await ctx.execute(StreamRef(ctx.workspace_id, "bumpcounter", command.counter_id), 0, total, decide)
+            return {}
+
+        return router
+
+    replica_a, replica_b = build(), build()
+    first = await replica_a.handle(envelope(Bump(counter_id="shared", by=1)), runtime.store)
+    second = await replica_b.handle(envelope(Bump(counter_id="shared", by=1)), runtime.store)
+    assert first.status is second.status is OutcomeStatus.ACCEPTED
+    # Replica A still remembers a total of 1, where it is 2: on its cache this would pass (1 + 2 <= 3).
+    third = await replica_a.handle(envelope(Bump(counter_id="shared", by=2)), runtime.store)
+    assert (third.status, third.error_code) == (OutcomeStatus.REJECTED, ErrorCode.CONFLICT)
+    loaded = await load_state(runtime.store, StreamRef("ws1", "bumpcounter", "shared"), 0, total)
+    assert (loaded.state, loaded.version) == (2, 2)
