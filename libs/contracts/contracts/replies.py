@@ -1,5 +1,6 @@
 """Replies that travel back to a submitter: command outcomes and query answers."""
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +21,8 @@ class CommandOutcome(BaseModel):
 
     command_id: str
     workspace_id: str
+    command_type: str
+    submitted_at: datetime
     status: OutcomeStatus
     resource_ids: dict[str, str] = Field(default_factory=dict)
     error_code: ErrorCode | None = None

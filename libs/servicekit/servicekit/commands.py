@@ -177,6 +177,8 @@ class CommandRouter:
             return CommandOutcome(
                 command_id=envelope.message_id,
                 workspace_id=envelope.workspace_id,
+                command_type=envelope.type,
+                submitted_at=envelope.occurred_at,
                 status=OutcomeStatus.ACCEPTED,
                 resource_ids=ids,
             )
@@ -189,6 +191,8 @@ def _rejected(
     return CommandOutcome(
         command_id=envelope.message_id,
         workspace_id=envelope.workspace_id,
+        command_type=envelope.type,
+        submitted_at=envelope.occurred_at,
         status=OutcomeStatus.REJECTED,
         error_code=code,
         error_message=message[:2000],

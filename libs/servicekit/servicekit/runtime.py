@@ -175,7 +175,10 @@ def create_app(
     for router in routers:
         app.include_router(router)
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=tracer_provider or global_tracer_provider(settings), excluded_urls="healthz,readyz"
+        app,
+        tracer_provider=tracer_provider or global_tracer_provider(settings),
+        excluded_urls="healthz,readyz",
+        exclude_spans=["receive", "send"],  # one server span per request is what a trace needs
     )
     return app
 
@@ -185,4 +188,10 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     import uvicorn
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=settings.log_level.lower(),
+        access_log=settings.access_log,
+    )

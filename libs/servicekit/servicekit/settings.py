@@ -32,6 +32,7 @@ class ServiceSettings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str | None = None
     log_level: str = "INFO"
+    access_log: bool = Field(default=False, description="Log every HTTP request (traces already record them).")
 
     @property
     def subjects(self) -> Subjects:

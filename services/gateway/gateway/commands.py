@@ -1,9 +1,13 @@
 """Submitting commands and waiting a bounded time for their outcome.
 
-A command is recorded in the gateway's ``commands`` collection (the status that /commands/{id} serves), published
-to the COMMANDS stream with Nats-Msg-Id = command id, and its outcome is awaited on the outcome subject. With an
-Idempotency-Key the command id is derived from the workspace and the key, so a retried request finds the first
-one's record and outcome instead of doing the work again.
+A command is published to the COMMANDS stream with Nats-Msg-Id = command id, and its outcome is awaited on the
+outcome subject; every outcome is also kept in the OUTCOMES stream (7 days), keyed by workspace and command id,
+which is where /commands/{id} finds it.
+
+The gateway's ``commands`` collection records what the OUTCOMES stream cannot tell: requests sent with an
+Idempotency-Key (written before sending, so that a retried request finds the first one's command instead of doing
+the work again; the command id is derived from the workspace and the key), and commands still pending when the
+request stops waiting (answered 202).
 """
 
 import asyncio
@@ -66,9 +70,19 @@ class CommandGateway:
         return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.workspace_id}:{idempotency_key}").hex
 
     async def submit(
-        self, principal: Principal, command_id: str, command: Command, *, request_fingerprint: str
+        self,
+        principal: Principal,
+        command_id: str,
+        command: Command,
+        *,
+        request_fingerprint: str,
+        idempotent: bool = True,
     ) -> CommandStatus:
-        """Send ``command`` for ``principal``'s workspace; returns its status after at most the wait time."""
+        """Send ``command`` for ``principal``'s workspace; returns its status after at most the wait time.
+
+        ``idempotent``: the id comes from an Idempotency-Key, so an earlier request may hold it; its record is
+        written before anything is sent. A fresh id cannot collide, so its record is written while the command
+        travels (and is in place before the answer)."""
         workspace_id = principal.workspace_id
         envelope = envelope_for(
             command, workspace_id=workspace_id, command_id=command_id, actor=Actor(kind="api_key", id=principal.key_id)
@@ -84,6 +98,11 @@ class CommandGateway:
             "envelope": envelope.model_dump(mode="json"),
             "submitted_at": envelope.occurred_at,
         }
+        if not idempotent:
+            status = await self._send_and_wait(record, envelope, finish=False)
+            if not status.finished:
+                await self._commands.insert_one(record)  # so that /commands/{id} can answer "pending"
+            return status
         try:
             await self._commands.insert_one(record)
         except DuplicateKeyError:
@@ -102,9 +121,23 @@ class CommandGateway:
 
     async def status(self, principal: Principal, command_id: str) -> CommandStatus | None:
         doc = await self._commands.find_one({"_id": _key(principal.workspace_id, command_id)})
-        return None if doc is None else await self._refresh(doc)
+        if doc is not None:
+            return await self._refresh(doc)
+        outcome = await self._outcome(principal.workspace_id, command_id)
+        if outcome is None:
+            return None
+        return CommandStatus(command_id, outcome.command_type, outcome.status.value, outcome.submitted_at, outcome)
 
-    async def _send_and_wait(self, record: Document, envelope: Envelope) -> CommandStatus:
+    async def _outcome(self, workspace_id: str, command_id: str) -> CommandOutcome | None:
+        """The command's outcome from the OUTCOMES stream; None while there is none (or it cannot be read now)."""
+        subjects = self._bus.subjects
+        try:
+            msg = await self._bus.js.get_last_msg(subjects.outcomes_stream, subjects.outcome(workspace_id, command_id))
+        except (NotFoundError, NatsError):
+            return None
+        return CommandOutcome.model_validate_json(msg.data or b"")
+
+    async def _send_and_wait(self, record: Document, envelope: Envelope, *, finish: bool = True) -> CommandStatus:
         subjects = self._bus.subjects
         outcome_subject = subjects.outcome(envelope.workspace_id, envelope.message_id)
         sub = await self._bus.nc.subscribe(outcome_subject, max_msgs=1)
@@ -126,24 +159,20 @@ class CommandGateway:
         if msg is None:
             return await self._refresh(record)
         outcome = CommandOutcome.model_validate_json(msg.data)
-        # Recorded off the request's path: until it is, /commands/{id} reads the outcome from the OUTCOMES stream.
-        task = asyncio.create_task(self._finish(record, outcome))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if finish:
+            # Recorded off the request's path: until then, /commands/{id} reads it from the OUTCOMES stream.
+            task = asyncio.create_task(self._finish(record, outcome))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return _status(record, outcome)
 
     async def _refresh(self, doc: Document) -> CommandStatus:
         """The record's status; a pending one is completed from the OUTCOMES stream if its outcome is there."""
         if doc["status"] != PENDING:
             return _status(doc, CommandOutcome.model_validate(doc["outcome"]))
-        subjects = self._bus.subjects
-        try:
-            msg = await self._bus.js.get_last_msg(
-                subjects.outcomes_stream, subjects.outcome(doc["workspace_id"], doc["command_id"])
-            )
-        except (NotFoundError, NatsError):
-            return _status(doc, None)  # no outcome yet, or none readable right now: still pending
-        outcome = CommandOutcome.model_validate_json(msg.data or b"")
+        outcome = await self._outcome(doc["workspace_id"], doc["command_id"])
+        if outcome is None:
+            return _status(doc, None)  # still pending
         await self._finish(doc, outcome)
         return _status(doc, outcome)
 

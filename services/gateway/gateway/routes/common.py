@@ -55,7 +55,11 @@ async def submit(
     or the domain error as a problem with its code."""
     body = await request.body()
     status = await commands.submit(
-        principal, command_id, command, request_fingerprint=fingerprint(request.method, request.url.path, body)
+        principal,
+        command_id,
+        command,
+        request_fingerprint=fingerprint(request.method, request.url.path, body),
+        idempotent=request.headers.get("Idempotency-Key") is not None,
     )
     links = {"resource": created} if created else {}
     if status.outcome is None:
