@@ -22,6 +22,8 @@ from servicekit.eventstore import Commit, EventStore
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 5
+MARK_BATCH = 200
+MARK_DELAY_S = 0.05
 TRANSIENT = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError)
 
 
@@ -44,6 +46,7 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._failures: dict[str, int] = {}
         self._fresh: list[Commit] = []
+        self._unmarked: list[str] = []
 
     def notify(self, commit: Commit) -> None:
         """Hand over a commit this process just wrote, to publish at once without reading it back."""
@@ -59,6 +62,16 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        with contextlib.suppress(Exception):
+            await self._flush_marks()
+
+    async def _flush_marks(self) -> None:
+        marks, self._unmarked = self._unmarked, []
+        try:
+            await self._store.mark_published(marks)
+        except BaseException:
+            self._unmarked = marks + self._unmarked
+            raise
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -68,6 +81,9 @@ class Relay:
             try:
                 fresh, self._fresh = self._fresh, []
                 await self._publish_all(fresh)
+                if len(self._unmarked) >= MARK_BATCH or (self._unmarked and not self._fresh):
+                    await asyncio.sleep(MARK_DELAY_S)  # let marks gather: one write for many commits
+                    await self._flush_marks()
                 if loop.time() >= next_sweep:
                     while await self.sweep(grace) == self._batch:
                         pass
@@ -87,6 +103,7 @@ class Relay:
         own fresh commits to the hand-over); returns how many commits it found."""
         commits = await self._store.unpublished(self._batch, older_than=grace)
         await self._publish_all(commits)
+        await self._flush_marks()
         return len(commits)
 
     async def _publish_all(self, commits: list[Commit]) -> None:
@@ -102,7 +119,7 @@ class Relay:
                     continue  # one bad commit must not hold up the others
                 published.append(commit.commit_id)
         finally:
-            await self._store.mark_published(published)  # one write for the whole batch
+            self._unmarked.extend(published)  # marked in batches: a republish after a crash is de-duplicated
 
     async def _count_failure(self, commit: Commit, exc: Exception) -> None:
         failures = self._failures.get(commit.commit_id, 0) + 1

@@ -3,21 +3,18 @@
 It consumes the EVENTS stream through a durable consumer, so an event is acted on even if the engine died right
 after writing it. It needs no replay: the definition comes with ExecutionStarted (or from the stream's first
 commit after a restart), and every effect is keyed by the step attempt, so acting on a superseded attempt is
-harmless (its result is ignored). Each effect runs once per step attempt: an agent task is published with
-Nats-Msg-Id = the attempt's key and recorded in ``dispatches`` (a redelivered event finds the record and does
-nothing); a webhook call is claimed in ``dispatches`` before it is made.
+harmless (its result is ignored). Each effect runs once per step attempt. An agent task is published with
+Nats-Msg-Id = the attempt's key, then its timeout timer is written: a redelivered event that finds the timer knows
+the task went out. A webhook call is claimed by writing its timeout timer before the call is made.
 """
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
 import httpx
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
 from contracts import Actor, EventRecord
 from contracts.workflows import (
@@ -52,14 +49,12 @@ class Executor:
         store: EventStore,
         bus: Bus,
         timers: Timers,
-        dispatches: AsyncCollection[Document],
         *,
         webhook_concurrency: int = 32,
     ) -> None:
         self._store = store
         self._bus = bus
         self._timers = timers
-        self._dispatches = dispatches
         self._webhooks = asyncio.Semaphore(webhook_concurrency)
         self._background: set[asyncio.Task[None]] = set()
         self._specs: OrderedDict[str, WorkflowSpec] = OrderedDict()
@@ -96,16 +91,16 @@ class Executor:
         if spec is None:
             return
         step = spec.step(event.step_id)
-        if event.timeout_at:
-            await self._timer(ws, execution_id, event, "timeout", event.timeout_at)
         match step:
             case AgentStep():
                 await self._dispatch_task(ws, execution_id, step, event)
-            case WebhookStep():
-                if await self._claim(event.key):
+            case WebhookStep() if event.timeout_at:
+                if await self._timer(ws, execution_id, event, "timeout", event.timeout_at):
                     self._spawn(self._call_webhook(ws, execution_id, step, event))
             case DelayStep() if event.wake_at:
                 await self._timer(ws, execution_id, event, "delay", event.wake_at)
+            case _ if event.timeout_at:
+                await self._timer(ws, execution_id, event, "timeout", event.timeout_at)
 
     async def _spec(self, ws: str, execution_id: str) -> WorkflowSpec | None:
         """The execution's definition: remembered from its ExecutionStarted, or read from its first commit."""
@@ -125,8 +120,8 @@ class Executor:
             self._specs.popitem(last=False)
         return spec
 
-    async def _timer(self, ws: str, execution_id: str, event: StepScheduled, purpose: Any, at: str) -> None:
-        await self._timers.schedule(
+    async def _timer(self, ws: str, execution_id: str, event: StepScheduled, purpose: Any, at: str) -> bool:
+        return await self._timers.schedule(
             workspace_id=ws,
             execution_id=execution_id,
             step_id=event.step_id,
@@ -135,16 +130,10 @@ class Executor:
             due_at=datetime.fromisoformat(at),
         )
 
-    async def _claim(self, key: str) -> bool:
-        try:
-            await self._dispatches.insert_one({"_id": key})
-        except DuplicateKeyError:
-            return False
-        return True
-
     async def _dispatch_task(self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled) -> None:
         # Only a redelivered event can find its task already sent (each StepScheduled has its own key).
-        if delivery_count() > 1 and await self._dispatches.find_one({"_id": event.key}) is not None:
+        sent = Timers.timer_id(ws, execution_id, step.id, event.attempt, "timeout")
+        if delivery_count() > 1 and await self._timers.exists(sent):
             return
         task = AgentTask(
             key=event.key,
@@ -166,8 +155,8 @@ class Executor:
             msg_id=event.key,
             stream=subjects.tasks_stream,
         )
-        with contextlib.suppress(DuplicateKeyError):
-            await self._dispatches.insert_one({"_id": event.key})
+        assert event.timeout_at is not None, "agent steps are always scheduled with a deadline"
+        await self._timer(ws, execution_id, event, "timeout", event.timeout_at)
 
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work)

@@ -27,9 +27,7 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
         timers = Timers(db["timers"])
         for part in (workflows, executions, timers):
             await part.ensure_indexes()
-        executor = Executor(
-            store, runtime.bus, timers, db["dispatches"], webhook_concurrency=settings.webhook_concurrency
-        )
+        executor = Executor(store, runtime.bus, timers, webhook_concurrency=settings.webhook_concurrency)
         serve_commands(runtime.bus, SERVICE, build_router(clock), store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, workflows, store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, executions, store, runtime.policy)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from contracts import Actor
 from contracts.workflows import FireTimer
@@ -35,14 +36,18 @@ class Timers:
         await self.collection.create_index([("state", ASCENDING), ("due_at", ASCENDING)])
         await self.collection.create_index([("workspace_id", ASCENDING), ("execution_id", ASCENDING)])
 
+    @staticmethod
+    def timer_id(workspace_id: str, execution_id: str, step_id: str, attempt: int, purpose: Purpose) -> str:
+        return f"{workspace_id}:{execution_id}:{step_id}:{attempt}:{purpose}"
+
     async def schedule(
         self, *, workspace_id: str, execution_id: str, step_id: str, attempt: int, purpose: Purpose, due_at: datetime
-    ) -> None:
-        timer_id = f"{workspace_id}:{execution_id}:{step_id}:{attempt}:{purpose}"
-        await self.collection.update_one(
-            {"_id": timer_id},
-            {
-                "$setOnInsert": {
+    ) -> bool:
+        """Write the timer; False when it already existed (so it can also serve as a once-only claim)."""
+        try:
+            await self.collection.insert_one(
+                {
+                    "_id": self.timer_id(workspace_id, execution_id, step_id, attempt, purpose),
                     "workspace_id": workspace_id,
                     "execution_id": execution_id,
                     "step_id": step_id,
@@ -51,9 +56,13 @@ class Timers:
                     "due_at": due_at,
                     "state": PENDING,
                 }
-            },
-            upsert=True,
-        )
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def exists(self, timer_id: str) -> bool:
+        return await self.collection.find_one({"_id": timer_id}, {"_id": 1}) is not None
 
     async def cancel_all(self, workspace_id: str, execution_id: str) -> None:
         await self.collection.update_many(

@@ -119,8 +119,12 @@ async def test_a_three_step_workflow_runs_to_completion_with_mapped_data(api: Ap
     assert steps["b"]["input"] == {"score": 90}
     assert steps["a"]["attempts"][0]["finished_at"] is not None
     assert done["output"]["a"] == {"score": 90}
-    listed = await api.get(f"/api/v1/workflows/executions?workflow_id={workflow_id}&status=completed")
-    assert [e["execution_id"] for e in listed["items"]] == [execution_id]
+
+    async def listed() -> list[str] | None:  # the list is a read model: it follows shortly after
+        found = await api.get(f"/api/v1/workflows/executions?workflow_id={workflow_id}&status=completed")
+        return [e["execution_id"] for e in found["items"]] or None
+
+    assert await eventually(listed) == [execution_id]
 
 
 async def test_invalid_definitions_answer_422_naming_the_step(api: Api) -> None:
