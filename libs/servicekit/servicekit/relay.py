@@ -22,8 +22,7 @@ from servicekit.eventstore import Commit, EventStore
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 5
-MARK_BATCH = 200
-MARK_DELAY_S = 0.05
+MARK_DELAY_S = 0.1
 TRANSIENT = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError)
 
 
@@ -44,6 +43,7 @@ class Relay:
         self._batch = batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._marker: asyncio.Task[None] | None = None
         self._failures: dict[str, int] = {}
         self._fresh: list[Commit] = []
         self._unmarked: list[str] = []
@@ -55,13 +55,27 @@ class Relay:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-relay")
+        self._marker = asyncio.create_task(self._mark_periodically(), name="event-relay-marks")
+
+    async def _mark_periodically(self) -> None:
+        """Marks published commits in one write every MARK_DELAY_S, off the publishing path."""
+        while True:
+            await asyncio.sleep(MARK_DELAY_S)
+            if self._unmarked:
+                try:
+                    await self._flush_marks()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("marking published commits failed; retrying")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._marker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._marker = None
         with contextlib.suppress(Exception):
             await self._flush_marks()
 
@@ -81,9 +95,6 @@ class Relay:
             try:
                 fresh, self._fresh = self._fresh, []
                 await self._publish_all(fresh)
-                if len(self._unmarked) >= MARK_BATCH or (self._unmarked and not self._fresh):
-                    await asyncio.sleep(MARK_DELAY_S)  # let marks gather: one write for many commits
-                    await self._flush_marks()
                 if loop.time() >= next_sweep:
                     while await self.sweep(grace) == self._batch:
                         pass

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 Document = dict[str, Any]
 Purpose = Literal["retry", "timeout", "delay"]
 SERVICE = "workflow-engine"
-PENDING, FIRED, CANCELLED = "pending", "fired", "cancelled"
+PENDING, FIRED = "pending", "fired"
 
 
 class Timers:
@@ -65,10 +65,9 @@ class Timers:
         return await self.collection.find_one({"_id": timer_id}, {"_id": 1}) is not None
 
     async def cancel_all(self, workspace_id: str, execution_id: str) -> None:
-        await self.collection.update_many(
-            {"workspace_id": workspace_id, "execution_id": execution_id, "state": PENDING},
-            {"$set": {"state": CANCELLED}},
-        )
+        """Drop an ended execution's timers (by the indexed execution alone: SecantusDB scans when the state is
+        added to the filter)."""
+        await self.collection.delete_many({"workspace_id": workspace_id, "execution_id": execution_id})
 
     async def due(self, now: datetime, limit: int = 200) -> list[Document]:
         cursor = self.collection.find(
