@@ -24,6 +24,8 @@ from contracts.workflows import AgentTask, RecordTaskResult
 from gateway.admin import create_workspace
 from gateway.main import build_app as build_gateway
 from gateway.settings import GatewaySettings
+from memory.main import build_app as build_memory
+from memory.settings import MemorySettings
 from orchestrator.main import build_app as build_orchestrator
 from orchestrator.settings import OrchestratorSettings
 from servicekit import devstack
@@ -169,6 +171,7 @@ async def running_platform(
     behaviour: Behaviour | None = echo,
     engine: bool = True,
     orchestrator: bool = True,
+    memory: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[Platform]:
     """The gateway (``overrides`` go to its settings), the orchestrator and the workflow engine (each unless
@@ -180,6 +183,8 @@ async def running_platform(
     apps = [build_orchestrator(OrchestratorSettings(**common, **fast))] if orchestrator else []
     if engine:
         apps.append(build_engine(WorkflowEngineSettings(**common, **fast, timer_poll_s=0.1)))
+    if memory:
+        apps.append(build_memory(MemorySettings(**common, **fast)))
     async with AsyncExitStack() as stack:
         for app in apps:
             await stack.enter_async_context(app.router.lifespan_context(app))

@@ -8,6 +8,7 @@ from contracts import ErrorCode
 from gateway.commands import CommandGateway
 from gateway.errors import ApiError
 from gateway.queries import QueryClient
+from gateway.settings import GatewaySettings
 from gateway.workspaces import Principal, WorkspaceStore
 from servicekit.bus import Bus
 
@@ -27,6 +28,11 @@ def _queries(request: Request) -> QueryClient:
     return client
 
 
+def _settings(request: Request) -> GatewaySettings:
+    settings: GatewaySettings = request.app.state.settings
+    return settings
+
+
 def _bus(request: Request) -> Bus:
     bus: Bus = request.app.state.runtime.bus
     return bus
@@ -36,6 +42,7 @@ Workspaces = Annotated[WorkspaceStore, Depends(_workspaces)]
 Commands = Annotated[CommandGateway, Depends(_commands)]
 Queries = Annotated[QueryClient, Depends(_queries)]
 BusDep = Annotated[Bus, Depends(_bus)]
+Settings = Annotated[GatewaySettings, Depends(_settings)]
 
 
 async def _principal(

@@ -39,6 +39,11 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.WORKFLOW_ARCHIVED: 409,
     ErrorCode.EXECUTION_NOT_FOUND: 404,
     ErrorCode.TEMPLATE_NOT_FOUND: 404,
+    ErrorCode.MEMORY_NOT_FOUND: 404,
+    ErrorCode.VERSION_CONFLICT: 409,
+    ErrorCode.ENTRY_TOO_LARGE: 413,
+    ErrorCode.TOO_MANY_ENTRIES: 413,
+    ErrorCode.QUERY_TOO_LONG: 422,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }

@@ -18,6 +18,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         await workspaces.ensure_indexes()
         await commands.ensure_indexes()
         runtime.on_stop(commands.close)
+        app.state.settings = settings
         app.state.workspaces = workspaces
         app.state.commands = commands
         app.state.queries = QueryClient(runtime.bus, settings.query_timeout_s)

@@ -1,0 +1,78 @@
+"""Queries of the memory service: retrieval, lists, single entries and working-entry history."""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+
+from contracts.memory import GetMemory, GetWorkingHistory, ListMemory, RetrieveMemory, Tier, WorkingEntryWritten
+from memory.domain import entries as d
+from memory.retrieval import Retriever
+from servicekit.eventstore import EventStore, StreamRef, decode
+from servicekit.queries import QueryRouter
+
+Document = dict[str, Any]
+HIDDEN = {"_id": 0, "embedding": 0}
+
+
+def view(row: Document) -> Document:
+    out = {k: v for k, v in row.items() if k not in {"_id", "embedding", "deleted"}}
+    for key in ("created_at", "updated_at", "expires_at"):
+        if isinstance(out.get(key), datetime):
+            out[key] = out[key].isoformat()
+    return out
+
+
+def build_queries(
+    store: EventStore, rows: AsyncCollection[Document], retriever: Retriever, clock: Callable[[], datetime]
+) -> QueryRouter:
+    router = QueryRouter()
+
+    def live(workspace_id: str, tier: Tier) -> Document:
+        query: Document = {"workspace_id": workspace_id, "tier": tier.value, "deleted": False}
+        if tier is Tier.SHORT_TERM:
+            query["expires_at"] = {"$gt": clock()}
+        return query
+
+    @router.register(RetrieveMemory)
+    async def retrieve(query: RetrieveMemory, workspace_id: str) -> list[Document]:
+        return await retriever.retrieve(workspace_id, query, clock())
+
+    @router.register(ListMemory)
+    async def list_entries(query: ListMemory, workspace_id: str) -> list[Document]:
+        filters = live(workspace_id, query.tier)
+        if query.scope is not None:
+            filters.update(scope_kind=query.scope.kind.value, scope_id=query.scope.id)
+        if query.tag is not None:
+            filters["tags"] = query.tag
+        cursor = rows.find(filters, HIDDEN, sort=[("updated_at", DESCENDING)], limit=query.limit)
+        return [view(row) async for row in cursor]
+
+    @router.register(GetMemory)
+    async def get_entry(query: GetMemory, workspace_id: str) -> Document:
+        row = await rows.find_one({**live(workspace_id, query.tier), "entry_id": query.entry_id}, HIDDEN)
+        if row is None:
+            raise d.MemoryNotFound(f"{query.tier.value} memory {query.entry_id} not found")
+        return view(row)
+
+    @router.register(GetWorkingHistory)
+    async def history(query: GetWorkingHistory, workspace_id: str) -> list[Document]:
+        stream = StreamRef(workspace_id, d.WORKING, d.working_id(query.scope, query.key))
+        records = await store.load(stream)
+        if not records:
+            raise d.MemoryNotFound(f"working entry {query.key!r} not found")
+        return [
+            {
+                "version": r.version,
+                "type": r.type,
+                "value": event.value if isinstance(event, WorkingEntryWritten) else None,
+                "at": r.occurred_at.isoformat(),
+                "actor": r.actor.model_dump(),
+            }
+            for r in records
+            for event in [decode(r)]
+        ]
+
+    return router

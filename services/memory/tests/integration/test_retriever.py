@@ -1,0 +1,76 @@
+"""The retriever against the real MongoDB-compatible server, with a hand-written embeddings provider."""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from contracts.memory import RetrieveMemory, Scope, ScopeKind, Tier
+from memory.retrieval import Retriever, Weights
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+Document = dict[str, Any]
+
+
+class KeywordEmbeddings:
+    """A fake provider: one dimension per concept, so 'money' and 'budget' land close."""
+
+    CONCEPTS = (("budget", "money", "cost", "price"), ("shipping", "delivery"), ("contract", "agreement"))
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [[float(any(word in text.lower() for word in concept)) for concept in self.CONCEPTS] for text in texts]
+
+
+def row(entry_id: str, content: str, *, age_days: float = 0, importance: float = 0.5, **extra: Any) -> Document:
+    stamp = NOW - timedelta(days=age_days)
+    return {
+        "_id": entry_id,
+        "workspace_id": extra.pop("workspace_id", "ws1"),
+        "tier": extra.pop("tier", Tier.LONG_TERM.value),
+        "entry_id": entry_id,
+        "content": content,
+        "importance": importance,
+        "deleted": False,
+        "created_at": stamp,
+        "updated_at": stamp,
+        **extra,
+    }
+
+
+async def test_recency_importance_and_semantic_similarity_join_the_score(
+    mongo: AsyncMongoClient[Document], env_name: str
+) -> None:
+    db = mongo[f"{env_name}_memory_unit"]
+    await db["entries"].insert_many(
+        [
+            row("old", "budget review for Acme", age_days=300),
+            row("new", "budget review for Acme", age_days=1),
+            row("vip", "budget review for Acme", age_days=300, importance=1.0),
+            row("money", "Acme money talk budget", age_days=5),
+            row("other-ws", "budget review for Acme", workspace_id="ws2"),
+            row(
+                "expired",
+                "budget review for Acme",
+                tier=Tier.SHORT_TERM.value,
+                scope_kind="execution",
+                scope_id="e1",
+                expires_at=NOW - timedelta(seconds=1),
+            ),
+        ]
+    )
+    plain = Retriever(db["entries"], db["stamps"], weights=Weights(half_life_days=30))
+    scopes = [Scope(kind=ScopeKind.EXECUTION, id="e1")]
+    results = await plain.retrieve("ws1", RetrieveMemory(query="budget review", scopes=scopes), NOW)
+    ids = [r["entry_id"] for r in results]
+    assert "other-ws" not in ids
+    assert "expired" not in ids
+    assert ids.index("new") < ids.index("old"), "recency breaks a tie in relevance"
+    assert ids.index("vip") < ids.index("old"), "importance breaks a tie in relevance"
+    assert "semantic" not in results[0]["why"]
+
+    semantic = Retriever(db["entries"], db["stamps"], embeddings=KeywordEmbeddings())
+    ranked = await semantic.retrieve("ws1", RetrieveMemory(query="acme cost"), NOW)
+    assert all("semantic" in r["why"] for r in ranked)
+    by_id = {r["entry_id"]: r for r in ranked}
+    assert by_id["money"]["why"]["semantic"] > 0.5
