@@ -43,6 +43,8 @@ docs: install
 bench: install
 	$(BIN)/python bench/eventstore.py
 	$(BIN)/python bench/command_path.py
+	$(BIN)/python bench/workflows.py
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) .data
