@@ -70,6 +70,12 @@ class StoreShortTerm(Command):
 
 
 @REGISTRY.register
+class DeleteShortTerm(Command):
+    service = "memory"
+    entry_id: Id
+
+
+@REGISTRY.register
 class ClearShortTerm(Command):
     """Remove every short-term entry of a scope (e.g. when the run or conversation ends)."""
 

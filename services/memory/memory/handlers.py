@@ -5,6 +5,7 @@ from datetime import datetime
 
 from contracts.memory import (
     ClearShortTerm,
+    DeleteShortTerm,
     DeleteWorkingEntry,
     ForgetLongTerm,
     ImportLongTerm,
@@ -40,6 +41,17 @@ def build_router(clock: Clock, entries: EntriesProjection) -> CommandRouter:
             d.evolve_short_term,
             lambda s: d.store_short_term(s, command, now),
             new_stream=True,
+        )
+        return {"entry_id": command.entry_id}
+
+    @router.register(DeleteShortTerm)
+    async def delete_short(command: DeleteShortTerm, ctx: CommandContext) -> dict[str, str]:
+        now = clock()
+        await ctx.execute(
+            short(ctx, command.entry_id),
+            d.ShortTerm(),
+            d.evolve_short_term,
+            lambda s: d.delete_short_term(s, command.entry_id, now),
         )
         return {"entry_id": command.entry_id}
 

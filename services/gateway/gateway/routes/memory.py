@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts import ErrorCode
 from contracts.memory import (
     ClearShortTerm,
+    DeleteShortTerm,
     DeleteWorkingEntry,
     ForgetLongTerm,
     GetMemory,
@@ -146,6 +147,21 @@ async def list_short_term(
 @router.get("/short-term/{entry_id}", summary="A live short-term entry")
 async def get_short_term(entry_id: ResourceId, principal: CurrentPrincipal, queries: Queries) -> Any:
     return await queries.ask(principal, GetMemory(tier=Tier.SHORT_TERM, entry_id=entry_id))
+
+
+@router.delete("/short-term/{entry_id}", response_model=CommandResponse, summary="Delete a short-term entry")
+async def delete_short_term(
+    entry_id: ResourceId,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandResponse:
+    command = DeleteShortTerm(entry_id=entry_id)
+    return await submit(
+        request, response, commands, principal, commands.command_id(principal, idempotency_key), command
+    )
 
 
 @router.delete(

@@ -96,6 +96,12 @@ def clear_short_term(state: ShortTerm, reason: str) -> list[Event]:
     return [] if not state.exists or state.cleared else [ShortTermCleared(entry_id=state.entry_id, reason=reason)]
 
 
+def delete_short_term(state: ShortTerm, entry_id: str, now: datetime) -> list[Event]:
+    if not state.alive(now):
+        raise MemoryNotFound(f"short-term memory {entry_id} not found (or expired)")
+    return [ShortTermCleared(entry_id=entry_id, reason="deleted")]
+
+
 def promote(state: ShortTerm, command: PromoteShortTerm, now: datetime) -> list[Event]:
     if not state.alive(now):
         raise MemoryNotFound(f"short-term memory {command.entry_id} not found (or expired)")

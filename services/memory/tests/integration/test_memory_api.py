@@ -76,6 +76,13 @@ async def test_short_term_lifecycle_with_expiry_and_promotion(api: Api) -> None:
     again = await api.call("POST", f"/short-term/{entry_id}/promote", {}, 409)
     assert again["code"] == "conflict"
 
+    other = await api.call("POST", "/short-term", {"scope": EXECUTION, "content": "delete me"}, 201)
+    other_id = other["resource_ids"]["entry_id"]
+    await api.until(f"/short-term/{other_id}", lambda b: True)
+    await api.call("DELETE", f"/short-term/{other_id}", expect=200)
+    await api.until("/short-term?scope_kind=execution&scope_id=ex_1", lambda b: len(b["items"]) == 1)
+    assert (await api.call("DELETE", f"/short-term/{other_id}", expect=404))["code"] == "memory_not_found"
+
     await api.call("DELETE", "/short-term/execution/ex_1", expect=200)
     await api.until("/short-term?scope_kind=execution&scope_id=ex_1", lambda b: b["items"] == [])
     bad_scope = await api.call("POST", "/short-term", {"scope": {"kind": "team", "id": "t1"}, "content": "x"}, 422)
