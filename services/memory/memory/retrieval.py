@@ -2,7 +2,8 @@
 similarity when an embeddings provider is configured. Never crosses workspaces, never returns expired entries.
 
 Long-term entries of a workspace are searched through a BM25 index kept in memory per workspace and rebuilt when
-the workspace's stamp changes (every long-term write moves it, in whichever replica applied it). Short-term and
+the workspace's stamp changes (every long-term write moves it, in whichever replica applied it); a large index
+keeps answering while its successor is built in the background. Short-term and
 working entries of the requested scopes are few; they are scored with an index built for the query.
 """
 
@@ -24,6 +25,7 @@ from contracts.memory import RetrieveMemory, Scope, Tier
 Document = dict[str, Any]
 TOKEN = re.compile(r"[A-Za-z0-9]+")
 INDEX_CACHE_SIZE = 64
+BACKGROUND_REBUILD_ROWS = 2000
 CANDIDATES = 50
 
 
@@ -98,14 +100,16 @@ class Retriever:
         self._embeddings = embeddings
         self._indexes: OrderedDict[str, WorkspaceIndex] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._rebuilding: dict[str, asyncio.Task[WorkspaceIndex]] = {}
 
     async def retrieve(self, workspace_id: str, query: RetrieveMemory, now: datetime | None = None) -> list[Document]:
         now = now or datetime.now(UTC)
         words = tokens(query.query)
         found: list[tuple[Document, float]] = []
         if Tier.LONG_TERM in query.tiers:
-            index = await self._long_term(workspace_id)
-            found += _search(index.bm25, index.rows, words, CANDIDATES)
+            index, current = await self._long_term(workspace_id)
+            hits = _search(index.bm25, index.rows, words, CANDIDATES)
+            found += hits if current else await self._current(hits)
         scoped = await self._scoped(
             workspace_id, query.scopes, [t for t in query.tiers if t is not Tier.LONG_TERM], now
         )
@@ -154,20 +158,30 @@ class Retriever:
             "updated_at": _aware(row["updated_at"]).isoformat(),
         }
 
-    async def _long_term(self, workspace_id: str) -> WorkspaceIndex:
+    async def _long_term(self, workspace_id: str) -> tuple[WorkspaceIndex, bool]:
+        """The workspace's index and whether it is current. A large index that fell behind keeps serving while a
+        fresh one is built in the background (its hits are then re-read, so no deleted or edited entry leaks)."""
         stamp_doc = await self._stamps.find_one({"_id": workspace_id})
         stamp = stamp_doc["stamp"] if stamp_doc else ""
         cached = self._indexes.get(workspace_id)
         if cached is not None and cached.stamp == stamp:
             self._indexes.move_to_end(workspace_id)
-            return cached
+            return cached, True
+        if cached is not None and len(cached.rows) >= BACKGROUND_REBUILD_ROWS:
+            if workspace_id not in self._rebuilding:
+                task = asyncio.create_task(self._build(workspace_id, stamp))
+                self._rebuilding[workspace_id] = task
+                task.add_done_callback(lambda _: self._rebuilding.pop(workspace_id, None))
+            return cached, False
+        return await self._build(workspace_id, stamp), True
+
+    async def _build(self, workspace_id: str, stamp: str) -> WorkspaceIndex:
         async with self._locks.setdefault(workspace_id, asyncio.Lock()):
             cached = self._indexes.get(workspace_id)
             if cached is not None and cached.stamp == stamp:
                 return cached
             cursor = self._rows.find(
-                {"workspace_id": workspace_id, "tier": Tier.LONG_TERM.value, "deleted": False},
-                {"_id": 0, "embedding": 0},
+                {"workspace_id": workspace_id, "tier": Tier.LONG_TERM.value, "deleted": False}, {"embedding": 0}
             )
             rows = await cursor.to_list(None)
             built = WorkspaceIndex(stamp, rows, await asyncio.to_thread(_index, rows))
@@ -175,6 +189,16 @@ class Retriever:
             while len(self._indexes) > INDEX_CACHE_SIZE:
                 self._indexes.popitem(last=False)
             return built
+
+    async def _current(self, hits: list[tuple[Document, float]]) -> list[tuple[Document, float]]:
+        """Hits of a stale index, re-read: entries deleted since drop out, edited ones show their new content."""
+        if not hits:
+            return hits
+        fresh = {
+            row["_id"]: row
+            async for row in self._rows.find({"_id": {"$in": [r["_id"] for r, _ in hits]}, "deleted": False})
+        }
+        return [(fresh[row["_id"]], score) for row, score in hits if row["_id"] in fresh]
 
     async def _scoped(self, workspace_id: str, scopes: list[Scope], tiers: list[Tier], now: datetime) -> list[Document]:
         if not scopes or not tiers:
@@ -186,7 +210,6 @@ class Retriever:
                 "deleted": False,
                 "$or": [{"scope_kind": s.kind.value, "scope_id": s.id} for s in scopes],
             },
-            {"_id": 0},
         )
         rows = await cursor.to_list(None)
         return [r for r in rows if r.get("expires_at") is None or _aware(r["expires_at"]) > now]

@@ -4,10 +4,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient
 
 from contracts.memory import RetrieveMemory, Scope, ScopeKind, Tier
+from memory import retrieval
 from memory.retrieval import Retriever, Weights
+from servicekit.testing import eventually
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 Document = dict[str, Any]
@@ -74,3 +77,28 @@ async def test_recency_importance_and_semantic_similarity_join_the_score(
     assert all("semantic" in r["why"] for r in ranked)
     by_id = {r["entry_id"]: r for r in ranked}
     assert by_id["money"]["why"]["semantic"] > 0.5
+
+
+async def test_a_stale_large_index_keeps_serving_without_leaking_deleted_entries(
+    mongo: AsyncMongoClient[Document], env_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retrieval, "BACKGROUND_REBUILD_ROWS", 1)
+    db = mongo[f"{env_name}_memory_stale"]
+    await db["entries"].insert_many([row("keep", "renewal for Acme"), row("drop", "renewal for Globex")])
+    retriever = Retriever(db["entries"], db["stamps"])
+    query = RetrieveMemory(query="renewal")
+    assert {r["entry_id"] for r in await retriever.retrieve("ws1", query, NOW)} == {"keep", "drop"}
+
+    await db["entries"].update_one({"_id": "drop"}, {"$set": {"deleted": True}})
+    await db["entries"].update_one({"_id": "keep"}, {"$set": {"content": "renewal for Acme in April"}})
+    await db["entries"].insert_one(row("new", "renewal for Initech"))
+    await db["stamps"].update_one({"_id": "ws1"}, {"$set": {"stamp": "moved"}}, upsert=True)
+
+    stale = await retriever.retrieve("ws1", query, NOW)
+    assert [(r["entry_id"], r["content"]) for r in stale] == [("keep", "renewal for Acme in April")]
+
+    async def rebuilt() -> set[str] | None:
+        found = {r["entry_id"] for r in await retriever.retrieve("ws1", query, NOW)}
+        return found if "new" in found else None
+
+    assert await eventually(rebuilt) == {"keep", "new"}
