@@ -39,8 +39,11 @@ class Subjects:
     def event(self, aggregate: str, workspace_id: str, aggregate_id: str, event_type: str) -> str:
         return f"{self.env}.evt.{aggregate}.{workspace_id}.{aggregate_id}.{event_type}"
 
-    def events_of(self, aggregate: str) -> str:
-        return f"{self.env}.evt.{aggregate}.>"
+    def events_of(self, aggregate: str, event_type: str | None = None) -> str:
+        """Every event of an aggregate type, or only those of one event type."""
+        if event_type is None:
+            return f"{self.env}.evt.{aggregate}.>"
+        return f"{self.env}.evt.{aggregate}.*.*.{event_type}"
 
     def task(self, workspace_id: str, agent_id: str) -> str:
         return f"{self.env}.task.{workspace_id}.{agent_id}"

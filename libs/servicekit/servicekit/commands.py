@@ -244,6 +244,8 @@ def serve_commands(bus: Bus, service: str, router: CommandRouter, store: EventSt
         except ValidationError as exc:
             raise PermanentFailure(f"malformed command envelope: {exc.error_count()} errors") from exc
         outcome = await router.handle(envelope, store)
+        if envelope.actor.kind in {"service", "agent"} and outcome.status is OutcomeStatus.ACCEPTED:
+            return  # nobody waits for these (timers, task results); a rejection is still published, to be seen
         await bus.publish(
             subjects.outcome(envelope.workspace_id, envelope.message_id),
             outcome.model_dump_json().encode(),

@@ -6,7 +6,7 @@ reordered something, and the projection catches up from the event store, which i
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from pydantic import ValidationError
@@ -52,8 +52,11 @@ def serve_events(
     purpose: str,
     handle: Callable[[EventRecord], Awaitable[object]],
     policy: ConsumerPolicy,
+    types: Sequence[str] | None = None,
 ) -> None:
-    """Feed every event of ``aggregate`` to ``handle`` through a durable consumer named for ``purpose``."""
+    """Feed the events of ``aggregate`` to ``handle`` through durable consumers named for ``purpose``: one for all
+    of them, or, with ``types``, one per event type (so a reaction is not even sent the events it ignores; their
+    relative order is then not kept)."""
     subjects = bus.subjects
 
     async def on_event(body: bytes, headers: dict[str, str]) -> None:
@@ -63,20 +66,27 @@ def serve_events(
             raise PermanentFailure(f"malformed event: {exc.error_count()} errors") from exc
         await handle(record)
 
-    bus.consume(
-        subject=subjects.events_of(aggregate),
-        stream=subjects.events_stream,
-        durable=subjects.durable(service, purpose),
-        handler=on_event,
-        policy=policy,
-    )
+    selected: Sequence[str | None] = list(types) if types else [None]
+    for event_type in selected:
+        bus.consume(
+            subject=subjects.events_of(aggregate, event_type),
+            stream=subjects.events_stream,
+            durable=subjects.durable(service, f"{purpose}_{event_type}" if event_type else purpose),
+            handler=on_event,
+            policy=policy,
+        )
 
 
 def serve_projection(
-    bus: Bus, service: str, projection: StreamProjection, store: EventStore, policy: ConsumerPolicy
+    bus: Bus,
+    service: str,
+    projection: StreamProjection,
+    store: EventStore,
+    policy: ConsumerPolicy,
+    types: Sequence[str] | None = None,
 ) -> None:
     async def apply(record: EventRecord) -> int:
         return await projection.handle(record, store)
 
     in_order = replace(policy, max_workers=1, batch_size=1)  # events arrive and apply in stream order
-    serve_events(bus, service, projection.aggregate, f"projection_{projection.name}", apply, in_order)
+    serve_events(bus, service, projection.aggregate, f"projection_{projection.name}", apply, in_order, types)

@@ -53,6 +53,8 @@ def build_app(settings: MemorySettings, clock: Callable[[], datetime] = utcnow) 
                 )
                 await publish_command(runtime.bus, SERVICE, envelope)
 
-            serve_events(runtime.bus, SERVICE, "execution", "scope_ends", on_execution_event, runtime.policy)
+            serve_events(
+                runtime.bus, SERVICE, "execution", "scope_ends", on_execution_event, runtime.policy, sorted(SCOPE_ENDS)
+            )
 
     return create_app(settings, setup, title="memory")

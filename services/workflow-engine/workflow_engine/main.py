@@ -13,10 +13,22 @@ from servicekit.runtime import Runtime, create_app
 from workflow_engine.domain import execution
 from workflow_engine.executor import Executor
 from workflow_engine.handlers import build_router
-from workflow_engine.projections import ExecutionsProjection, WorkflowsProjection
+from workflow_engine.projections import STATUS_EVENTS, ExecutionsProjection, WorkflowsProjection
 from workflow_engine.queries import build_queries
 from workflow_engine.settings import WorkflowEngineSettings
 from workflow_engine.timers import SERVICE, TimerLoop, Timers
+
+SUMMARY_EVENTS = sorted({"ExecutionStarted", *STATUS_EVENTS})
+EXECUTOR_EVENTS = sorted(
+    {
+        "ExecutionStarted",
+        "StepScheduled",
+        "RetryScheduled",
+        "ExecutionCompleted",
+        "ExecutionFailed",
+        "ExecutionCancelled",
+    }
+)
 
 
 def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -30,8 +42,10 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
         executor = Executor(store, runtime.bus, timers, webhook_concurrency=settings.webhook_concurrency)
         serve_commands(runtime.bus, SERVICE, build_router(clock), store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, workflows, store, runtime.policy)
-        serve_projection(runtime.bus, SERVICE, executions, store, runtime.policy)
-        serve_events(runtime.bus, SERVICE, execution.AGGREGATE, "executor", executor.handle, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, executions, store, runtime.policy, types=SUMMARY_EVENTS)
+        serve_events(
+            runtime.bus, SERVICE, execution.AGGREGATE, "executor", executor.handle, runtime.policy, EXECUTOR_EVENTS
+        )
         serve_queries(runtime.bus, SERVICE, build_queries(store, workflows, executions))
         loop = TimerLoop(timers, runtime.bus, clock, settings.timer_poll_s)
         runtime.on_start(loop.start)
