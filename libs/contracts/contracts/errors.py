@@ -32,5 +32,6 @@ class ErrorCode(StrEnum):
     ENTRY_TOO_LARGE = "entry_too_large"
     TOO_MANY_ENTRIES = "too_many_entries"
     QUERY_TOO_LONG = "query_too_long"
+    RESULT_TOO_LARGE = "result_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"

@@ -228,6 +228,7 @@ class ListMemory(Query):
     tier: Tier
     scope: Scope | None = None
     tag: str | None = None
+    key: Key | None = None
     limit: int = Field(default=100, ge=1, le=500)
 
 

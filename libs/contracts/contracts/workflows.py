@@ -88,7 +88,7 @@ class AgentStep(StepBase):
     """Work done by an agent, chosen by id or by role/capability."""
 
     kind: Literal["agent"] = "agent"
-    agent_id: str | None = None
+    agent_id: Id | None = None
     role: str | None = None
     capability: str | None = None
     instructions: str = Field(default="", max_length=20_000)

@@ -8,7 +8,6 @@ until ``max_deliver`` is reached, when it too goes to the dead-letter subject.
 
 import logging
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,14 +87,6 @@ async def delete_streams(js: JetStreamContext, subjects: Subjects) -> None:
             await js.delete_stream(config.name or "")
         except Exception:  # noqa: BLE001 - already gone is fine when cleaning up
             log.debug("stream %s not deleted", config.name)
-
-
-_delivery: ContextVar[int] = ContextVar("delivery", default=1)
-
-
-def delivery_count() -> int:
-    """How many times the message being handled has been delivered (1 on its first delivery)."""
-    return _delivery.get()
 
 
 class PermanentFailure(Exception):
@@ -199,7 +190,6 @@ class Bus:
         raw = msg.raw_message
         delivered = raw.metadata.num_delivered or 1
         headers = dict(raw.headers or {})
-        _delivery.set(delivered)
         try:
             await handler(raw.data, headers)
         except PermanentFailure as exc:

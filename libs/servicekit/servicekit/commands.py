@@ -91,8 +91,9 @@ class CommandContext:
         decide: Callable[[S], Sequence[Event]],
         *,
         new_stream: bool = False,
-    ) -> None:
-        """Rebuild ``stream``, decide on its state and append the result, at most once per command.
+    ) -> int:
+        """Rebuild ``stream``, decide on its state and append the result, at most once per command; returns the
+        stream's version after it (the version this command wrote, when it wrote).
 
         When the state is already known (cached, or ``new_stream`` for a command that creates the stream), the
         decision is tried on it without reading: an append that succeeds at that version proves the state was
@@ -110,20 +111,20 @@ class CommandContext:
                 events = []
             if events:
                 try:
-                    await self._append(stream, known, evolve, events)
-                    return
+                    return await self._append(stream, known, evolve, events)
                 except (ConcurrencyError, DuplicateCommand):
                     pass
         loaded = await load_state(self.store, stream, initial, evolve, self.cache)
         if self.command_id in loaded.commands:
-            return
+            return loaded.version
         events = decide(loaded.state)
         if events:
-            await self._append(stream, loaded, evolve, events)
+            return await self._append(stream, loaded, evolve, events)
+        return loaded.version
 
     async def _append(
         self, stream: StreamRef, known: "Loaded[S]", evolve: Callable[[S, Event], S], events: Sequence[Event]
-    ) -> None:
+    ) -> int:
         await self.store.append(
             stream, known.version, events, self.meta, command_id=self.command_id, trace=self.trace()
         )
@@ -133,6 +134,7 @@ class CommandContext:
                 state = evolve(state, event)
             commands = known.commands | {self.command_id}
             self.cache.put(stream, evolve, Loaded(state, known.version + len(events), commands))
+        return known.version + len(events)
 
 
 HandlerFn = Callable[[Any, CommandContext], Awaitable[dict[str, str]]]

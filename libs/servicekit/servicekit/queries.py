@@ -54,4 +54,10 @@ def serve_queries(bus: Bus, service: str, router: QueryRouter) -> None:
         except Exception:
             log.exception("query %s failed", query_type)
             reply = QueryReply(ok=False, error_code=ErrorCode.INTERNAL_ERROR, error_message="query failed")
-        return reply.model_dump_json()
+        body = reply.model_dump_json()
+        if len(body) > bus.nc.max_payload:
+            too_large = "The result is larger than a message may be; ask for fewer items (a smaller limit)."
+            return QueryReply(
+                ok=False, error_code=ErrorCode.RESULT_TOO_LARGE, error_message=too_large
+            ).model_dump_json()
+        return body

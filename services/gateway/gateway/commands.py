@@ -87,6 +87,8 @@ class CommandGateway:
         envelope = envelope_for(
             command, workspace_id=workspace_id, command_id=command_id, actor=Actor(kind="api_key", id=principal.key_id)
         )
+        if len(envelope.model_dump_json()) > self._bus.nc.max_payload:
+            raise ApiError(ErrorCode.BODY_TOO_LARGE, "The command is larger than a message may be; send less at once.")
         record: Document = {
             "_id": _key(workspace_id, command_id),
             "workspace_id": workspace_id,

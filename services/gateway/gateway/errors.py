@@ -44,6 +44,7 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.ENTRY_TOO_LARGE: 413,
     ErrorCode.TOO_MANY_ENTRIES: 413,
     ErrorCode.QUERY_TOO_LONG: 422,
+    ErrorCode.RESULT_TOO_LARGE: 413,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }

@@ -69,8 +69,11 @@ def build_router(clock: Clock, entries: EntriesProjection) -> CommandRouter:
         now = clock()
         stream = short(ctx, command.entry_id)
         loaded = await load_state(ctx.store, stream, d.ShortTerm(), d.evolve_short_term, ctx.cache)
+        if ctx.command_id in loaded.commands:
+            return {"entry_id": command.long_term_id}  # a redelivery of a promotion that completed
+        d.promote(loaded.state, command, now)  # refuses an absent, expired or already promoted entry
         fields = d.promoted_fields(loaded.state, command)
-        await ctx.execute(stream, d.ShortTerm(), d.evolve_short_term, lambda s: d.promote(s, command, now))
+        # The long-term entry first: if anything fails after it, a redelivery completes the promotion.
         await ctx.execute(
             long(ctx, command.long_term_id),
             d.LongTerm(),
@@ -78,13 +81,13 @@ def build_router(clock: Clock, entries: EntriesProjection) -> CommandRouter:
             lambda s: d.remember(s, command.long_term_id, fields, promoted_from=command.entry_id),
             new_stream=True,
         )
+        await ctx.execute(stream, d.ShortTerm(), d.evolve_short_term, lambda s: d.promote(s, command, now))
         return {"entry_id": command.long_term_id}
 
     @router.register(PutWorkingEntry)
     async def put_working(command: PutWorkingEntry, ctx: CommandContext) -> dict[str, str]:
         stream = StreamRef(ctx.workspace_id, d.WORKING, d.working_id(command.scope, command.key))
-        await ctx.execute(stream, d.Working(), d.evolve_working, lambda s: d.put_working(s, command))
-        version = (await load_state(ctx.store, stream, d.Working(), d.evolve_working, ctx.cache)).version
+        version = await ctx.execute(stream, d.Working(), d.evolve_working, lambda s: d.put_working(s, command))
         return {"key": command.key, "version": str(version)}
 
     @router.register(DeleteWorkingEntry)

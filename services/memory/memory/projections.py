@@ -119,9 +119,9 @@ class EntriesProjection(StreamProjection):
         return result.modified_count == 1
 
     async def _changed(self, record: EventRecord, applied: bool) -> bool:
-        """A long-term change invalidates the workspace's search index (in every replica)."""
-        if applied:
-            await self.stamps.update_one({"_id": record.workspace_id}, {"$set": {"stamp": new_id()}}, upsert=True)
+        """A long-term change invalidates the workspace's search index (in every replica). The stamp moves even for
+        an event applied before: a crash between the row and the stamp must not leave the index current."""
+        await self.stamps.update_one({"_id": record.workspace_id}, {"$set": {"stamp": new_id()}}, upsert=True)
         return applied
 
     async def short_term_ids(self, workspace_id: str, scope: Scope) -> list[str]:

@@ -47,6 +47,8 @@ def build_queries(
             filters.update(scope_kind=query.scope.kind.value, scope_id=query.scope.id)
         if query.tag is not None:
             filters["tags"] = query.tag
+        if query.key is not None:
+            filters["key"] = query.key
         cursor = rows.find(filters, HIDDEN, sort=[("updated_at", DESCENDING)], limit=query.limit)
         return [view(row) async for row in cursor]
 

@@ -8,6 +8,7 @@ working entries of the requested scopes are few; they are scored with an index b
 """
 
 import asyncio
+import logging
 import math
 import re
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts.memory import RetrieveMemory, Scope, Tier
 
+log = logging.getLogger(__name__)
 Document = dict[str, Any]
 TOKEN = re.compile(r"[A-Za-z0-9]+")
 INDEX_CACHE_SIZE = 64
@@ -217,7 +219,11 @@ class Retriever:
     async def _semantic(self, query: str, rows: list[Document]) -> list[float | None]:
         if self._embeddings is None or not rows:
             return [None] * len(rows)
-        vectors = await self._embeddings.embed([query, *(r["content"] for r in rows)])
+        try:
+            vectors = await self._embeddings.embed([query, *(r["content"] for r in rows)])
+        except Exception:
+            log.warning("embeddings provider failed; ranking without semantic similarity", exc_info=True)
+            return [None] * len(rows)
         q = np.asarray(vectors[0])
         out: list[float | None] = []
         for vector in vectors[1:]:

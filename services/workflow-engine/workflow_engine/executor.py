@@ -31,7 +31,7 @@ from contracts.workflows import (
     WebhookStep,
     WorkflowSpec,
 )
-from servicekit.bus import Bus, delivery_count
+from servicekit.bus import Bus
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import EventStore, decode
 from workflow_engine.handlers import execution_stream
@@ -71,7 +71,7 @@ class Executor:
             case ExecutionStarted():
                 self._remember(f"{ws}/{execution_id}", event.spec)
             case StepScheduled():
-                await self._on_scheduled(ws, execution_id, event)
+                await self._on_scheduled(ws, execution_id, event, record.version)
             case RetryScheduled():
                 await self._timers.schedule(
                     workspace_id=ws,
@@ -80,11 +80,12 @@ class Executor:
                     attempt=event.attempt,
                     purpose="retry",
                     due_at=datetime.fromisoformat(event.due_at),
+                    version=record.version,
                 )
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
-                await self._timers.cancel_all(ws, execution_id)
+                await self._timers.cancel_before(ws, execution_id, record.version)
 
-    async def _on_scheduled(self, ws: str, execution_id: str, event: StepScheduled) -> None:
+    async def _on_scheduled(self, ws: str, execution_id: str, event: StepScheduled, version: int) -> None:
         if event.timeout_at is None and event.wake_at is None:
             return  # conditions, fan-outs and joins complete within their own decision
         spec = await self._spec(ws, execution_id)
@@ -92,15 +93,19 @@ class Executor:
             return
         step = spec.step(event.step_id)
         match step:
-            case AgentStep():
-                await self._dispatch_task(ws, execution_id, step, event)
-            case WebhookStep() if event.timeout_at:
-                if await self._timer(ws, execution_id, event, "timeout", event.timeout_at):
-                    self._spawn(self._call_webhook(ws, execution_id, step, event))
+            case AgentStep() | WebhookStep() if event.timeout_at:
+                # The timeout timer is also the attempt's claim: written first, so a redelivered or republished
+                # event never sends the work again. A crash before the send leaves the claim, and the timeout
+                # then fails the attempt (and retries it, per the step's policy): at most once per attempt.
+                if await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version):
+                    if isinstance(step, AgentStep):
+                        await self._dispatch_task(ws, execution_id, step, event)
+                    else:
+                        self._spawn(self._call_webhook(ws, execution_id, step, event))
             case DelayStep() if event.wake_at:
-                await self._timer(ws, execution_id, event, "delay", event.wake_at)
+                await self._timer(ws, execution_id, event, "delay", event.wake_at, version)
             case _ if event.timeout_at:
-                await self._timer(ws, execution_id, event, "timeout", event.timeout_at)
+                await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version)
 
     async def _spec(self, ws: str, execution_id: str) -> WorkflowSpec | None:
         """The execution's definition: remembered from its ExecutionStarted, or read from its first commit."""
@@ -120,7 +125,9 @@ class Executor:
             self._specs.popitem(last=False)
         return spec
 
-    async def _timer(self, ws: str, execution_id: str, event: StepScheduled, purpose: Any, at: str) -> bool:
+    async def _timer(
+        self, ws: str, execution_id: str, event: StepScheduled, purpose: Any, at: str, version: int
+    ) -> bool:
         return await self._timers.schedule(
             workspace_id=ws,
             execution_id=execution_id,
@@ -128,13 +135,10 @@ class Executor:
             attempt=event.attempt,
             purpose=purpose,
             due_at=datetime.fromisoformat(at),
+            version=version,
         )
 
     async def _dispatch_task(self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled) -> None:
-        # Only a redelivered event can find its task already sent (each StepScheduled has its own key).
-        sent = Timers.timer_id(ws, execution_id, step.id, event.attempt, "timeout")
-        if delivery_count() > 1 and await self._timers.exists(sent):
-            return
         task = AgentTask(
             key=event.key,
             workspace_id=ws,
@@ -149,14 +153,17 @@ class Executor:
             deadline=event.timeout_at or "",
         )
         subjects = self._bus.subjects
-        await self._bus.publish(
-            subjects.task(ws, step.agent_id or "any"),
-            task.model_dump_json().encode(),
-            msg_id=event.key,
-            stream=subjects.tasks_stream,
-        )
-        assert event.timeout_at is not None, "agent steps are always scheduled with a deadline"
-        await self._timer(ws, execution_id, event, "timeout", event.timeout_at)
+        try:
+            await self._bus.publish(
+                subjects.task(ws, step.agent_id or "any"),
+                task.model_dump_json().encode(),
+                msg_id=event.key,
+                stream=subjects.tasks_stream,
+            )
+        except Exception:
+            # Not sent: give the claim back so that the redelivered event sends it.
+            await self._timers.release(Timers.timer_id(ws, execution_id, step.id, event.attempt, "timeout"))
+            raise
 
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work)

@@ -34,14 +34,24 @@ class Timers:
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("state", ASCENDING), ("due_at", ASCENDING)])
-        await self.collection.create_index([("workspace_id", ASCENDING), ("execution_id", ASCENDING)])
+        await self.collection.create_index(
+            [("workspace_id", ASCENDING), ("execution_id", ASCENDING), ("version", ASCENDING)]
+        )
 
     @staticmethod
     def timer_id(workspace_id: str, execution_id: str, step_id: str, attempt: int, purpose: Purpose) -> str:
         return f"{workspace_id}:{execution_id}:{step_id}:{attempt}:{purpose}"
 
     async def schedule(
-        self, *, workspace_id: str, execution_id: str, step_id: str, attempt: int, purpose: Purpose, due_at: datetime
+        self,
+        *,
+        workspace_id: str,
+        execution_id: str,
+        step_id: str,
+        attempt: int,
+        purpose: Purpose,
+        due_at: datetime,
+        version: int,
     ) -> bool:
         """Write the timer; False when it already existed (so it can also serve as a once-only claim)."""
         try:
@@ -55,19 +65,23 @@ class Timers:
                     "purpose": purpose,
                     "due_at": due_at,
                     "state": PENDING,
+                    "version": version,
                 }
             )
         except DuplicateKeyError:
             return False
         return True
 
-    async def exists(self, timer_id: str) -> bool:
-        return await self.collection.find_one({"_id": timer_id}, {"_id": 1}) is not None
+    async def release(self, timer_id: str) -> None:
+        await self.collection.delete_one({"_id": timer_id})
 
-    async def cancel_all(self, workspace_id: str, execution_id: str) -> None:
-        """Drop an ended execution's timers (by the indexed execution alone: SecantusDB scans when the state is
-        added to the filter)."""
-        await self.collection.delete_many({"workspace_id": workspace_id, "execution_id": execution_id})
+    async def cancel_before(self, workspace_id: str, execution_id: str, version: int) -> None:
+        """Drop the timers an execution's end made pointless: those scheduled by events before ``version``. A timer
+        of a later event (a retry that started after the end was decided) is kept, whatever order events arrive
+        in. (The filter matches the compound index exactly; SecantusDB scans otherwise.)"""
+        await self.collection.delete_many(
+            {"workspace_id": workspace_id, "execution_id": execution_id, "version": {"$lt": version}}
+        )
 
     async def due(self, now: datetime, limit: int = 200) -> list[Document]:
         cursor = self.collection.find(

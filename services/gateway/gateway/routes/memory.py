@@ -256,10 +256,9 @@ async def working_history(
 async def get_working(
     scope_kind: ScopeKindPath, scope_id: ScopeIdPath, key: KeyPath, principal: CurrentPrincipal, queries: Queries
 ) -> Any:
-    rows = await queries.ask(
-        principal, ListMemory(tier=Tier.WORKING, scope=Scope(kind=scope_kind, id=scope_id), limit=500)
-    )
-    row = next((r for r in rows if r.get("key") == key), None)
+    scope = Scope(kind=scope_kind, id=scope_id)
+    rows = await queries.ask(principal, ListMemory(tier=Tier.WORKING, scope=scope, key=key, limit=1))
+    row = rows[0] if rows else None
     if row is None:
         raise ApiError(ErrorCode.MEMORY_NOT_FOUND, f"working entry {key!r} not found")
     return row

@@ -76,7 +76,7 @@ class Items(BaseModel):
 async def list_executions(
     principal: CurrentPrincipal,
     queries: Queries,
-    workflow_id: str | None = Query(default=None, max_length=64),
+    workflow_id: str | None = Query(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$"),
     status: ExecutionStatus | None = None,
     limit: Limit = 100,
 ) -> Items:
@@ -199,6 +199,9 @@ async def execution_events(
     )
 
     async def stream() -> AsyncIterator[str]:
+        """Events strictly in version order, each once: relays on several replicas may publish a stream's events
+        out of order, so early arrivals wait for the versions before them."""
+        next_version, early = after + 1, dict[int, EventRecord]()
         try:
             while not await request.is_disconnected():
                 try:
@@ -207,10 +210,16 @@ async def execution_events(
                     yield ": keep-alive\n\n"
                     continue
                 record = EventRecord.model_validate_json(msg.data)
-                if record.version > after:
-                    data = json.dumps({"version": record.version, "type": record.type, "data": record.data})
-                    yield f"id: {record.version}\nevent: {record.type}\ndata: {data}\n\n"
-                if record.type in TERMINAL_EVENTS and msg.metadata.num_pending == 0:
+                ended = record.version < next_version and record.type in TERMINAL_EVENTS  # resumed after the end
+                if record.version >= next_version:
+                    early[record.version] = record
+                while next_version in early:
+                    ready = early.pop(next_version)
+                    data = json.dumps({"version": ready.version, "type": ready.type, "data": ready.data})
+                    yield f"id: {ready.version}\nevent: {ready.type}\ndata: {data}\n\n"
+                    ended = ready.type in TERMINAL_EVENTS
+                    next_version += 1
+                if ended and not early and msg.metadata.num_pending == 0:
                     return
         finally:
             await sub.unsubscribe()

@@ -1,5 +1,6 @@
 """Memory through the gateway: each tier's lifecycle, versioned shared context, retrieval, isolation, import."""
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -61,6 +62,8 @@ async def test_short_term_lifecycle_with_expiry_and_promotion(api: Api) -> None:
     assert (gone.status_code, gone.json()["code"]) == (404, "memory_not_found"), "expired entries are never returned"
     expired = await api.call("POST", f"/short-term/{fleeting_id}/promote", {}, 404)
     assert expired["code"] == "memory_not_found"
+    missing = await api.call("POST", "/short-term/stm_nothing/promote", {}, 404)
+    assert missing["code"] == "memory_not_found"
 
     promoted = await api.call(
         "POST", f"/short-term/{entry_id}/promote", {"tags": ["preferences"], "importance": 0.9}, 201
@@ -133,10 +136,14 @@ async def test_working_memory_is_versioned_and_refuses_stale_writes(api: Api) ->
         (2, {"state": "review", "by": "ana"}),
     ]
     await api.call("PUT", "/working/team_run/run_1/owner", {"value": "ana"}, 200)
-    await api.until("/working/team_run/run_1", lambda b: len(b["items"]) == 2)
+    writes = await asyncio.gather(*(api.call("PUT", "/working/team_run/run_1/counter", {"value": i}) for i in range(8)))
+    assert sorted(int(w["resource_ids"]["version"]) for w in writes) == list(range(1, 9)), (
+        "each writer learns its version"
+    )
+    await api.until("/working/team_run/run_1", lambda b: len(b["items"]) == 3)
     await api.call("DELETE", f"{path}?expected_version=1", expect=409)
     await api.call("DELETE", f"{path}?expected_version=2", expect=200)
-    await api.until("/working/team_run/run_1", lambda b: [i["key"] for i in b["items"]] == ["owner"])
+    await api.until("/working/team_run/run_1", lambda b: sorted(i["key"] for i in b["items"]) == ["counter", "owner"])
 
 
 async def test_long_term_edit_delete_and_limits(api: Api, platform: Platform) -> None:

@@ -442,6 +442,7 @@ async def test_sse_streams_every_event_of_a_run_in_order_and_resumes(api: Api) -
 
     resumed = await _sse(api, execution_id, last_event_id=str(events[2]["id"]))
     assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
+    assert await _sse(api, execution_id, last_event_id=str(events[-1]["id"])) == [], "resuming after the end ends"
     bad = await api.client.get(
         f"/api/v1/workflows/executions/{execution_id}/events", headers={**api.headers, "Last-Event-ID": "abc"}
     )

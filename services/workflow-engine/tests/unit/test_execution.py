@@ -407,3 +407,42 @@ def test_render_keeps_literals_and_nulls_missing_values() -> None:
 def test_unknown_execution_is_a_domain_error() -> None:
     with pytest.raises(ex.ExecutionNotFound):
         ex.pause(ex.Execution(), PauseExecution(execution_id="nope"), T0)
+
+
+def test_retry_after_a_rejection_without_a_reject_path_asks_for_the_approval_again() -> None:
+    run = Run([{"id": "a", "kind": "approval", "next": "b"}, agent("b")])
+    run.apply(ex.decide_approval(run.state, DecideApproval(execution_id="e1", step_id="a", approved=False), run.now))
+    assert run.state.status is ExecutionStatus.FAILED
+    run.apply(ex.retry(run.state, RetryExecution(execution_id="e1"), run.now))
+    assert (run.state.status, run.status("a")) == (ExecutionStatus.RUNNING, StepStatus.WAITING)
+
+
+def test_steps_queued_while_paused_start_when_a_failed_execution_is_retried() -> None:
+    run = Run(
+        [
+            {"id": "p", "kind": "parallel", "branches": ["a", "b"], "join": "j"},
+            agent("a", "j", timeout_s=10),
+            agent("b", "c"),
+            agent("c", "j"),
+            {"id": "j", "kind": "join"},
+        ],
+        start="p",
+    )
+    run.apply(ex.pause(run.state, PauseExecution(execution_id="e1"), run.now))
+    run.result("b")  # c would start now, but the execution is paused: it is queued
+    run.tick(10)
+    run.timer("a", "timeout")  # a timeout still fails a paused execution's step
+    failed = run.state
+    assert failed.status is ExecutionStatus.FAILED
+    assert failed.queued == (("c", 1, True),)
+    run.apply(ex.retry(run.state, RetryExecution(execution_id="e1"), run.now))
+    assert (run.status("a"), run.status("c"), run.state.queued) == (StepStatus.SCHEDULED, StepStatus.SCHEDULED, ())
+    run.result("a")
+    run.result("c")
+    done = run.state
+    assert done.status is ExecutionStatus.COMPLETED
+
+
+def test_render_lists_at_any_depth() -> None:
+    context = {"input": {"q": "x", "n": 2}, "steps": {}}
+    assert render({"items": ["$input.q", {"n": "$input.n"}, 3]}, context) == {"items": ["x", {"n": 2}, 3]}

@@ -224,6 +224,7 @@ def evolve(state: Execution, event: Event) -> Execution:  # noqa: PLR0912 - one 
             return replace(
                 state,
                 status=ExecutionStatus.RUNNING,
+                queued=(),
                 error=None,
                 failed_step=None,
                 finished_at=None,
@@ -451,10 +452,20 @@ def retry(state: Execution, command: RetryExecution, now: datetime) -> list[Even
     decision = _decision(state, now, command.execution_id)
     if state.status is not ExecutionStatus.FAILED:
         raise InvalidTransition(f"only a failed execution can be retried; this one is {state.status.value}")
-    restart = [sid for sid, run in state.steps.items() if run.status is StepStatus.FAILED or run.status in ACTIVE]
+    spec = decision.spec
+    restart = [
+        sid
+        for sid, run in state.steps.items()
+        if (run.status is StepStatus.FAILED or run.status in ACTIVE) and not isinstance(spec.step(sid), JoinStep)
+    ]  # a waiting join keeps its arrivals and completes when the restarted branches reach it
+    if state.failed_step is not None and state.failed_step not in restart:
+        restart.append(state.failed_step)  # e.g. a rejected approval: it succeeded, but the execution failed there
+    queued = [(sid, attempt, fresh) for sid, attempt, fresh in state.queued if sid not in restart]
     decision.emit(ExecutionRetried(steps=restart, at=decision.at))
     for step_id in restart:
         decision.enter(step_id)
+    for step_id, attempt, fresh in queued:  # steps that were waiting for a resume when the execution failed
+        decision.enter(step_id, attempt, fresh=fresh)
     decision.finish_if_done()
     return decision.events
 

@@ -34,17 +34,19 @@ def resolve(expression: str, context: Mapping[str, Any]) -> Any:
 
 
 def render(mapping: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    """A step's input: expressions replaced by their values (None when missing), literals kept."""
-    result: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if is_expression(value):
-            found = resolve(value, context)
-            result[key] = None if found is MISSING else found
-        elif isinstance(value, Mapping):
-            result[key] = render(value, context)
-        else:
-            result[key] = value
-    return result
+    """A step's input: expressions replaced by their values (None when missing), literals kept, at any depth."""
+    return {key: _render_value(value, context) for key, value in mapping.items()}
+
+
+def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    if is_expression(value):
+        found = resolve(value, context)
+        return None if found is MISSING else found
+    if isinstance(value, Mapping):
+        return render(value, context)
+    if isinstance(value, list):
+        return [_render_value(item, context) for item in value]
+    return value
 
 
 def holds(predicate: Predicate, context: Mapping[str, Any]) -> bool:
