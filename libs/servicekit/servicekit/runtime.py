@@ -43,6 +43,7 @@ class Runtime:
             graceful_timeout=settings.nats_timeout_s,
             max_reconnect_attempts=-1,
             logger=log,
+            log_level=logging.DEBUG,  # one line per message is a debugging aid, not a production log
         )
         self.bus = Bus(self.broker, self.subjects, settings.nats_timeout_s)
         self.policy = ConsumerPolicy(
