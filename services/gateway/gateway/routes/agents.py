@@ -1,11 +1,11 @@
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
 from contracts.agents import AgentSpec, AgentStatus, AgentView, ChangeAgentStatus, GetAgent, ListAgents, RegisterAgent
-from gateway.deps import Commands, CurrentPrincipal, IdempotencyKey, Queries
-from gateway.routes.common import CommandResponse, ResourceId, submit
+from gateway.deps import CurrentPrincipal, Queries
+from gateway.routes.common import CommandResponse, ResourceId, Send
 
 router = APIRouter(tags=["agents"])
 
@@ -27,20 +27,11 @@ class StatusChange(BaseModel):
     summary="Create an agent",
     responses={202: {"model": CommandResponse, "description": "Accepted; poll the command's status link."}},
 )
-async def create_agent(
-    spec: AgentSpec,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
-    command_id = commands.command_id(principal, idempotency_key)
+async def create_agent(spec: AgentSpec, send: Send) -> CommandResponse:
+    command_id = send.command_id
     agent_id = f"agt_{command_id[:24]}"
     command = RegisterAgent(agent_id=agent_id, spec=spec)
-    return await submit(
-        request, response, commands, principal, command_id, command, created=f"/api/v1/agents/{agent_id}"
-    )
+    return await send(command, created=f"/api/v1/agents/{agent_id}")
 
 
 @router.get("/agents/{agent_id}", response_model=AgentView, summary="Get an agent")
@@ -60,15 +51,5 @@ async def list_agents(
 
 
 @router.post("/agents/{agent_id}/status", response_model=CommandResponse, summary="Change an agent's availability")
-async def change_agent_status(
-    agent_id: ResourceId,
-    change: StatusChange,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
-    command = ChangeAgentStatus(agent_id=agent_id, status=change.status)
-    command_id = commands.command_id(principal, idempotency_key)
-    return await submit(request, response, commands, principal, command_id, command)
+async def change_agent_status(agent_id: ResourceId, change: StatusChange, send: Send) -> CommandResponse:
+    return await send(ChangeAgentStatus(agent_id=agent_id, status=change.status))

@@ -3,12 +3,12 @@
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Path, Request, Response
+from fastapi import Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from contracts import Command, ErrorCode, OutcomeStatus
 from gateway.commands import CommandStatus, fingerprint
-from gateway.deps import Commands, CurrentPrincipal
+from gateway.deps import Commands, CurrentPrincipal, IdempotencyKey
 from gateway.errors import STATUS_OF, ApiError
 
 ResourceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -78,3 +78,35 @@ async def submit(
         response.status_code = 201
         response.headers["Location"] = created
     return command_response(status, links)
+
+
+class CommandSender:
+    """What a command endpoint needs to send its command and answer: the caller, its Idempotency-Key, the
+    request (fingerprinted) and the response (status and Location are set on it)."""
+
+    def __init__(
+        self, request: Request, response: Response, principal: CurrentPrincipal, commands: Commands, key: str | None
+    ) -> None:
+        self._request = request
+        self._response = response
+        self._principal = principal
+        self._commands = commands
+        self.command_id = commands.command_id(principal, key)
+
+    async def __call__(self, command: Command, *, created: str | None = None) -> CommandResponse:
+        return await submit(
+            self._request, self._response, self._commands, self._principal, self.command_id, command, created=created
+        )
+
+
+def _sender(
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    commands: Commands,
+    idempotency_key: IdempotencyKey = None,
+) -> CommandSender:
+    return CommandSender(request, response, principal, commands, idempotency_key)
+
+
+Send = Annotated[CommandSender, Depends(_sender)]

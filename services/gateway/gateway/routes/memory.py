@@ -29,9 +29,9 @@ from contracts.memory import (
     UpdateLongTerm,
 )
 from contracts.messages import Id
-from gateway.deps import Commands, CurrentPrincipal, IdempotencyKey, Queries, Settings
+from gateway.deps import CurrentPrincipal, Queries, Settings
 from gateway.errors import ApiError
-from gateway.routes.common import CommandResponse, ResourceId, submit
+from gateway.routes.common import CommandResponse, ResourceId, Send
 
 router = APIRouter(prefix="/memory", tags=["memory"])
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -112,24 +112,14 @@ def _check_size(settings: Settings, text: str | None) -> None:
 
 
 @router.post("/short-term", response_model=CommandResponse, status_code=201, summary="Store a short-term entry")
-async def store_short_term(
-    body: ShortTermIn,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    settings: Settings,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def store_short_term(body: ShortTermIn, send: Send, settings: Settings) -> CommandResponse:
     _check_size(settings, body.content)
-    command_id = commands.command_id(principal, idempotency_key)
+    command_id = send.command_id
     entry_id = f"stm_{command_id[:24]}"
     command = StoreShortTerm(
         entry_id=entry_id, scope=body.scope, content=body.content, ttl_s=body.ttl_s or settings.memory_default_ttl_s
     )
-    return await submit(
-        request, response, commands, principal, command_id, command, created=f"/api/v1/memory/short-term/{entry_id}"
-    )
+    return await send(command, created=f"/api/v1/memory/short-term/{entry_id}")
 
 
 @router.get("/short-term", response_model=Items, summary="List live short-term entries, optionally of one scope")
@@ -150,36 +140,17 @@ async def get_short_term(entry_id: ResourceId, principal: CurrentPrincipal, quer
 
 
 @router.delete("/short-term/{entry_id}", response_model=CommandResponse, summary="Delete a short-term entry")
-async def delete_short_term(
-    entry_id: ResourceId,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def delete_short_term(entry_id: ResourceId, send: Send) -> CommandResponse:
     command = DeleteShortTerm(entry_id=entry_id)
-    return await submit(
-        request, response, commands, principal, commands.command_id(principal, idempotency_key), command
-    )
+    return await send(command)
 
 
 @router.delete(
     "/short-term/{scope_kind}/{scope_id}", response_model=CommandResponse, summary="Clear a scope's short-term memory"
 )
-async def clear_short_term(
-    scope_kind: ScopeKindPath,
-    scope_id: ScopeIdPath,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def clear_short_term(scope_kind: ScopeKindPath, scope_id: ScopeIdPath, send: Send) -> CommandResponse:
     command = ClearShortTerm(scope=Scope(kind=scope_kind, id=scope_id))
-    return await submit(
-        request, response, commands, principal, commands.command_id(principal, idempotency_key), command
-    )
+    return await send(command)
 
 
 @router.post(
@@ -188,23 +159,15 @@ async def clear_short_term(
     status_code=201,
     summary="Keep a short-term entry as long-term knowledge",
 )
-async def promote(
-    entry_id: ResourceId,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    body: Promotion | None = None,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
-    command_id = commands.command_id(principal, idempotency_key)
+async def promote(entry_id: ResourceId, send: Send, body: Promotion | None = None) -> CommandResponse:
+    command_id = send.command_id
     long_term_id = f"ltm_{command_id[:24]}"
     options = body or Promotion()
     command = PromoteShortTerm(
         entry_id=entry_id, long_term_id=long_term_id, tags=options.tags, importance=options.importance
     )
     created = f"/api/v1/memory/long-term/{long_term_id}"
-    return await submit(request, response, commands, principal, command_id, command, created=created)
+    return await send(command, created=created)
 
 
 # Working (shared context) ---------------------------------------------------------------------------------------
@@ -216,24 +179,13 @@ async def promote(
     summary="store_shared_context: write a working entry (optimistic concurrency with expected_version)",
 )
 async def put_working(
-    scope_kind: ScopeKindPath,
-    scope_id: ScopeIdPath,
-    key: KeyPath,
-    body: WorkingIn,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    settings: Settings,
-    idempotency_key: IdempotencyKey = None,
+    scope_kind: ScopeKindPath, scope_id: ScopeIdPath, key: KeyPath, body: WorkingIn, send: Send, settings: Settings
 ) -> CommandResponse:
     _check_size(settings, json.dumps(body.value, default=str))
     command = PutWorkingEntry(
         scope=Scope(kind=scope_kind, id=scope_id), key=key, value=body.value, expected_version=body.expected_version
     )
-    return await submit(
-        request, response, commands, principal, commands.command_id(principal, idempotency_key), command
-    )
+    return await send(command)
 
 
 @router.get("/working/{scope_kind}/{scope_id}", response_model=Items, summary="A scope's working entries")
@@ -269,38 +221,24 @@ async def delete_working(
     scope_kind: ScopeKindPath,
     scope_id: ScopeIdPath,
     key: KeyPath,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
+    send: Send,
     expected_version: Annotated[int | None, Query(ge=0)] = None,
-    idempotency_key: IdempotencyKey = None,
 ) -> CommandResponse:
     command = DeleteWorkingEntry(scope=Scope(kind=scope_kind, id=scope_id), key=key, expected_version=expected_version)
-    return await submit(
-        request, response, commands, principal, commands.command_id(principal, idempotency_key), command
-    )
+    return await send(command)
 
 
 # Long-term ------------------------------------------------------------------------------------------------------
 
 
 @router.post("/long-term", response_model=CommandResponse, status_code=201, summary="Remember a long-term entry")
-async def remember(
-    body: LongTermFields,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    settings: Settings,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def remember(body: LongTermFields, send: Send, settings: Settings) -> CommandResponse:
     _check_size(settings, body.content)
-    command_id = commands.command_id(principal, idempotency_key)
+    command_id = send.command_id
     entry_id = f"ltm_{command_id[:24]}"
     command = RememberLongTerm(entry_id=entry_id, fields=body)
     created = f"/api/v1/memory/long-term/{entry_id}"
-    return await submit(request, response, commands, principal, command_id, command, created=created)
+    return await send(command, created=created)
 
 
 @router.post(
@@ -309,14 +247,7 @@ async def remember(
     summary="Import long-term entries from JSON lines; each bad line is reported, the good ones are imported",
     openapi_extra={"requestBody": {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
 )
-async def import_long_term(
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    settings: Settings,
-    idempotency_key: IdempotencyKey = None,
-) -> ImportReport:
+async def import_long_term(request: Request, response: Response, send: Send, settings: Settings) -> ImportReport:
     raw = await request.body()
     try:
         text = raw.decode()
@@ -325,7 +256,7 @@ async def import_long_term(
     lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if len(lines) > settings.memory_max_import_entries:
         raise ApiError(ErrorCode.TOO_MANY_ENTRIES, f"At most {settings.memory_max_import_entries} entries per import.")
-    command_id = commands.command_id(principal, idempotency_key)
+    command_id = send.command_id
     good: list[tuple[str, LongTermFields]] = []
     errors: list[dict[str, Any]] = []
     for number, line in lines:
@@ -342,7 +273,7 @@ async def import_long_term(
     if not good:
         response.status_code = 422
         return ImportReport(imported=0, errors=errors, command=None)
-    result = await submit(request, response, commands, principal, command_id, ImportLongTerm(entries=good))
+    result = await send(ImportLongTerm(entries=good))
     return ImportReport(imported=len(good), errors=errors, command=result)
 
 
@@ -362,36 +293,16 @@ async def get_long_term(entry_id: ResourceId, principal: CurrentPrincipal, queri
 
 
 @router.patch("/long-term/{entry_id}", response_model=CommandResponse, summary="Edit a long-term entry")
-async def edit_long_term(
-    entry_id: ResourceId,
-    body: LongTermPatch,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    settings: Settings,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def edit_long_term(entry_id: ResourceId, body: LongTermPatch, send: Send, settings: Settings) -> CommandResponse:
     _check_size(settings, body.content)
     command = UpdateLongTerm(entry_id=entry_id, **body.model_dump(exclude_none=True))
-    return await submit(
-        request, response, commands, principal, commands.command_id(principal, idempotency_key), command
-    )
+    return await send(command)
 
 
 @router.delete("/long-term/{entry_id}", response_model=CommandResponse, summary="Delete a long-term entry")
-async def forget(
-    entry_id: ResourceId,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def forget(entry_id: ResourceId, send: Send) -> CommandResponse:
     command = ForgetLongTerm(entry_id=entry_id)
-    return await submit(
-        request, response, commands, principal, commands.command_id(principal, idempotency_key), command
-    )
+    return await send(command)
 
 
 # Retrieval ------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy
@@ -30,9 +30,9 @@ from contracts.workflows import (
     UpdateWorkflow,
     WorkflowSpec,
 )
-from gateway.deps import BusDep, Commands, CurrentPrincipal, IdempotencyKey, Queries
+from gateway.deps import BusDep, CurrentPrincipal, Queries
 from gateway.errors import ApiError
-from gateway.routes.common import CommandResponse, ResourceId, submit
+from gateway.routes.common import CommandResponse, ResourceId, Send
 
 router = APIRouter(tags=["workflows"])
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -92,65 +92,30 @@ async def get_execution(execution_id: ResourceId, principal: CurrentPrincipal, q
     return await queries.ask(principal, GetExecution(execution_id=execution_id))
 
 
-async def _control(
-    request: Request, response: Response, commands: Commands, principal: CurrentPrincipal, key: str | None, command: Any
-) -> CommandResponse:
-    return await submit(request, response, commands, principal, commands.command_id(principal, key), command)
-
-
 @router.post("/workflows/executions/{execution_id}/pause", response_model=CommandResponse, summary="Pause")
-async def pause(
-    execution_id: ResourceId,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def pause(execution_id: ResourceId, send: Send) -> CommandResponse:
     command = PauseExecution(execution_id=execution_id)
-    return await _control(request, response, commands, principal, idempotency_key, command)
+    return await send(command)
 
 
 @router.post("/workflows/executions/{execution_id}/resume", response_model=CommandResponse, summary="Resume")
-async def resume(
-    execution_id: ResourceId,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def resume(execution_id: ResourceId, send: Send) -> CommandResponse:
     command = ResumeExecution(execution_id=execution_id)
-    return await _control(request, response, commands, principal, idempotency_key, command)
+    return await send(command)
 
 
 @router.post("/workflows/executions/{execution_id}/cancel", response_model=CommandResponse, summary="Cancel")
-async def cancel(
-    execution_id: ResourceId,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    body: Cancellation | None = None,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def cancel(execution_id: ResourceId, send: Send, body: Cancellation | None = None) -> CommandResponse:
     command = CancelExecution(execution_id=execution_id, reason=body.reason if body else "")
-    return await _control(request, response, commands, principal, idempotency_key, command)
+    return await send(command)
 
 
 @router.post(
     "/workflows/executions/{execution_id}/retry", response_model=CommandResponse, summary="Retry from the failed step"
 )
-async def retry(
-    execution_id: ResourceId,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def retry(execution_id: ResourceId, send: Send) -> CommandResponse:
     command = RetryExecution(execution_id=execution_id)
-    return await _control(request, response, commands, principal, idempotency_key, command)
+    return await send(command)
 
 
 @router.post(
@@ -159,19 +124,12 @@ async def retry(
     summary="Approve or reject a waiting approval step",
 )
 async def decide_approval(
-    execution_id: ResourceId,
-    step_id: StepId,
-    decision: ApprovalDecision,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
+    execution_id: ResourceId, step_id: StepId, decision: ApprovalDecision, send: Send
 ) -> CommandResponse:
     command = DecideApproval(
         execution_id=execution_id, step_id=step_id, approved=decision.approved, comment=decision.comment
     )
-    return await _control(request, response, commands, principal, idempotency_key, command)
+    return await send(command)
 
 
 @router.get(
@@ -237,22 +195,13 @@ async def execution_events(
     summary="Create a workflow from a spec or a template",
     responses={202: {"model": CommandResponse}},
 )
-async def create_workflow(
-    body: WorkflowCreate,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def create_workflow(body: WorkflowCreate, send: Send) -> CommandResponse:
     if (body.spec is None) == (body.template is None):
         raise ApiError(ErrorCode.VALIDATION_FAILED, "Give exactly one of 'spec' and 'template'.")
-    command_id = commands.command_id(principal, idempotency_key)
+    command_id = send.command_id
     workflow_id = f"wf_{command_id[:24]}"
     command = CreateWorkflow(workflow_id=workflow_id, spec=body.spec, template=body.template, name=body.name)
-    return await submit(
-        request, response, commands, principal, command_id, command, created=f"/api/v1/workflows/{workflow_id}"
-    )
+    return await send(command, created=f"/api/v1/workflows/{workflow_id}")
 
 
 @router.get("/workflows", response_model=Items, summary="List workflows")
@@ -278,30 +227,15 @@ async def get_workflow(
     response_model=CommandResponse,
     summary="Save a new version (running executions keep theirs)",
 )
-async def update_workflow(
-    workflow_id: ResourceId,
-    spec: WorkflowSpec,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def update_workflow(workflow_id: ResourceId, spec: WorkflowSpec, send: Send) -> CommandResponse:
     command = UpdateWorkflow(workflow_id=workflow_id, spec=spec)
-    return await _control(request, response, commands, principal, idempotency_key, command)
+    return await send(command)
 
 
 @router.post("/workflows/{workflow_id}/archive", response_model=CommandResponse, summary="Archive a workflow")
-async def archive_workflow(
-    workflow_id: ResourceId,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    idempotency_key: IdempotencyKey = None,
-) -> CommandResponse:
+async def archive_workflow(workflow_id: ResourceId, send: Send) -> CommandResponse:
     command = ArchiveWorkflow(workflow_id=workflow_id)
-    return await _control(request, response, commands, principal, idempotency_key, command)
+    return await send(command)
 
 
 @router.post(
@@ -312,26 +246,12 @@ async def archive_workflow(
     responses={202: {"model": CommandResponse}},
 )
 async def execute_workflow(
-    workflow_id: ResourceId,
-    request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    commands: Commands,
-    body: ExecutionRequest | None = None,
-    idempotency_key: IdempotencyKey = None,
+    workflow_id: ResourceId, send: Send, body: ExecutionRequest | None = None
 ) -> CommandResponse:
-    command_id = commands.command_id(principal, idempotency_key)
+    command_id = send.command_id
     execution_id = f"ex_{command_id[:24]}"
     command = ExecuteWorkflow(workflow_id=workflow_id, execution_id=execution_id, input=body.input if body else {})
-    return await submit(
-        request,
-        response,
-        commands,
-        principal,
-        command_id,
-        command,
-        created=f"/api/v1/workflows/executions/{execution_id}",
-    )
+    return await send(command, created=f"/api/v1/workflows/executions/{execution_id}")
 
 
 @router.get("/workflow-templates", response_model=Items, summary="The workflow templates that ship with the platform")
