@@ -9,6 +9,7 @@ import pytest
 
 from conftest import Infra, Platform, running_platform
 from contracts.workflows import AgentTask
+from servicekit.eventstore import EventStore, StreamRef
 from servicekit.testing import eventually
 from workflow_engine.main import build_app as build_engine
 from workflow_engine.settings import WorkflowEngineSettings
@@ -44,6 +45,7 @@ class Api:
     def __init__(self, platform: Platform, workspace: dict[str, str]) -> None:
         self.client = platform.client
         self.headers = platform.auth(workspace)
+        self.workspace_id = workspace["workspace_id"]
 
     async def post(self, path: str, body: Any = None, expect: int | None = None) -> dict[str, Any]:
         resp = await self.client.post(path, json=body, headers=self.headers)
@@ -505,3 +507,43 @@ async def test_a_slow_execution_does_not_block_the_others(api: Api) -> None:
         assert (await api.execution(slow))["status"] == "running"
         release.set()
         await api.wait_for(slow, "completed")
+
+
+async def test_a_republished_step_event_never_sends_its_task_again(
+    api: Api, platform: Platform, env_name: str, mongo: Any
+) -> None:
+    assert platform.worker is not None
+    bus = platform.worker.runtime.bus
+    sent: list[str] = []
+
+    async def count(msg: Any) -> None:  # a core subscriber sees every publish, even one the stream de-duplicates
+        sent.append(AgentTask.model_validate_json(msg.data).key)
+
+    sub = await bus.nc.subscribe(f"{env_name}.task.>", cb=count)
+
+    async def stall(task: AgentTask) -> tuple[bool, Any]:
+        await asyncio.sleep(3600)
+        return True, None
+
+    platform.worker.behaviour = stall
+    workflow_id = await api.workflow({"name": "Once", "start": "a", "steps": [agent("a")]})
+    execution_id = await api.execute(workflow_id)
+    await eventually(lambda: _true(len(sent) == 1))
+
+    store = EventStore(mongo[f"{env_name}_workflow_engine"])
+    records = await store.load(StreamRef(api.workspace_id, "execution", execution_id))
+    scheduled = next(r for r in records if r.type == "StepScheduled")
+    subjects = bus.subjects
+    await bus.publish(  # as a relay would after the broker's de-duplication window has passed
+        subjects.event("execution", scheduled.workspace_id, execution_id, "StepScheduled"),
+        scheduled.model_dump_json().encode(),
+        msg_id=f"late-{scheduled.event_id}",
+        stream=subjects.events_stream,
+    )
+    await asyncio.sleep(1.5)
+    await sub.unsubscribe()
+    assert sent == [f"{execution_id}:a:1"]
+
+
+async def _true(value: bool) -> bool | None:
+    return value or None
