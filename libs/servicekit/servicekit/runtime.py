@@ -1,5 +1,6 @@
 """The composition root shared by every service: clients, event store, relay, bus and the HTTP app."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -108,14 +109,23 @@ class Runtime:
             hook()
 
     async def stop(self) -> None:
-        for stop_hook in reversed(self._on_stop):
-            await stop_hook()
+        """Shut down step by step; each step is bounded, so a stuck one cannot hold the process."""
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [("hook", hook) for hook in reversed(self._on_stop)]
         if self._relay is not None:
-            await self._relay.stop()
-        await self.broker.stop()
+            steps.append(("relay", self._relay.stop))
+        steps.append(("broker", self.broker.stop))
         if self._mongo is not None:
-            await self._mongo.close()
-            self._mongo = None
+            steps.append(("mongodb", self._mongo.close))
+        limit = 3 * self.settings.nats_timeout_s
+        for name, step in steps:
+            task = asyncio.ensure_future(step())
+            done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: it would wait for the cancellation
+            if not done:
+                task.cancel()
+                log.warning("shutdown step %s took over %.0fs; going on without it", name, limit)
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("shutdown step %s failed: %r", name, task.exception())
+        self._mongo = None
 
     async def ready(self) -> dict[str, bool]:
         timeout = self.settings.nats_timeout_s
