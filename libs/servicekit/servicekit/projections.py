@@ -8,12 +8,17 @@ reordered something, and the projection catches up from the event store, which i
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from pydantic import ValidationError
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from contracts import EventRecord
 from servicekit.bus import Bus, ConsumerPolicy, PermanentFailure
 from servicekit.eventstore import EventStore, StreamRef
+
+Document = dict[str, Any]
 
 
 class StreamProjection(ABC):
@@ -43,6 +48,34 @@ class StreamProjection(ABC):
         for item in await store.load(stream, after_version=current):
             applied += await self.apply(item)
         return applied
+
+
+class RowProjection(StreamProjection):
+    """A read model with one row per stream, ``_id`` = stream id, guarded by the row's ``version``."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+
+    async def position(self, record: EventRecord) -> int:
+        doc = await self.collection.find_one({"_id": record.stream_id}, {"version": 1})
+        return 0 if doc is None else int(doc["version"])
+
+    async def insert_row(self, record: EventRecord, row: Document) -> bool:
+        """The stream's first event: create its row (False when it exists already)."""
+        try:
+            await self.collection.insert_one(
+                {"_id": record.stream_id, "workspace_id": record.workspace_id, **row, "version": record.version}
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def update_row(self, record: EventRecord, changes: Document) -> bool:
+        """A later event: change the row only if it is at the version just before (compare-and-set)."""
+        result = await self.collection.update_one(
+            {"_id": record.stream_id, "version": record.version - 1}, {"$set": {**changes, "version": record.version}}
+        )
+        return result.modified_count == 1
 
 
 def serve_events(

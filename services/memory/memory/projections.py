@@ -5,7 +5,6 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
 from contracts import EventRecord, new_id
 from contracts.memory import (
@@ -23,30 +22,28 @@ from contracts.memory import (
 from memory.domain.entries import LONG_TERM, SHORT_TERM, WORKING
 from memory.text import render_value
 from servicekit.eventstore import decode
-from servicekit.projections import StreamProjection
+from servicekit.projections import RowProjection
 
 Document = dict[str, Any]
 
 
-class EntriesProjection(StreamProjection):
+class EntriesProjection(RowProjection):
     """Rows of one aggregate type; three instances (one per tier) share the collection."""
 
     def __init__(self, aggregate: str, rows: AsyncCollection[Document], stamps: AsyncCollection[Document]) -> None:
+        super().__init__(rows)
         self.aggregate = aggregate
         self.name = f"entries_{aggregate}"
-        self.rows = rows
         self.stamps = stamps
 
     async def ensure_indexes(self) -> None:
-        await self.rows.create_index(
+        await self.collection.create_index(
             [("workspace_id", ASCENDING), ("tier", ASCENDING), ("scope_kind", ASCENDING), ("scope_id", ASCENDING)]
         )
-        await self.rows.create_index([("workspace_id", ASCENDING), ("tier", ASCENDING), ("updated_at", DESCENDING)])
-        await self.rows.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)  # expired rows go away
-
-    async def position(self, record: EventRecord) -> int:
-        doc = await self.rows.find_one({"_id": record.stream_id}, {"version": 1})
-        return 0 if doc is None else int(doc["version"])
+        await self.collection.create_index(
+            [("workspace_id", ASCENDING), ("tier", ASCENDING), ("updated_at", DESCENDING)]
+        )
+        await self.collection.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)  # expired rows go away
 
     async def apply(self, record: EventRecord) -> bool:
         event = decode(record)
@@ -54,7 +51,7 @@ class EntriesProjection(StreamProjection):
         base = {"workspace_id": record.workspace_id, "created_at": at, "updated_at": at, "deleted": False}
         match event:
             case ShortTermStored():
-                return await self._insert(
+                return await self.insert_row(
                     record,
                     {
                         **base,
@@ -68,11 +65,11 @@ class EntriesProjection(StreamProjection):
                     },
                 )
             case ShortTermCleared():
-                return await self._update(record, {"deleted": True, "updated_at": at})
+                return await self.update_row(record, {"deleted": True, "updated_at": at})
             case ShortTermPromoted():
-                return await self._update(record, {"promoted_to": event.long_term_id, "updated_at": at})
+                return await self.update_row(record, {"promoted_to": event.long_term_id, "updated_at": at})
             case WorkingEntryWritten() if record.version == 1:
-                return await self._insert(
+                return await self.insert_row(
                     record,
                     {
                         **base,
@@ -89,34 +86,21 @@ class EntriesProjection(StreamProjection):
             case WorkingEntryWritten():
                 content = f"{event.key} {render_value(event.value)}"
                 changes = {"value": event.value, "content": content, "deleted": False, "updated_at": at}
-                return await self._update(record, changes)
+                return await self.update_row(record, changes)
             case WorkingEntryDeleted():
-                return await self._update(record, {"deleted": True, "updated_at": at})
+                return await self.update_row(record, {"deleted": True, "updated_at": at})
             case LongTermRemembered():
                 row = {**base, "tier": Tier.LONG_TERM.value, "entry_id": event.entry_id, **event.fields.model_dump()}
                 return await self._changed(
-                    record, await self._insert(record, {**row, "promoted_from": event.promoted_from})
+                    record, await self.insert_row(record, {**row, "promoted_from": event.promoted_from})
                 )
             case LongTermUpdated():
                 return await self._changed(
-                    record, await self._update(record, {**event.fields.model_dump(), "updated_at": at})
+                    record, await self.update_row(record, {**event.fields.model_dump(), "updated_at": at})
                 )
             case LongTermForgotten():
-                return await self._changed(record, await self._update(record, {"deleted": True, "updated_at": at}))
-        return await self._update(record, {})
-
-    async def _insert(self, record: EventRecord, row: Document) -> bool:
-        try:
-            await self.rows.insert_one({"_id": record.stream_id, **row, "version": record.version})
-        except DuplicateKeyError:
-            return False
-        return True
-
-    async def _update(self, record: EventRecord, changes: Document) -> bool:
-        result = await self.rows.update_one(
-            {"_id": record.stream_id, "version": record.version - 1}, {"$set": {**changes, "version": record.version}}
-        )
-        return result.modified_count == 1
+                return await self._changed(record, await self.update_row(record, {"deleted": True, "updated_at": at}))
+        return await self.update_row(record, {})
 
     async def _changed(self, record: EventRecord, applied: bool) -> bool:
         """A long-term change invalidates the workspace's search index (in every replica). The stamp moves even for
@@ -125,7 +109,7 @@ class EntriesProjection(StreamProjection):
         return applied
 
     async def short_term_ids(self, workspace_id: str, scope: Scope) -> list[str]:
-        cursor = self.rows.find(
+        cursor = self.collection.find(
             {"workspace_id": workspace_id, "tier": Tier.SHORT_TERM.value, **_scope(scope), "deleted": False},
             {"entry_id": 1},
         )

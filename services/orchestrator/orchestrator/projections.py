@@ -3,65 +3,43 @@
 from typing import Any
 
 from pymongo import ASCENDING
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
 from contracts import EventRecord
 from contracts.agents import AgentRegistered, AgentStatus, AgentStatusChanged, AgentView
 from orchestrator.domain.agent import AGGREGATE
 from servicekit.eventstore import decode
-from servicekit.projections import StreamProjection
+from servicekit.projections import RowProjection
 
 Document = dict[str, Any]
 
 
-class AgentsProjection(StreamProjection):
+class AgentsProjection(RowProjection):
     aggregate = AGGREGATE
     name = "agents"
-
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
-        self.collection = collection
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("workspace_id", ASCENDING), ("agent_id", ASCENDING)], unique=True)
         await self.collection.create_index([("workspace_id", ASCENDING), ("status", ASCENDING)])
-
-    async def position(self, record: EventRecord) -> int:
-        doc = await self.collection.find_one({"_id": record.stream_id}, {"version": 1})
-        return 0 if doc is None else int(doc["version"])
 
     async def apply(self, record: EventRecord) -> bool:
         event = decode(record)
         stamp = record.occurred_at.isoformat()
         match event:
             case AgentRegistered(agent_id=agent_id, spec=spec):
-                try:
-                    await self.collection.insert_one(
-                        {
-                            "_id": record.stream_id,
-                            "workspace_id": record.workspace_id,
-                            "agent_id": agent_id,
-                            **spec.model_dump(mode="json"),
-                            "status": AgentStatus.AVAILABLE.value,
-                            "version": record.version,
-                            "created_at": stamp,
-                            "updated_at": stamp,
-                        }
-                    )
-                except DuplicateKeyError:
-                    return False
-                return True
+                return await self.insert_row(
+                    record,
+                    {
+                        "agent_id": agent_id,
+                        **spec.model_dump(mode="json"),
+                        "status": AgentStatus.AVAILABLE.value,
+                        "created_at": stamp,
+                        "updated_at": stamp,
+                    },
+                )
             case AgentStatusChanged(status=status):
-                return await self._update(record, {"status": status.value, "updated_at": stamp})
+                return await self.update_row(record, {"status": status.value, "updated_at": stamp})
             case _:
-                return await self._update(record, {"updated_at": stamp})
-
-    async def _update(self, record: EventRecord, changes: Document) -> bool:
-        result = await self.collection.update_one(
-            {"_id": record.stream_id, "version": record.version - 1},
-            {"$set": {**changes, "version": record.version}},
-        )
-        return result.modified_count == 1
+                return await self.update_row(record, {"updated_at": stamp})
 
     async def get(self, workspace_id: str, agent_id: str) -> AgentView | None:
         doc = await self.collection.find_one({"workspace_id": workspace_id, "agent_id": agent_id})

@@ -3,8 +3,6 @@
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
 from contracts import Event, EventRecord
 from contracts.workflows import (
@@ -21,39 +19,13 @@ from contracts.workflows import (
     WorkflowUpdated,
 )
 from servicekit.eventstore import EventStore, decode
-from servicekit.projections import StreamProjection
+from servicekit.projections import RowProjection
 from workflow_engine.domain import definition, execution
 
 Document = dict[str, Any]
 
 
-class VersionedRows(StreamProjection):
-    """One row per stream, updated only by the next event in the stream."""
-
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
-        self.collection = collection
-
-    async def position(self, record: EventRecord) -> int:
-        doc = await self.collection.find_one({"_id": record.stream_id}, {"version": 1})
-        return 0 if doc is None else int(doc["version"])
-
-    async def _insert(self, record: EventRecord, row: Document) -> bool:
-        try:
-            await self.collection.insert_one(
-                {"_id": record.stream_id, "workspace_id": record.workspace_id, **row, "version": record.version}
-            )
-        except DuplicateKeyError:
-            return False
-        return True
-
-    async def _update(self, record: EventRecord, changes: Document) -> bool:
-        result = await self.collection.update_one(
-            {"_id": record.stream_id, "version": record.version - 1}, {"$set": {**changes, "version": record.version}}
-        )
-        return result.modified_count == 1
-
-
-class WorkflowsProjection(VersionedRows):
+class WorkflowsProjection(RowProjection):
     aggregate = definition.AGGREGATE
     name = "workflows"
 
@@ -65,7 +37,7 @@ class WorkflowsProjection(VersionedRows):
         at = record.occurred_at.isoformat()
         match event:
             case WorkflowCreated():
-                return await self._insert(
+                return await self.insert_row(
                     record,
                     {
                         "workflow_id": event.workflow_id,
@@ -80,10 +52,10 @@ class WorkflowsProjection(VersionedRows):
                 )
             case WorkflowUpdated():
                 changes = {"name": event.spec.name, "description": event.spec.description}
-                return await self._update(record, {**changes, "workflow_version": event.version, "updated_at": at})
+                return await self.update_row(record, {**changes, "workflow_version": event.version, "updated_at": at})
             case WorkflowArchived():
-                return await self._update(record, {"archived": True, "updated_at": at})
-        return await self._update(record, {})
+                return await self.update_row(record, {"archived": True, "updated_at": at})
+        return await self.update_row(record, {})
 
     async def list(self, workspace_id: str, include_archived: bool, limit: int) -> list[Document]:
         query: Document = {"workspace_id": workspace_id}
@@ -104,7 +76,7 @@ STATUS_OF: dict[type[Event], ExecutionStatus] = {
 STATUS_EVENTS = frozenset(cls.type_name for cls in STATUS_OF)
 
 
-class ExecutionsProjection(VersionedRows):
+class ExecutionsProjection(RowProjection):
     """Execution summaries for listing. Only the start and status changes are written: each status event is applied
     if it is newer than the last one applied (``version`` below it), so duplicates and late arrivals are skipped
     and the latest status wins, whatever the order."""
@@ -136,7 +108,7 @@ class ExecutionsProjection(VersionedRows):
         event = decode(record)
         at = record.occurred_at.isoformat()
         if isinstance(event, ExecutionStarted):
-            return await self._insert(
+            return await self.insert_row(
                 record,
                 {
                     "execution_id": event.execution_id,
