@@ -28,7 +28,7 @@ from typing import Any
 from uuid import uuid4
 
 import nats
-from nats.js.api import ConsumerConfig, StreamConfig
+from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from pymongo import AsyncMongoClient
 
 from contracts import Actor, EventRecord, Subjects
@@ -43,6 +43,7 @@ from servicekit.settings import ServiceSettings
 SERVICE = "workflow-engine"
 WORKSPACE = "ws_bench"
 ACTOR = Actor(kind="system", id="bench")
+WORKER = Actor(kind="agent", id="bench-worker")  # task results come from agents, as from the real runtime
 SPEC = WorkflowSpec.model_validate(
     {
         "name": "Bench",
@@ -55,6 +56,12 @@ SPEC = WorkflowSpec.model_validate(
     }
 )
 Document = dict[str, Any]
+# What the engine does per step between a task result and the next task: two JetStream publishes, each consumed
+# by a durable pull consumer, the result command (worker -> engine) and the next task (engine -> worker); and one
+# event-store append (the commit of the result and the next step). The executor acts on that commit in-process,
+# through the relay, not through a consumer of the EVENTS stream.
+PAIRS_PER_STEP = 2
+APPENDS_PER_STEP = 1
 
 
 def pct(values: list[float], q: float) -> float:
@@ -112,7 +119,7 @@ class Driver:
             execution_id=task.execution_id, step_id=task.step_id, attempt=task.attempt, ok=True, output={"ok": 1}
         )
         envelope = envelope_for(
-            result, workspace_id=WORKSPACE, command_id=f"result-{task.key}".replace(":", "-"), actor=ACTOR
+            result, workspace_id=WORKSPACE, command_id=f"result-{task.key}".replace(":", "-"), actor=WORKER
         )
         self.result_sent[(task.execution_id, task.step_id)] = time.perf_counter()
         await publish_command(self.runtime.bus, SERVICE, envelope)
@@ -156,35 +163,53 @@ class Driver:
 
 
 async def floor(nc: Any, db: Any, env: str, steps: int, inflight: int) -> Figures:
-    """Per step: one JetStream publish consumed by a durable pull consumer, and one commit-sized insert."""
+    """Per step, what the engine's hand-over from one step to the next is made of, without the engine: the same
+    chain of JetStream publish+consume pairs (PAIRS_PER_STEP, each hop through its own shared durable pull
+    consumer fetching up to 16 at a time, as the engine's consumers do) and event-store appends (a raw driver
+    insert of a commit-sized document after the first hop), ``inflight`` chains at a time."""
     js = nc.jetstream(timeout=10)
     stream = f"{env}_FLOOR"
-    await js.add_stream(StreamConfig(name=stream, subjects=[f"{env}.floor.>"]))
+    await js.add_stream(StreamConfig(name=stream, subjects=[f"{env}.floor.>"], retention=RetentionPolicy.WORK_QUEUE))
     commits = db["floor_commits"]
     await commits.create_index([("stream_id", 1), ("first_version", 1)], unique=True)
-    lanes = [asyncio.Queue[float]() for _ in range(inflight)]
+    waiting: dict[str, asyncio.Future[None]] = {}
     latencies: list[float] = []
+    body = RecordTaskResult(execution_id="ex_floor", step_id="a", attempt=1, ok=True, output={"ok": 1})
+    payload = envelope_for(body, workspace_id=WORKSPACE, command_id="floor", actor=WORKER).model_dump_json().encode()
+    doc = {"events": [{"type": "StepSucceeded", "data": {"output": {"ok": 1}}}] * 2, "published": False}
 
-    async def consume(lane: int) -> None:
-        sub = await js.pull_subscribe(f"{env}.floor.{lane}", durable=f"floor{lane}", config=ConsumerConfig(ack_wait=30))
+    async def consume(hop: int) -> None:
+        sub = await js.pull_subscribe(
+            f"{env}.floor.{hop}.*", durable=f"floor{hop}", stream=stream, config=ConsumerConfig(ack_wait=30)
+        )
         while True:
             try:
-                msgs = await sub.fetch(1, timeout=5)
+                msgs = await sub.fetch(16, timeout=1)
             except TimeoutError:
                 continue
             for msg in msgs:
                 await msg.ack()
-                await lanes[lane].put(time.perf_counter())
+                arrived = waiting.pop(msg.headers["Nats-Msg-Id"], None)
+                if arrived is not None and not arrived.done():
+                    arrived.set_result(None)
 
-    consumers = [asyncio.create_task(consume(i)) for i in range(inflight)]
-    doc = {"events": [{"type": "StepSucceeded", "data": {"output": {"ok": 1}}}], "published": False}
+    async def hop(number: int, lane: int) -> None:
+        msg_id = uuid4().hex
+        arrived = waiting[msg_id] = asyncio.get_running_loop().create_future()
+        await js.publish(f"{env}.floor.{number}.{lane}", payload, headers={"Nats-Msg-Id": msg_id})
+        await arrived
+
+    consumers = [asyncio.create_task(consume(number)) for number in range(PAIRS_PER_STEP)]
 
     async def lane_work(lane: int, count: int) -> None:
         for i in range(count):
             t0 = time.perf_counter()
-            await js.publish(f"{env}.floor.{lane}", b'{"ok": 1}', headers={"Nats-Msg-Id": uuid4().hex})
-            await lanes[lane].get()
-            await commits.insert_one({**doc, "stream_id": f"{lane}", "first_version": i + 1})
+            for number in range(PAIRS_PER_STEP):
+                await hop(number, lane)
+                if number == 0:
+                    for k in range(APPENDS_PER_STEP):
+                        version = (i * APPENDS_PER_STEP + k) * 2 + 1
+                        await commits.insert_one({**doc, "stream_id": f"{lane}", "first_version": version})
             latencies.append(time.perf_counter() - t0)
 
     per_lane = max(1, steps // inflight)
@@ -213,7 +238,7 @@ async def bench(mongo_url: str, nats_url: str, sizes: list[int], inflights: list
         stream=subjects.tasks_stream,
         durable=subjects.durable("bench", "worker"),
         handler=driver.on_task,
-        policy=ConsumerPolicy(max_ack_pending=1024),
+        policy=ConsumerPolicy(max_ack_pending=1024, max_workers=32),  # a worker runs tasks concurrently
     )
     await runtime.start()
     await runtime.bus.nc.subscribe(f"{env}.evt.execution.{WORKSPACE}.*.ExecutionCompleted", cb=driver.on_completed)

@@ -89,6 +89,15 @@ async def delete_streams(js: JetStreamContext, subjects: Subjects) -> None:
             log.debug("stream %s not deleted", config.name)
 
 
+async def the_message(msg: NatsMessage) -> NatsMessage:
+    """A subscriber decoder that hands the handler the message itself.
+
+    Our handlers read the raw body and headers and ack by hand; with the broker's ``apply_types=False`` this
+    skips FastStream's per-message dependency injection (which resolves a ``NatsMessage`` parameter through a
+    worker thread) and body decoding."""
+    return msg
+
+
 class PermanentFailure(Exception):
     """The message can never be handled (malformed, unknown type): dead-letter it at once."""
 
@@ -180,6 +189,7 @@ class Bus:
             ),
             ack_policy=AckPolicy.MANUAL,
             max_workers=policy.max_workers,
+            decoder=the_message,
         )
         async def _on_message(msg: NatsMessage) -> None:
             await bus._dispatch(msg, handler, policy, on_give_up)

@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from contracts import REGISTRY, Actor, Event, EventRecord, new_id
+from servicekit.batching import InsertBatcher
 
 S = TypeVar("S")
 Clock = Callable[[], datetime]
@@ -96,6 +97,7 @@ class EventStore:
         on_commit: Callable[[Commit], None] | None = None,
     ) -> None:
         self._commits = db["commits"]
+        self._inserts = InsertBatcher(self._commits)  # concurrent appends share a round trip (group commit)
         self._clock = clock
         self._ids = ids
         self.on_commit = on_commit
@@ -162,7 +164,7 @@ class EventStore:
             trace=dict(trace or {}),
         )
         try:
-            await self._commits.insert_one(_to_document(commit))
+            await self._inserts.insert(_to_document(commit))
         except DuplicateKeyError:
             if command_id is not None:
                 existing = await self.commit_for_command(stream, command_id)

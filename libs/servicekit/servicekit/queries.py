@@ -8,7 +8,7 @@ from faststream.nats import NatsMessage
 from pydantic import ValidationError
 
 from contracts import REGISTRY, ErrorCode, Query, QueryReply, UnknownMessageType
-from servicekit.bus import Bus
+from servicekit.bus import Bus, the_message
 from servicekit.commands import DomainError
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ def serve_queries(bus: Bus, service: str, router: QueryRouter) -> None:
     subjects = bus.subjects
     prefix_parts = len(subjects.queries_of(service).split(".")) - 1
 
-    @bus.broker.subscriber(subjects.queries_of(service), queue=subjects.durable(service, "queries"))
+    @bus.broker.subscriber(
+        subjects.queries_of(service), queue=subjects.durable(service, "queries"), decoder=the_message
+    )
     async def _on_query(msg: NatsMessage) -> str:
         parts = msg.raw_message.subject.split(".")
         workspace_id, query_type = parts[prefix_parts], parts[prefix_parts + 1]

@@ -6,14 +6,22 @@ then marks the commit. A commit written by this process is handed over at once (
 and on every poll interval publishes whatever else is unpublished, e.g. what a crashed process left behind.
 A commit that keeps failing for another reason than an absent broker is parked after a few sweeps (kept, with
 the reason) so it cannot block the commits behind it.
+
+Reactors are a service's in-process reactions to its own commits (the workflow engine's dispatch of tasks and
+timers). They run beside the publishing, with its guarantee: a commit is marked only once its events are
+published and every reactor has returned, so a crash or a failure runs them again on a later sweep (at least
+once; a reactor makes that harmless, e.g. with a claim). This spares the service a round trip through the
+broker and a consumer for what it wrote itself; other services still learn of the events from the stream.
 """
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import nats.errors
+import pymongo.errors
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Tracer
 
@@ -23,7 +31,16 @@ from servicekit.eventstore import Commit, EventStore
 log = logging.getLogger(__name__)
 MAX_FAILURES = 5
 MARK_DELAY_S = 0.1
-TRANSIENT = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError)
+PUBLISH_WINDOW = 64
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    pymongo.errors.ConnectionFailure,
+    pymongo.errors.ExecutionTimeout,
+    OSError,
+)
+Reactor = Callable[[Commit], Awaitable[None]]
 
 
 class Relay:
@@ -47,6 +64,11 @@ class Relay:
         self._failures: dict[str, int] = {}
         self._fresh: list[Commit] = []
         self._unmarked: list[str] = []
+        self._reactors: list[Reactor] = []
+
+    def add_reactor(self, reactor: Reactor) -> None:
+        """Run ``reactor`` on every commit of this service's store, at least once (see the module docstring)."""
+        self._reactors.append(reactor)
 
     def notify(self, commit: Commit) -> None:
         """Hand over a commit this process just wrote, to publish at once without reading it back."""
@@ -118,19 +140,21 @@ class Relay:
         return len(commits)
 
     async def _publish_all(self, commits: list[Commit]) -> None:
-        published: list[str] = []
-        try:
-            for commit in commits:
-                try:
-                    await self._publish(commit)
-                except TRANSIENT:
-                    raise  # the broker is away: stop here and try again on the next sweep
-                except Exception as exc:  # noqa: BLE001 - counted, and parked when it keeps failing
-                    await self._count_failure(commit, exc)
-                    continue  # one bad commit must not hold up the others
-                published.append(commit.commit_id)
-        finally:
-            self._unmarked.extend(published)  # marked in batches: a republish after a crash is de-duplicated
+        """Publish ``commits`` pipelined: every event is sent before any ack is awaited, in commit order on the one
+        connection (so the stream keeps that order), and PUBLISH_WINDOW commits at a time."""
+        for start in range(0, len(commits), PUBLISH_WINDOW):
+            window = commits[start : start + PUBLISH_WINDOW]
+            results = await asyncio.gather(*(self._publish(commit) for commit in window), return_exceptions=True)
+            transient: BaseException | None = None
+            for commit, result in zip(window, results, strict=True):
+                if result is None:
+                    self._unmarked.append(commit.commit_id)  # marked in batches: a republish is de-duplicated
+                elif isinstance(result, TRANSIENT) or not isinstance(result, Exception):
+                    transient = transient or result  # the broker is away (or we are cancelled): retried later
+                else:
+                    await self._count_failure(commit, result)  # one bad commit must not hold up the others
+            if transient is not None:
+                raise transient
 
     async def _count_failure(self, commit: Commit, exc: Exception) -> None:
         failures = self._failures.get(commit.commit_id, 0) + 1
@@ -143,10 +167,15 @@ class Relay:
     async def _publish(self, commit: Commit) -> None:
         subjects = self._bus.subjects
         with self._tracer.start_as_current_span("relay commit", context=propagate.extract(commit.trace)):
-            for record in commit.events:
-                await self._bus.publish(
-                    subjects.event(record.aggregate, record.workspace_id, record.aggregate_id, record.type),
-                    record.model_dump_json().encode(),
-                    msg_id=record.event_id,
-                    stream=subjects.events_stream,
-                )
+            await asyncio.gather(
+                *(
+                    self._bus.publish(
+                        subjects.event(record.aggregate, record.workspace_id, record.aggregate_id, record.type),
+                        record.model_dump_json().encode(),
+                        msg_id=record.event_id,
+                        stream=subjects.events_stream,
+                    )
+                    for record in commit.events
+                ),
+                *(react(commit) for react in self._reactors),
+            )

@@ -45,6 +45,7 @@ class Runtime:
             max_reconnect_attempts=-1,
             logger=log,
             log_level=logging.DEBUG,  # one line per message is a debugging aid, not a production log
+            apply_types=False,  # handlers take the message itself (see bus.the_message)
         )
         self.bus = Bus(self.broker, self.subjects, settings.nats_timeout_s)
         self.policy = ConsumerPolicy(

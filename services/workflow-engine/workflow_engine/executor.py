@@ -1,11 +1,12 @@
 """Carries out what execution events ask for: agent tasks on the TASKS stream, webhook calls, durable timers.
 
-It consumes the EVENTS stream through a durable consumer, so an event is acted on even if the engine died right
-after writing it. It needs no replay: the definition comes with ExecutionStarted (or from the stream's first
-commit after a restart), and every effect is keyed by the step attempt, so acting on a superseded attempt is
-harmless (its result is ignored). Each effect runs once per step attempt. An agent task is published with
-Nats-Msg-Id = the attempt's key, then its timeout timer is written: a redelivered event that finds the timer knows
-the task went out. A webhook call is claimed by writing its timeout timer before the call is made.
+It reacts to the engine's own commits inside the relay (``Relay.add_reactor``): a commit is marked published only
+after the executor has acted on it, so a commit written just before a crash is acted on by the relay's sweep after
+the restart, and nothing waits for a round trip through the EVENTS stream. It needs no replay: the definition
+comes with ExecutionStarted (or from the stream's first commit after a restart), and every effect is keyed by the
+step attempt, so acting on a superseded attempt is harmless (its result is ignored). Each effect runs once per
+step attempt: an agent task's timeout timer is written first, as the attempt's claim, and only the writer of the
+claim sends the task (Nats-Msg-Id = the attempt's key); a webhook call is claimed the same way.
 """
 
 import asyncio
@@ -33,7 +34,8 @@ from contracts.workflows import (
 )
 from servicekit.bus import Bus
 from servicekit.commands import envelope_for, publish_command
-from servicekit.eventstore import EventStore, decode
+from servicekit.eventstore import Commit, EventStore, decode
+from workflow_engine.domain.execution import AGGREGATE
 from workflow_engine.handlers import execution_stream
 from workflow_engine.timers import SERVICE, Timers
 
@@ -41,6 +43,16 @@ log = logging.getLogger(__name__)
 Document = dict[str, Any]
 MAX_WEBHOOK_TIMEOUT_S = 120.0
 SPEC_CACHE_SIZE = 10_000
+REACTS_TO = frozenset(
+    {
+        "ExecutionStarted",
+        "StepScheduled",
+        "RetryScheduled",
+        "ExecutionCompleted",
+        "ExecutionFailed",
+        "ExecutionCancelled",
+    }
+)
 
 
 class Executor:
@@ -63,6 +75,12 @@ class Executor:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def react(self, commit: Commit) -> None:
+        """Act on the events of one of the engine's commits, in their order."""
+        for record in commit.events:
+            if record.aggregate == AGGREGATE and record.type in REACTS_TO:
+                await self.handle(record)
 
     async def handle(self, record: EventRecord) -> None:
         event = decode(record)

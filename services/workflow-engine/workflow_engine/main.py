@@ -7,10 +7,9 @@ from fastapi import FastAPI
 
 from servicekit.commands import serve_commands
 from servicekit.eventstore import utcnow
-from servicekit.projections import serve_events, serve_projection
+from servicekit.projections import serve_projection
 from servicekit.queries import serve_queries
 from servicekit.runtime import Runtime, create_app
-from workflow_engine.domain import execution
 from workflow_engine.executor import Executor
 from workflow_engine.handlers import build_router
 from workflow_engine.projections import STATUS_EVENTS, ExecutionsProjection, WorkflowsProjection
@@ -19,16 +18,6 @@ from workflow_engine.settings import WorkflowEngineSettings
 from workflow_engine.timers import SERVICE, TimerLoop, Timers
 
 SUMMARY_EVENTS = sorted({"ExecutionStarted", *STATUS_EVENTS})
-EXECUTOR_EVENTS = sorted(
-    {
-        "ExecutionStarted",
-        "StepScheduled",
-        "RetryScheduled",
-        "ExecutionCompleted",
-        "ExecutionFailed",
-        "ExecutionCancelled",
-    }
-)
 
 
 def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -43,9 +32,9 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
         serve_commands(runtime.bus, SERVICE, build_router(clock), store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, workflows, store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, executions, store, runtime.policy, types=SUMMARY_EVENTS)
-        serve_events(
-            runtime.bus, SERVICE, execution.AGGREGATE, "executor", executor.handle, runtime.policy, EXECUTOR_EVENTS
-        )
+        if runtime.relay is None:
+            raise RuntimeError("the workflow engine needs its event store and relay")
+        runtime.relay.add_reactor(executor.react)
         serve_queries(runtime.bus, SERVICE, build_queries(store, workflows, executions))
         loop = TimerLoop(timers, runtime.bus, clock, settings.timer_poll_s)
         runtime.on_start(loop.start)

@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts import Actor
 from contracts.workflows import FireTimer
+from servicekit.batching import InsertBatcher
 from servicekit.bus import Bus
 from servicekit.commands import envelope_for, publish_command
 
@@ -31,6 +32,7 @@ PENDING, FIRED = "pending", "fired"
 class Timers:
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
+        self._inserts = InsertBatcher(collection)  # the claims of steps dispatched together share a round trip
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("state", ASCENDING), ("due_at", ASCENDING)])
@@ -55,7 +57,7 @@ class Timers:
     ) -> bool:
         """Write the timer; False when it already existed (so it can also serve as a once-only claim)."""
         try:
-            await self.collection.insert_one(
+            await self._inserts.insert(
                 {
                     "_id": self.timer_id(workspace_id, execution_id, step_id, attempt, purpose),
                     "workspace_id": workspace_id,

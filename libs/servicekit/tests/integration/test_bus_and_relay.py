@@ -25,7 +25,7 @@ from contracts import (
 )
 from servicekit.bus import ConsumerPolicy
 from servicekit.commands import CommandContext, CommandRouter, DomainError, serve_commands
-from servicekit.eventstore import Metadata, StreamRef, load_state
+from servicekit.eventstore import Commit, Metadata, StreamRef, load_state
 from servicekit.projections import StreamProjection, serve_projection
 from servicekit.relay import Relay
 from servicekit.runtime import Runtime
@@ -355,3 +355,31 @@ async def test_two_replicas_with_their_own_caches_never_decide_on_stale_state(ru
     assert (third.status, third.error_code) == (OutcomeStatus.REJECTED, ErrorCode.CONFLICT)
     loaded = await load_state(runtime.store, StreamRef("ws1", "bumpcounter", "shared"), 0, total)
     assert (loaded.state, loaded.version) == (2, 2)
+
+
+async def test_a_reactor_runs_on_each_commit_and_again_until_it_succeeds(runtime: Runtime) -> None:
+    store = runtime.store
+    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
+    seen: list[str] = []
+    failures = {"flaky": 2}
+
+    async def react(commit: Commit) -> None:
+        seen.append(commit.stream.aggregate_id)
+        if failures.get(commit.stream.aggregate_id, 0) > 0:
+            failures[commit.stream.aggregate_id] -= 1
+            raise RuntimeError("not yet")
+
+    assert runtime.relay is not None
+    runtime.relay.add_reactor(react)
+    await runtime.start()
+    steady = await store.append(StreamRef("ws1", "bumpcounter", "steady"), 0, [Bumped(by=1)], meta)
+    flaky = await store.append(StreamRef("ws1", "bumpcounter", "flaky"), 0, [Bumped(by=2)], meta)
+
+    await eventually(lambda: _all_published(runtime))
+    assert seen.count("steady") == 1, "a fresh commit is acted on at once, in the process that wrote it"
+    assert seen.count("flaky") == 3, "a failed reaction leaves its commit unpublished, for the sweep to retry"
+    info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
+    assert info.state.messages == 2, "the retries republished nothing the broker kept twice"
+    assert {steady.commit_id, flaky.commit_id} == {
+        doc["_id"] async for doc in runtime.db["commits"].find({"published": True})
+    }

@@ -4,9 +4,10 @@ import asyncio
 from typing import Any, ClassVar
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
+from conftest import Infra
 from contracts import REGISTRY, Actor, Event
 from servicekit.eventstore import (
     ConcurrencyError,
@@ -95,3 +96,48 @@ async def test_workspaces_do_not_share_streams_or_reads(store: EventStore) -> No
     b = await store.read_workspace("ws-b")
     assert [decode(r) for r in a] == [CounterIncremented(by=1)]
     assert [decode(r) for r in b] == [CounterIncremented(by=2)]
+
+
+class InsertCounter(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.inserts = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "insert":
+            self.inserts += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_concurrent_appends_share_round_trips_and_each_gets_its_own_answer(infra: Infra, env_name: str) -> None:
+    counter = InsertCounter()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, event_listeners=[counter])
+    try:
+        store = EventStore(client[f"{env_name}_group"])
+        await store.ensure_indexes()
+        taken = StreamRef("ws1", "counter", "taken")
+        await store.append(taken, 0, [CounterIncremented(by=1)], META, command_id="first")
+        counter.inserts = 0
+
+        fresh = [
+            store.append(StreamRef("ws1", "counter", f"g{i}"), 0, [CounterIncremented(by=i)], META) for i in range(30)
+        ]
+        conflict = store.append(taken, 0, [CounterIncremented(by=5)], META, command_id="second")
+        again = store.append(taken, 0, [CounterIncremented(by=1)], META, command_id="first")
+        results = await asyncio.gather(*fresh, conflict, again, return_exceptions=True)
+
+        assert all(not isinstance(r, BaseException) for r in results[:30])
+        assert isinstance(results[30], ConcurrencyError)
+        assert isinstance(results[31], DuplicateCommand)
+        assert counter.inserts < 32, "appends that arrive together are written together"
+        for i in range(30):
+            assert [decode(r) for r in await store.load(StreamRef("ws1", "counter", f"g{i}"))] == [
+                CounterIncremented(by=i)
+            ]
+        assert len(await store.load(taken)) == 1
+    finally:
+        await client.close()

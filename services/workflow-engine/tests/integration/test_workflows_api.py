@@ -3,13 +3,14 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from conftest import Infra, Platform, running_platform
 from contracts.workflows import AgentTask
-from servicekit.eventstore import EventStore, StreamRef
+from servicekit.eventstore import StreamRef
 from servicekit.testing import eventually
 from workflow_engine.main import build_app as build_engine
 from workflow_engine.settings import WorkflowEngineSettings
@@ -509,17 +510,18 @@ async def test_a_slow_execution_does_not_block_the_others(api: Api) -> None:
         await api.wait_for(slow, "completed")
 
 
-async def test_a_republished_step_event_never_sends_its_task_again(
+async def test_a_step_commit_acted_on_again_never_sends_its_task_again(
     api: Api, platform: Platform, env_name: str, mongo: Any
 ) -> None:
+    """As after a crash between sending a task and marking its commit, long after the broker's de-duplication
+    window: the relay's sweep runs the executor on the commit again, and the attempt's claim stops a second send."""
     assert platform.worker is not None
-    bus = platform.worker.runtime.bus
     sent: list[str] = []
 
     async def count(msg: Any) -> None:  # a core subscriber sees every publish, even one the stream de-duplicates
         sent.append(AgentTask.model_validate_json(msg.data).key)
 
-    sub = await bus.nc.subscribe(f"{env_name}.task.>", cb=count)
+    sub = await platform.worker.runtime.bus.nc.subscribe(f"{env_name}.task.>", cb=count)
 
     async def stall(task: AgentTask) -> tuple[bool, Any]:
         await asyncio.sleep(3600)
@@ -530,17 +532,14 @@ async def test_a_republished_step_event_never_sends_its_task_again(
     execution_id = await api.execute(workflow_id)
     await eventually(lambda: _true(len(sent) == 1))
 
-    store = EventStore(mongo[f"{env_name}_workflow_engine"])
-    records = await store.load(StreamRef(api.workspace_id, "execution", execution_id))
-    scheduled = next(r for r in records if r.type == "StepScheduled")
-    subjects = bus.subjects
-    await bus.publish(  # as a relay would after the broker's de-duplication window has passed
-        subjects.event("execution", scheduled.workspace_id, execution_id, "StepScheduled"),
-        scheduled.model_dump_json().encode(),
-        msg_id=f"late-{scheduled.event_id}",
-        stream=subjects.events_stream,
-    )
-    await asyncio.sleep(1.5)
+    commits = mongo[f"{env_name}_workflow_engine"]["commits"]
+    stream_id = StreamRef(api.workspace_id, "execution", execution_id).stream_id
+    scheduled = {"stream_id": stream_id, "events.type": "StepScheduled"}
+    await eventually(lambda: commits.find_one({**scheduled, "published": True}))
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    await commits.update_one(scheduled, {"$set": {"published": False, "recorded_at": long_ago}})
+    await eventually(lambda: commits.find_one({**scheduled, "published": True}))  # swept, acted on again
+    await asyncio.sleep(0.5)
     await sub.unsubscribe()
     assert sent == [f"{execution_id}:a:1"]
 
