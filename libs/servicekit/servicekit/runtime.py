@@ -41,6 +41,10 @@ class Runtime:
             settings.nats_url,
             middlewares=(NatsTelemetryMiddleware(tracer_provider=self.tracer_provider),),
             connect_timeout=max(1, round(settings.nats_timeout_s)),
+            # nats-py's drain waits until every subscription's queue is read empty, and one that nobody reads any
+            # more never is (seen: a stop stuck there); past this it closes the connection anyway (its default,
+            # 30 s, outlasted our stop's bound, which then left the connection open).
+            drain_timeout=max(1, round(settings.nats_timeout_s)),
             graceful_timeout=settings.nats_timeout_s,
             max_reconnect_attempts=-1,
             logger=log,
