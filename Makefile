@@ -33,7 +33,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/python -m pytest -q -m "not system" libs/contracts services/orchestrator/tests/unit
+	$(BIN)/python -m pytest -q -m "not system" libs/contracts services/*/tests/unit
 
 ## Regenerate the JSON Schemas of every message and the OpenAPI reference from the code.
 docs: install

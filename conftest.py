@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from contracts import Actor, Subjects
-from contracts.workflows import AgentTask, RecordTaskResult
+from contracts.workflows import AgentTask, RecordTaskResult, result_command_id
 from gateway.admin import create_workspace
 from gateway.main import build_app as build_gateway
 from gateway.settings import GatewaySettings
@@ -142,7 +142,7 @@ class AgentWorker:
         envelope = envelope_for(
             result,
             workspace_id=task.workspace_id,
-            command_id=f"result-{task.key}".replace(":", "-"),
+            command_id=result_command_id(task.key),
             actor=Actor(kind="agent", id=task.agent_id or "any"),
         )
         await publish_command(self.runtime.bus, "workflow-engine", envelope)

@@ -32,7 +32,14 @@ from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from pymongo import AsyncMongoClient
 
 from contracts import Actor, EventRecord, Subjects
-from contracts.workflows import AgentTask, CreateWorkflow, ExecuteWorkflow, RecordTaskResult, WorkflowSpec
+from contracts.workflows import (
+    AgentTask,
+    CreateWorkflow,
+    ExecuteWorkflow,
+    RecordTaskResult,
+    WorkflowSpec,
+    result_command_id,
+)
 from servicekit import devstack
 from servicekit.bus import ConsumerPolicy, delete_streams
 from servicekit.commands import envelope_for, publish_command
@@ -118,9 +125,7 @@ class Driver:
         result = RecordTaskResult(
             execution_id=task.execution_id, step_id=task.step_id, attempt=task.attempt, ok=True, output={"ok": 1}
         )
-        envelope = envelope_for(
-            result, workspace_id=WORKSPACE, command_id=f"result-{task.key}".replace(":", "-"), actor=WORKER
-        )
+        envelope = envelope_for(result, workspace_id=WORKSPACE, command_id=result_command_id(task.key), actor=WORKER)
         self.result_sent[(task.execution_id, task.step_id)] = time.perf_counter()
         await publish_command(self.runtime.bus, SERVICE, envelope)
         self.steps += 1

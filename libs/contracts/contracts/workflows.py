@@ -445,7 +445,8 @@ class ExecutionFailed(Event):
 class AgentTask(Model):
     """Work for an agent, published on ``task.<workspace>.<agent id or "any">`` with Nats-Msg-Id = ``key``.
 
-    The worker answers with a RecordTaskResult command carrying ``execution_id``, ``step_id`` and ``attempt``.
+    The worker answers with a RecordTaskResult command carrying ``execution_id``, ``step_id`` and ``attempt``, sent
+    with the id ``result_command_id(key)`` so that a result sent twice is applied once.
     """
 
     key: str
@@ -459,6 +460,11 @@ class AgentTask(Model):
     instructions: str
     input: dict[str, Any]
     deadline: str
+
+
+def result_command_id(key: str) -> str:
+    """The command id of the result of the step attempt ``key`` (an attempt has one result)."""
+    return "result-" + key.replace(":", "-")
 
 
 @REGISTRY.register

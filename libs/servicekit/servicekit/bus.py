@@ -23,6 +23,8 @@ from contracts import Subjects
 log = logging.getLogger(__name__)
 
 DAY = 24 * 3600.0
+DEAD_LETTER_TRIES = 3
+TASKS_DUPLICATE_WINDOW_S = 120.0  # a task published again within this is dropped by the broker
 
 
 def stream_configs(subjects: Subjects) -> list[StreamConfig]:
@@ -51,7 +53,7 @@ def stream_configs(subjects: Subjects) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             max_age=7 * DAY,
-            duplicate_window=120.0,
+            duplicate_window=TASKS_DUPLICATE_WINDOW_S,
         ),
         StreamConfig(
             name=subjects.outcomes_stream,
@@ -184,7 +186,8 @@ class Bus:
             pull_sub=PullSub(batch_size=policy.batch_size, timeout=1.0),
             config=ConsumerConfig(
                 ack_wait=policy.ack_wait_s,
-                max_deliver=policy.max_deliver,
+                # beyond the handler's deliveries, a few for a dead-letter publish that failed to be tried again
+                max_deliver=policy.max_deliver + DEAD_LETTER_TRIES,
                 max_ack_pending=policy.max_ack_pending,
             ),
             ack_policy=AckPolicy.MANUAL,
@@ -223,17 +226,21 @@ class Bus:
         policy: ConsumerPolicy,
         on_give_up: GiveUp | None,
     ) -> None:
-        """Dead-letter the message and terminate it; if that fails, nak so that nothing is lost."""
+        """Dead-letter the message and terminate it; if that fails, nak it, so that it is delivered (and dead-lettered)
+        again, up to DEAD_LETTER_TRIES more times."""
         raw = msg.raw_message
         try:
             await self.dead_letter(raw.subject, raw.data, headers, reason=reason, delivered=delivered)
-            if on_give_up is not None:
-                await on_give_up(raw.data, reason)
         except Exception:
-            log.exception("could not dead-letter %s; it will be redelivered", raw.subject)
+            log.exception("could not dead-letter %s; it will be delivered again", raw.subject)
             await msg.nack(delay=policy.max_delay_s)
             return
         await msg.reject()
+        if on_give_up is not None:
+            try:
+                await on_give_up(raw.data, reason)
+            except Exception:
+                log.exception("dead-lettered %s, but telling its sender failed", raw.subject)
 
     async def dead_letter(
         self, subject: str, body: bytes, headers: dict[str, str], *, reason: str, delivered: int

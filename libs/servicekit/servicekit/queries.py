@@ -48,7 +48,7 @@ def serve_queries(bus: Bus, service: str, router: QueryRouter) -> None:
     @bus.broker.subscriber(
         subjects.queries_of(service), queue=subjects.durable(service, "queries"), decoder=the_message
     )
-    async def _on_query(msg: NatsMessage) -> str:
+    async def _on_query(msg: NatsMessage) -> bytes:
         parts = msg.raw_message.subject.split(".")
         workspace_id, query_type = parts[prefix_parts], parts[prefix_parts + 1]
         try:
@@ -56,10 +56,12 @@ def serve_queries(bus: Bus, service: str, router: QueryRouter) -> None:
         except Exception:
             log.exception("query %s failed", query_type)
             reply = QueryReply(ok=False, error_code=ErrorCode.INTERNAL_ERROR, error_message="query failed")
-        body = reply.model_dump_json()
+        body = reply.model_dump_json().encode()
         if len(body) > bus.nc.max_payload:
             too_large = "The result is larger than a message may be; ask for fewer items (a smaller limit)."
-            return QueryReply(
-                ok=False, error_code=ErrorCode.RESULT_TOO_LARGE, error_message=too_large
-            ).model_dump_json()
+            return (
+                QueryReply(ok=False, error_code=ErrorCode.RESULT_TOO_LARGE, error_message=too_large)
+                .model_dump_json()
+                .encode()
+            )
         return body

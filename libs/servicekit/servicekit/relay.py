@@ -4,8 +4,8 @@ MongoDB is the truth and NATS the transport: a commit is written with ``publishe
 each of its events (Nats-Msg-Id = event id, so a republish after a crash is de-duplicated by the broker) and
 then marks the commit. A commit written by this process is handed over at once (no read back); a sweep on start
 and on every poll interval publishes whatever else is unpublished, e.g. what a crashed process left behind.
-A commit that keeps failing for another reason than an absent broker is parked after a few sweeps (kept, with
-the reason) so it cannot block the commits behind it.
+A commit that keeps failing because of what it holds (a subject or a size the broker refuses) is parked after a
+few sweeps (kept, with the reason) so it cannot block the commits behind it; any other failure is retried.
 
 Reactors are a service's in-process reactions to its own commits (the workflow engine's dispatch of tasks and
 timers). They run beside the publishing, with its guarantee: a commit is marked only once its events are
@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import nats.errors
-import pymongo.errors
+import nats.js.errors
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Tracer
 
@@ -32,13 +32,15 @@ log = logging.getLogger(__name__)
 MAX_FAILURES = 5
 MARK_DELAY_S = 0.1
 PUBLISH_WINDOW = 64
-TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.NoServersError,
-    pymongo.errors.ConnectionFailure,
-    pymongo.errors.ExecutionTimeout,
-    OSError,
+# What is wrong with a commit itself, so that publishing it again cannot help. Anything else (the broker or the
+# database away, restarting or slow; a reactor's own trouble) is retried on every sweep and never parks a commit.
+PERMANENT = (
+    nats.errors.BadSubjectError,
+    nats.errors.BadHeaderError,
+    nats.errors.MaxPayloadError,
+    nats.js.errors.BadRequestError,
+    ValueError,  # includes pydantic's ValidationError
+    TypeError,
 )
 Reactor = Callable[[Commit], Awaitable[None]]
 
@@ -141,20 +143,44 @@ class Relay:
 
     async def _publish_all(self, commits: list[Commit]) -> None:
         """Publish ``commits`` pipelined: every event is sent before any ack is awaited, in commit order on the one
-        connection (so the stream keeps that order), and PUBLISH_WINDOW commits at a time."""
+        connection (so the stream keeps that order), and PUBLISH_WINDOW commits at a time. Reactors see each
+        stream's commits in order, while different streams are handled concurrently."""
         for start in range(0, len(commits), PUBLISH_WINDOW):
             window = commits[start : start + PUBLISH_WINDOW]
-            results = await asyncio.gather(*(self._publish(commit) for commit in window), return_exceptions=True)
-            transient: BaseException | None = None
-            for commit, result in zip(window, results, strict=True):
+            by_stream: dict[str, list[Commit]] = {}
+            for commit in window:
+                by_stream.setdefault(commit.stream.stream_id, []).append(commit)
+            published, reacted = await asyncio.gather(
+                asyncio.gather(*(self._publish(commit) for commit in window), return_exceptions=True),
+                asyncio.gather(*(self._react_in_order(stream_commits) for stream_commits in by_stream.values())),
+            )
+            unacted = {commit_id: exc for failures in reacted for commit_id, exc in failures.items()}
+            retry: BaseException | None = None
+            for commit, publishing in zip(window, published, strict=True):
+                result = publishing if publishing is not None else unacted.get(commit.commit_id)
                 if result is None:
                     self._unmarked.append(commit.commit_id)  # marked in batches: a republish is de-duplicated
-                elif isinstance(result, TRANSIENT) or not isinstance(result, Exception):
-                    transient = transient or result  # the broker is away (or we are cancelled): retried later
-                else:
+                    self._failures.pop(commit.commit_id, None)
+                elif isinstance(result, PERMANENT):
                     await self._count_failure(commit, result)  # one bad commit must not hold up the others
-            if transient is not None:
-                raise transient
+                else:
+                    retry = retry or result  # the next sweep tries again (or we are cancelled)
+            if retry is not None:
+                raise retry
+
+    async def _react_in_order(self, commits: list[Commit]) -> dict[str, Exception]:
+        """Run the reactors on one stream's commits in order; a failure stops the stream there (the commit and those
+        after it are acted on again later). Returns the failure of each commit left unacted, by commit id."""
+        if not self._reactors:
+            return {}
+        for position, commit in enumerate(commits):
+            try:
+                with self._tracer.start_as_current_span("relay reaction", context=propagate.extract(commit.trace)):
+                    for react in self._reactors:
+                        await react(commit)
+            except Exception as exc:  # noqa: BLE001 - classified by the caller, per commit
+                return {later.commit_id: exc for later in commits[position:]}
+        return {}
 
     async def _count_failure(self, commit: Commit, exc: Exception) -> None:
         failures = self._failures.get(commit.commit_id, 0) + 1
@@ -176,6 +202,5 @@ class Relay:
                         stream=subjects.events_stream,
                     )
                     for record in commit.events
-                ),
-                *(react(commit) for react in self._reactors),
+                )
             )

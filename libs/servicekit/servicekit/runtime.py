@@ -28,10 +28,11 @@ Document = dict[str, Any]
 
 class Runtime:
     """Owns a service's connections. ``open`` connects; the service then registers its subscribers;
-    ``start`` starts consuming (and the relay); ``stop`` drains and closes everything."""
+    ``start`` starts consuming (and the relay); ``stop`` drains and closes everything. A service that owns
+    aggregates asks for ``event_store``: its event store and the relay that publishes it."""
 
     def __init__(
-        self, settings: ServiceSettings, tracer_provider: TracerProvider | None = None, *, event_store: bool = True
+        self, settings: ServiceSettings, tracer_provider: TracerProvider | None = None, *, event_store: bool = False
     ) -> None:
         self.settings = settings
         self._with_store = event_store
@@ -165,7 +166,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     title: str | None = None,
     tracer_provider: TracerProvider | None = None,
-    event_store: bool = True,
+    event_store: bool = False,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """An HTTP app with /healthz and /readyz whose lifespan opens the runtime, lets ``setup`` register the

@@ -87,7 +87,7 @@ class CommandGateway:
         envelope = envelope_for(
             command, workspace_id=workspace_id, command_id=command_id, actor=Actor(kind="api_key", id=principal.key_id)
         )
-        if len(envelope.model_dump_json()) > self._bus.nc.max_payload:
+        if len(envelope.model_dump_json().encode()) > self._bus.nc.max_payload:  # bytes, not characters
             raise ApiError(ErrorCode.BODY_TOO_LARGE, "The command is larger than a message may be; send less at once.")
         record: Document = {
             "_id": _key(workspace_id, command_id),
@@ -131,11 +131,11 @@ class CommandGateway:
         return CommandStatus(command_id, outcome.command_type, outcome.status.value, outcome.submitted_at, outcome)
 
     async def _outcome(self, workspace_id: str, command_id: str) -> CommandOutcome | None:
-        """The command's outcome from the OUTCOMES stream; None while there is none (or it cannot be read now)."""
+        """The command's outcome from the OUTCOMES stream; None while there is none."""
         subjects = self._bus.subjects
         try:
             msg = await self._bus.js.get_last_msg(subjects.outcomes_stream, subjects.outcome(workspace_id, command_id))
-        except (NotFoundError, NatsError):
+        except NotFoundError:
             return None
         return CommandOutcome.model_validate_json(msg.data or b"")
 
@@ -158,10 +158,14 @@ class CommandGateway:
                 msg = None
         finally:
             await sub.unsubscribe()
-        if msg is None:
-            return await self._refresh(record)
-        outcome = CommandOutcome.model_validate_json(msg.data)
-        if finish:
+        if msg is not None:
+            outcome: CommandOutcome | None = CommandOutcome.model_validate_json(msg.data)
+        else:  # no answer in time; it may also have come before we listened (a repeated command)
+            try:
+                outcome = await self._outcome(envelope.workspace_id, envelope.message_id)
+            except NatsError:
+                outcome = None  # sent, but its outcome cannot be read now: pending
+        if outcome is not None and finish:
             # Recorded off the request's path: until then, /commands/{id} reads it from the OUTCOMES stream.
             task = asyncio.create_task(self._finish(record, outcome))
             self._background.add(task)

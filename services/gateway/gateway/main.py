@@ -28,7 +28,6 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         setup,
         routers=[router],
         title="Agent Platform API",
-        event_store=False,
         version="0.1.0",
         description="Run teams of AI agents: agents, teams, workflows, memory and Neptune, per workspace.",
     )

@@ -57,4 +57,4 @@ def build_app(settings: MemorySettings, clock: Callable[[], datetime] = utcnow) 
                 runtime.bus, SERVICE, "execution", "scope_ends", on_execution_event, runtime.policy, sorted(SCOPE_ENDS)
             )
 
-    return create_app(settings, setup, title="memory")
+    return create_app(settings, setup, title="memory", event_store=True)

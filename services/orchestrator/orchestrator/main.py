@@ -23,4 +23,4 @@ async def setup(runtime: Runtime, app: FastAPI) -> None:
 
 
 def build_app(settings: OrchestratorSettings) -> FastAPI:
-    return create_app(settings, setup, title="orchestrator")
+    return create_app(settings, setup, title="orchestrator", event_store=True)

@@ -1,21 +1,25 @@
 """Carries out what execution events ask for: agent tasks on the TASKS stream, webhook calls, durable timers.
 
-It reacts to the engine's own commits inside the relay (``Relay.add_reactor``): a commit is marked published only
-after the executor has acted on it, so a commit written just before a crash is acted on by the relay's sweep after
-the restart, and nothing waits for a round trip through the EVENTS stream. It needs no replay: the definition
-comes with ExecutionStarted (or from the stream's first commit after a restart), and every effect is keyed by the
-step attempt, so acting on a superseded attempt is harmless (its result is ignored). Each effect runs once per
-step attempt: an agent task's timeout timer is written first, as the attempt's claim, and only the writer of the
-claim sends the task (Nats-Msg-Id = the attempt's key); a webhook call is claimed the same way.
+It reacts to the engine's own commits inside the relay (``Relay.add_reactor``), each stream's in order: a commit is
+marked published only after the executor has acted on it, so a commit written just before a crash is acted on by
+the relay's sweep after the restart, and nothing waits for a round trip through the EVENTS stream. It needs no
+replay: the definition is the one the command handlers just decided with (their state cache), or comes from the
+stream's first commit; every effect is keyed by the step attempt, so acting on a superseded attempt is harmless.
+
+Each attempt's work is sent at most once. Its timeout timer is written first, as the attempt's claim, and the
+writer of the claim sends the work. A commit acted on again finds the claim: if the commit is recent, the task is
+published again with the same Nats-Msg-Id, which the TASKS stream drops if the first one went out (and which
+delivers it if a crash came between the claim and the send); on an older commit nothing is sent, and the
+attempt's timeout fails it (and retries it, per the step's policy). A webhook call is never repeated.
 """
 
 import asyncio
 import logging
-from collections import OrderedDict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import nats.errors
 
 from contracts import Actor, EventRecord
 from contracts.workflows import (
@@ -31,28 +35,19 @@ from contracts.workflows import (
     StepScheduled,
     WebhookStep,
     WorkflowSpec,
+    result_command_id,
 )
-from servicekit.bus import Bus
+from servicekit.bus import TASKS_DUPLICATE_WINDOW_S, Bus
 from servicekit.commands import envelope_for, publish_command
-from servicekit.eventstore import Commit, EventStore, decode
-from workflow_engine.domain.execution import AGGREGATE
+from servicekit.eventstore import Commit, EventStore, StateCache, decode, utcnow
+from workflow_engine.domain import execution
 from workflow_engine.handlers import execution_stream
-from workflow_engine.timers import SERVICE, Timers
+from workflow_engine.timers import SERVICE, Purpose, Timers
 
 log = logging.getLogger(__name__)
-Document = dict[str, Any]
 MAX_WEBHOOK_TIMEOUT_S = 120.0
-SPEC_CACHE_SIZE = 10_000
-REACTS_TO = frozenset(
-    {
-        "ExecutionStarted",
-        "StepScheduled",
-        "RetryScheduled",
-        "ExecutionCompleted",
-        "ExecutionFailed",
-        "ExecutionCancelled",
-    }
-)
+RESEND_WITHIN = timedelta(seconds=TASKS_DUPLICATE_WINDOW_S / 2)  # well inside the broker's de-duplication
+ACTS_ON = frozenset({"StepScheduled", "RetryScheduled", "ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled"})
 
 
 class Executor:
@@ -61,15 +56,16 @@ class Executor:
         store: EventStore,
         bus: Bus,
         timers: Timers,
+        cache: StateCache,
         *,
         webhook_concurrency: int = 32,
     ) -> None:
         self._store = store
         self._bus = bus
         self._timers = timers
+        self._cache = cache
         self._webhooks = asyncio.Semaphore(webhook_concurrency)
         self._background: set[asyncio.Task[None]] = set()
-        self._specs: OrderedDict[str, WorkflowSpec] = OrderedDict()
 
     async def stop(self) -> None:
         for task in list(self._background):
@@ -78,32 +74,27 @@ class Executor:
 
     async def react(self, commit: Commit) -> None:
         """Act on the events of one of the engine's commits, in their order."""
+        if commit.stream.aggregate != execution.AGGREGATE:
+            return
+        resend = utcnow() - commit.recorded_at < RESEND_WITHIN
         for record in commit.events:
-            if record.aggregate == AGGREGATE and record.type in REACTS_TO:
-                await self.handle(record)
+            if record.type in ACTS_ON:
+                await self._act(record, resend=resend)
 
-    async def handle(self, record: EventRecord) -> None:
+    async def _act(self, record: EventRecord, *, resend: bool) -> None:
         event = decode(record)
         ws, execution_id = record.workspace_id, record.aggregate_id
         match event:
-            case ExecutionStarted():
-                self._remember(f"{ws}/{execution_id}", event.spec)
             case StepScheduled():
-                await self._on_scheduled(ws, execution_id, event, record.version)
+                await self._on_scheduled(ws, execution_id, event, record.version, resend=resend)
             case RetryScheduled():
-                await self._timers.schedule(
-                    workspace_id=ws,
-                    execution_id=execution_id,
-                    step_id=event.step_id,
-                    attempt=event.attempt,
-                    purpose="retry",
-                    due_at=datetime.fromisoformat(event.due_at),
-                    version=record.version,
-                )
+                await self._timer(ws, execution_id, event, "retry", event.due_at, record.version)
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
                 await self._timers.cancel_before(ws, execution_id, record.version)
 
-    async def _on_scheduled(self, ws: str, execution_id: str, event: StepScheduled, version: int) -> None:
+    async def _on_scheduled(
+        self, ws: str, execution_id: str, event: StepScheduled, version: int, *, resend: bool
+    ) -> None:
         if event.timeout_at is None and event.wake_at is None:
             return  # conditions, fan-outs and joins complete within their own decision
         spec = await self._spec(ws, execution_id)
@@ -111,40 +102,36 @@ class Executor:
             return
         step = spec.step(event.step_id)
         match step:
-            case AgentStep() | WebhookStep() if event.timeout_at:
-                # The timeout timer is also the attempt's claim: written first, so a redelivered or republished
-                # event never sends the work again. A crash before the send leaves the claim, and the timeout
-                # then fails the attempt (and retries it, per the step's policy): at most once per attempt.
+            case AgentStep() if event.timeout_at:
+                claimed = await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version)
+                if claimed or resend:
+                    await self._dispatch_task(ws, execution_id, step, event, claimed=claimed)
+            case WebhookStep() if event.timeout_at:
                 if await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version):
-                    if isinstance(step, AgentStep):
-                        await self._dispatch_task(ws, execution_id, step, event)
-                    else:
-                        self._spawn(self._call_webhook(ws, execution_id, step, event))
+                    self._spawn(self._call_webhook(ws, execution_id, step, event))
             case DelayStep() if event.wake_at:
                 await self._timer(ws, execution_id, event, "delay", event.wake_at, version)
             case _ if event.timeout_at:
                 await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version)
 
     async def _spec(self, ws: str, execution_id: str) -> WorkflowSpec | None:
-        """The execution's definition: remembered from its ExecutionStarted, or read from its first commit."""
-        key = f"{ws}/{execution_id}"
-        spec = self._specs.get(key)
-        if spec is None:
-            first = await self._store.first_event(execution_stream(ws, execution_id))
-            started = decode(first) if first is not None else None
-            if not isinstance(started, ExecutionStarted):
-                return None
-            spec = self._remember(key, started.spec)
-        return spec
-
-    def _remember(self, key: str, spec: WorkflowSpec) -> WorkflowSpec:
-        self._specs[key] = spec
-        while len(self._specs) > SPEC_CACHE_SIZE:
-            self._specs.popitem(last=False)
-        return spec
+        """The execution's definition: from the command handlers' cached state, or from its first commit."""
+        stream = execution_stream(ws, execution_id)
+        cached = self._cache.get(stream, execution.evolve)
+        if cached is not None and isinstance(cached.state, execution.Execution) and cached.state.spec is not None:
+            return cached.state.spec
+        first = await self._store.first_event(stream)
+        started = decode(first) if first is not None else None
+        return started.spec if isinstance(started, ExecutionStarted) else None
 
     async def _timer(
-        self, ws: str, execution_id: str, event: StepScheduled, purpose: Any, at: str, version: int
+        self,
+        ws: str,
+        execution_id: str,
+        event: StepScheduled | RetryScheduled,
+        purpose: Purpose,
+        at: str,
+        version: int,
     ) -> bool:
         return await self._timers.schedule(
             workspace_id=ws,
@@ -156,7 +143,9 @@ class Executor:
             version=version,
         )
 
-    async def _dispatch_task(self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled) -> None:
+    async def _dispatch_task(
+        self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled, *, claimed: bool
+    ) -> None:
         task = AgentTask(
             key=event.key,
             workspace_id=ws,
@@ -178,9 +167,20 @@ class Executor:
                 msg_id=event.key,
                 stream=subjects.tasks_stream,
             )
+        except nats.errors.MaxPayloadError:
+            # It can never be sent: the attempt fails now (keeping the claim) rather than waiting for its timeout.
+            await self._record_result(
+                ws,
+                execution_id,
+                step.id,
+                event,
+                ok=False,
+                error="the task is larger than a message may be",
+                kind="dispatch",
+            )
         except Exception:
-            # Not sent: give the claim back so that the redelivered event sends it.
-            await self._timers.release(Timers.timer_id(ws, execution_id, step.id, event.attempt, "timeout"))
+            if claimed:  # not sent: give the claim back, so that acting on the commit again sends it
+                await self._timers.release(Timers.timer_id(ws, execution_id, step.id, event.attempt, "timeout"))
             raise
 
     def _spawn(self, work: Any) -> None:
@@ -191,9 +191,23 @@ class Executor:
     async def _call_webhook(self, ws: str, execution_id: str, step: WebhookStep, event: StepScheduled) -> None:
         async with self._webhooks:
             ok, output, error, kind = await call_webhook(step, event.input)
+        await self._record_result(ws, execution_id, step.id, event, ok=ok, output=output, error=error, kind=kind)
+
+    async def _record_result(
+        self,
+        ws: str,
+        execution_id: str,
+        step_id: str,
+        event: StepScheduled,
+        *,
+        ok: bool,
+        kind: str,
+        output: Any = None,
+        error: str | None = None,
+    ) -> None:
         result = RecordTaskResult(
             execution_id=execution_id,
-            step_id=step.id,
+            step_id=step_id,
             attempt=event.attempt,
             ok=ok,
             output=output,
@@ -203,7 +217,7 @@ class Executor:
         envelope = envelope_for(
             result,
             workspace_id=ws,
-            command_id=f"result-{event.key}".replace(":", "-"),
+            command_id=result_command_id(event.key),
             actor=Actor(kind="service", id=SERVICE),
         )
         await publish_command(self._bus, SERVICE, envelope)

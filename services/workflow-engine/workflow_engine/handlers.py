@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from contracts import Event
 from contracts.workflows import (
@@ -18,11 +19,22 @@ from contracts.workflows import (
     UpdateWorkflow,
 )
 from servicekit.commands import CommandContext, CommandRouter, DomainError
-from servicekit.eventstore import StreamRef, load_state
+from servicekit.eventstore import StateCache, StreamRef, load_state
 from workflow_engine.domain import definition, execution
 from workflow_engine.templates import TEMPLATES
 
 Clock = Callable[[], datetime]
+W = TypeVar("W", UpdateWorkflow, ArchiveWorkflow)
+E = TypeVar(
+    "E",
+    PauseExecution,
+    ResumeExecution,
+    CancelExecution,
+    RetryExecution,
+    DecideApproval,
+    RecordTaskResult,
+    FireTimer,
+)
 
 
 def workflow_stream(workspace_id: str, workflow_id: str) -> StreamRef:
@@ -36,8 +48,8 @@ def execution_stream(workspace_id: str, execution_id: str) -> StreamRef:
 ExecutionDecider = Callable[[execution.Execution, datetime], list[Event]]
 
 
-def build_router(clock: Clock) -> CommandRouter:
-    router = CommandRouter()
+def build_router(clock: Clock, cache: StateCache | None = None) -> CommandRouter:
+    router = CommandRouter(cache)
 
     async def on_workflow(
         ctx: CommandContext,
@@ -70,13 +82,13 @@ def build_router(clock: Clock) -> CommandRouter:
             ctx, command.workflow_id, lambda s: definition.decide_create(s, command, specs), new_stream=True
         )
 
-    @router.register(UpdateWorkflow)
-    async def update(command: UpdateWorkflow, ctx: CommandContext) -> dict[str, str]:
-        return await on_workflow(ctx, command.workflow_id, lambda s: definition.decide_update(s, command))
+    def workflow_change(command_type: type[W], decide: Callable[[definition.Workflow, W], list[Event]]) -> None:
+        @router.register(command_type)
+        async def handle(command: W, ctx: CommandContext) -> dict[str, str]:
+            return await on_workflow(ctx, command.workflow_id, lambda state: decide(state, command))
 
-    @router.register(ArchiveWorkflow)
-    async def archive(command: ArchiveWorkflow, ctx: CommandContext) -> dict[str, str]:
-        return await on_workflow(ctx, command.workflow_id, lambda s: definition.decide_archive(s, command))
+    workflow_change(UpdateWorkflow, definition.decide_update)
+    workflow_change(ArchiveWorkflow, definition.decide_archive)
 
     @router.register(ExecuteWorkflow)
     async def execute(command: ExecuteWorkflow, ctx: CommandContext) -> dict[str, str]:
@@ -88,41 +100,27 @@ def build_router(clock: Clock) -> CommandRouter:
             ctx.cache,
         )
         workflow = loaded.state
-        definition.require_active(workflow, command.workflow_id)
 
         def decide(state: execution.Execution, now: datetime) -> list[Event]:
             if state.exists:
                 raise DomainError(f"execution {command.execution_id} already exists")
+            definition.require_active(workflow, command.workflow_id)  # decided here: a redelivery is not refused
             return execution.start(command, workflow.spec, workflow.version, now)
 
         return await on_execution(ctx, command.execution_id, decide, new_stream=True)
 
-    @router.register(PauseExecution)
-    async def pause(command: PauseExecution, ctx: CommandContext) -> dict[str, str]:
-        return await on_execution(ctx, command.execution_id, lambda s, now: execution.pause(s, command, now))
+    def execution_change(
+        command_type: type[E], decide: Callable[[execution.Execution, E, datetime], list[Event]]
+    ) -> None:
+        @router.register(command_type)
+        async def handle(command: E, ctx: CommandContext) -> dict[str, str]:
+            return await on_execution(ctx, command.execution_id, lambda state, now: decide(state, command, now))
 
-    @router.register(ResumeExecution)
-    async def resume(command: ResumeExecution, ctx: CommandContext) -> dict[str, str]:
-        return await on_execution(ctx, command.execution_id, lambda s, now: execution.resume(s, command, now))
-
-    @router.register(CancelExecution)
-    async def cancel(command: CancelExecution, ctx: CommandContext) -> dict[str, str]:
-        return await on_execution(ctx, command.execution_id, lambda s, now: execution.cancel(s, command, now))
-
-    @router.register(RetryExecution)
-    async def retry(command: RetryExecution, ctx: CommandContext) -> dict[str, str]:
-        return await on_execution(ctx, command.execution_id, lambda s, now: execution.retry(s, command, now))
-
-    @router.register(DecideApproval)
-    async def approve(command: DecideApproval, ctx: CommandContext) -> dict[str, str]:
-        return await on_execution(ctx, command.execution_id, lambda s, now: execution.decide_approval(s, command, now))
-
-    @router.register(RecordTaskResult)
-    async def result(command: RecordTaskResult, ctx: CommandContext) -> dict[str, str]:
-        return await on_execution(ctx, command.execution_id, lambda s, now: execution.record_result(s, command, now))
-
-    @router.register(FireTimer)
-    async def timer(command: FireTimer, ctx: CommandContext) -> dict[str, str]:
-        return await on_execution(ctx, command.execution_id, lambda s, now: execution.fire_timer(s, command, now))
-
+    execution_change(PauseExecution, execution.pause)
+    execution_change(ResumeExecution, execution.resume)
+    execution_change(CancelExecution, execution.cancel)
+    execution_change(RetryExecution, execution.retry)
+    execution_change(DecideApproval, execution.decide_approval)
+    execution_change(RecordTaskResult, execution.record_result)
+    execution_change(FireTimer, execution.fire_timer)
     return router

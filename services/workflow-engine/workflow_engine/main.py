@@ -6,7 +6,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from servicekit.commands import serve_commands
-from servicekit.eventstore import utcnow
+from servicekit.eventstore import StateCache, utcnow
 from servicekit.projections import serve_projection
 from servicekit.queries import serve_queries
 from servicekit.runtime import Runtime, create_app
@@ -28,8 +28,9 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
         timers = Timers(db["timers"])
         for part in (workflows, executions, timers):
             await part.ensure_indexes()
-        executor = Executor(store, runtime.bus, timers, webhook_concurrency=settings.webhook_concurrency)
-        serve_commands(runtime.bus, SERVICE, build_router(clock), store, runtime.policy)
+        decided = StateCache()  # the aggregates the handlers decided on; the executor reads their definitions
+        executor = Executor(store, runtime.bus, timers, decided, webhook_concurrency=settings.webhook_concurrency)
+        serve_commands(runtime.bus, SERVICE, build_router(clock, decided), store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, workflows, store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, executions, store, runtime.policy, types=SUMMARY_EVENTS)
         if runtime.relay is None:
@@ -41,4 +42,4 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
         runtime.on_stop(loop.stop)
         runtime.on_stop(executor.stop)
 
-    return create_app(settings, setup, title="workflow-engine")
+    return create_app(settings, setup, title="workflow-engine", event_store=True)

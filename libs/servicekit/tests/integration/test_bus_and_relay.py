@@ -88,7 +88,7 @@ def settings(infra: Infra, env_name: str) -> ServiceSettings:
 
 @pytest.fixture
 async def runtime(settings: ServiceSettings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings)
+    rt = Runtime(settings, event_store=True)
     await rt.open()
     yield rt
     await rt.stop()
@@ -383,3 +383,26 @@ async def test_a_reactor_runs_on_each_commit_and_again_until_it_succeeds(runtime
     assert {steady.commit_id, flaky.commit_id} == {
         doc["_id"] async for doc in runtime.db["commits"].find({"published": True})
     }
+
+
+async def test_reactors_see_a_streams_commits_in_order_and_other_streams_meanwhile(runtime: Runtime) -> None:
+    store = runtime.store
+    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
+    ordered = StreamRef("ws1", "bumpcounter", "ordered")
+    # Left unpublished by a crash, so the first sweep hands them to the reactor together.
+    first = await store.append(ordered, 0, [Bumped(by=1)], meta)
+    second = await store.append(ordered, 1, [Bumped(by=2)], meta)
+    other = await store.append(StreamRef("ws1", "bumpcounter", "other"), 0, [Bumped(by=3)], meta)
+    acted: list[str] = []
+
+    async def react(commit: Commit) -> None:
+        if commit.commit_id == first.commit_id:
+            await asyncio.sleep(0.3)  # a slow reaction must not let the stream's next commit overtake it
+        acted.append(commit.commit_id)
+
+    assert runtime.relay is not None
+    runtime.relay.add_reactor(react)
+    await runtime.start()
+    await eventually(lambda: _all_published(runtime))
+    assert acted.index(first.commit_id) < acted.index(second.commit_id)
+    assert acted.index(other.commit_id) < acted.index(first.commit_id), "another stream is not held up"
