@@ -14,12 +14,11 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
-import nats
 import pytest
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
-from contracts import Actor, Subjects
+from contracts import Actor
 from contracts.workflows import AgentTask, RecordTaskResult, result_command_id
 from gateway.admin import create_workspace
 from gateway.main import build_app as build_gateway
@@ -29,7 +28,7 @@ from memory.settings import MemorySettings
 from orchestrator.main import build_app as build_orchestrator
 from orchestrator.settings import OrchestratorSettings
 from servicekit import devstack
-from servicekit.bus import ConsumerPolicy, delete_streams
+from servicekit.bus import ConsumerPolicy
 from servicekit.commands import envelope_for, publish_command
 from servicekit.mongo import connect_mongo
 from servicekit.runtime import Runtime
@@ -68,14 +67,7 @@ async def env_name(infra: Infra, mongo: AsyncMongoClient[Document]) -> AsyncIter
     """A fresh environment prefix; its streams and databases are removed afterwards."""
     name = "t" + uuid4().hex[:12]
     yield name
-    nc = await nats.connect(infra.nats_url, connect_timeout=5)
-    try:
-        await delete_streams(nc.jetstream(timeout=5), Subjects(name))
-    finally:
-        await nc.close()
-    for db in await mongo.list_database_names():
-        if db.startswith(name + "_"):
-            await mongo.drop_database(db)
+    await devstack.drop_environment(name, mongodb_url=infra.mongodb_url, nats_url=infra.nats_url)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ at the end. MongoDB: MONGODB_URL when set, otherwise a SecantusDB server started
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import math
 import os
@@ -32,33 +31,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import httpx
 import nats
 from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from contracts import Subjects, new_id
+from contracts import new_id
 from servicekit import devstack
-from servicekit.bus import delete_streams
 
 Document = dict[str, Any]
 Attempt = Callable[[int], Awaitable[str | None]]  # returns None on success, else what went wrong
 FLOOR_KEYS = 1000
 DOCS_PER_KEY = 3
 PAYLOAD = b"x" * 700  # about the size of a RegisterAgent envelope
-
-
-def without_retryable_writes(url: str) -> str:
-    """The URL with ``retryWrites=false``: SecantusDB slows down with every retryable write it has recorded."""
-    parts = urlsplit(url)
-    query = "&".join(q for q in (parts.query, "retryWrites=false") if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, parts.fragment))
 
 
 @dataclass
@@ -284,25 +273,6 @@ async def measure(
     return results
 
 
-async def cleanup(nats_url: str, mongodb_url: str, env: str) -> None:
-    """Delete the environment's streams (and the floor's scratch stream) and drop its databases."""
-    nc = await nats.connect(nats_url, connect_timeout=10)
-    try:
-        js = nc.jetstream(timeout=10)
-        await delete_streams(js, Subjects(env))
-        with contextlib.suppress(NotFoundError):  # the floor deletes it when it ends normally
-            await js.delete_stream(floor_names(env)[0])
-    finally:
-        await nc.close()
-    mongo: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_url)
-    try:
-        for name in await mongo.list_database_names():
-            if name.startswith(env + "_"):
-                await mongo.drop_database(name)
-    finally:
-        await mongo.close()
-
-
 def render(results: list[Result]) -> str:
     headers = [
         "clients",
@@ -396,11 +366,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", default="1,10,50", help="comma-separated concurrency levels (default 1,10,50)")
     parser.add_argument("--warmup", type=int, help="unmeasured requests first (default 30; --quick 10)")
     parser.add_argument("--timeout", type=float, default=30.0, help="client timeout per request, seconds")
-    parser.add_argument(
-        "--no-retry-writes",
-        action="store_true",
-        help="connect with retryWrites=false (the driver default is true; SecantusDB slows down as it records them)",
-    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs and print where they are")
     args = parser.parse_args(argv)
     args.requests = args.requests or (30 if args.quick else 300)
@@ -425,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
             devstack.mongodb(workdir / "mongodb", logs) as server_url,
             devstack.nats(workdir / "nats", logs) as nats_url,
         ):
-            mongodb_url = without_retryable_writes(server_url) if args.no_retry_writes else server_url
+            mongodb_url = server_url
             server = mongodb_url if external else f"SecantusDB started for this run at {mongodb_url}"
             print(f"Command path benchmark (environment {env}; MongoDB: {server}; NATS: {nats_url})", flush=True)
             print(f"  requests per level={args.requests} levels={args.levels} warmup={args.warmup}", flush=True)
@@ -441,7 +406,11 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     results = asyncio.run(measure(args, urls["gateway"], api_key, nats_url, mongodb_url, env))
             finally:
-                asyncio.run(cleanup(nats_url, mongodb_url, env))
+                asyncio.run(
+                    devstack.drop_environment(
+                        env, mongodb_url=mongodb_url, nats_url=nats_url, extra_streams=[floor_names(env)[0]]
+                    )
+                )
             elapsed = time.perf_counter() - started
     finally:
         if args.keep_logs:
@@ -464,11 +433,6 @@ def main(argv: list[str] | None = None) -> None:
                 f"  {r.ours.concurrency} clients: errors {dict(r.ours.errors)}, 202 pending {pending}, "
                 f"floor errors {dict(r.floor.errors)}"
             )
-    if not args.no_retry_writes:
-        print(
-            "Writes are retryable (driver default) and SecantusDB slows down with each one it records; levels run "
-            "in order, so later ones meet a slower server. --no-retry-writes removes that drift."
-        )
     print(f"Measured in {elapsed:.0f}s. Targets: p50 <= 3x floor at 10 clients; no errors at 50 clients.")
     print()
     cpu_table, ops_table = render_usage(results)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import bson
@@ -68,13 +67,6 @@ class Row:
     ours: float
     raw: float
     raw_indexed: float | None = None
-
-
-def without_retryable_writes(url: str) -> str:
-    """The URL with ``retryWrites=false``: SecantusDB slows down with every retryable write it has recorded."""
-    parts = urlsplit(url)
-    query = "&".join(q for q in (parts.query, "retryWrites=false") if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, parts.fragment))
 
 
 class Workload:
@@ -285,9 +277,7 @@ async def run(args: argparse.Namespace, url: str, env: str) -> list[Row]:
         rows += await bench_replay(args, store, template, raw_db["replay"], stored)
         return rows
     finally:
-        for name in await raw_client.list_database_names():
-            if name.startswith(env + "_"):
-                await raw_client.drop_database(name)
+        await devstack.drop_environment(env, mongodb_url=url)
         await ours_client.close()
         await raw_client.close()
 
@@ -303,11 +293,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events-per-commit", type=int, default=50, help="events per commit of the replayed stream")
     parser.add_argument("--reps", type=int, help="replays timed, median reported (default 7; --quick 2)")
     parser.add_argument("--payload-bytes", type=int, default=200, help="size of the event's text field")
-    parser.add_argument(
-        "--no-retry-writes",
-        action="store_true",
-        help="connect with retryWrites=false (the driver default is true; SecantusDB slows down as it records them)",
-    )
     args = parser.parse_args(argv)
     args.appends = args.appends or (200 if args.quick else 2000)
     args.replay_events = args.replay_events or (500 if args.quick else 5000)
@@ -326,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     external = bool(os.environ.get("MONGODB_URL"))
     try:
         with devstack.mongodb(workdir / "mongodb", workdir / "logs") as server_url:
-            url = without_retryable_writes(server_url) if args.no_retry_writes else server_url
+            url = server_url
             server = url if external else f"SecantusDB started for this run at {url}"
             print(f"Event store benchmark (environment {env}; MongoDB: {server})", flush=True)
             print(
@@ -346,11 +331,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Rates are per second; ratio = ours / raw (higher is better). Measured in {elapsed:.0f}s.")
     print(f"Target: event store >= {TARGET:.0%} of raw rates (ratio >= {TARGET:.2f}) against the raw driver column.")
     print("'raw, same indexes' inserts into a collection carrying the event store's secondary indexes.")
-    if not args.no_retry_writes:
-        print(
-            "Writes are retryable (driver default) and SecantusDB slows down with each one it records (see 'server "
-            "drift'); ours and raw take turns so they meet the same server. --no-retry-writes removes the drift."
-        )
 
 
 if __name__ == "__main__":

@@ -213,9 +213,7 @@ async def bench(mongo_url: str, sizes: list[int], queries: int, store_count: int
             print(f"  measured retrieval over {size} entries", flush=True)
         written = await stores(client, env, store_count)
     finally:
-        for name in await client.list_database_names():
-            if name.startswith(env + "_"):
-                await client.drop_database(name)
+        await devstack.drop_environment(env, mongodb_url=mongo_url)
         await client.close()
     print()
     print(f"Retrieval ({queries} random 3-word queries, top 10) vs raw read of the candidate set (find().to_list())")

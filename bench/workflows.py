@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import nats
 from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from pymongo import AsyncMongoClient
 
@@ -41,7 +40,7 @@ from contracts.workflows import (
     result_command_id,
 )
 from servicekit import devstack
-from servicekit.bus import ConsumerPolicy, delete_streams
+from servicekit.bus import ConsumerPolicy
 from servicekit.commands import envelope_for, publish_command
 from servicekit.mongo import connect_mongo
 from servicekit.runtime import Runtime
@@ -266,13 +265,8 @@ async def bench(mongo_url: str, nats_url: str, sizes: list[int], inflights: list
                     print(f"  measured N={size} in-flight={inflight}", flush=True)
     finally:
         await runtime.stop()
-        for name in await mongo.list_database_names():
-            if name.startswith(env + "_"):
-                await mongo.drop_database(name)
         await mongo.close()
-        nc = await nats.connect(nats_url)
-        await delete_streams(nc.jetstream(), subjects)
-        await nc.close()
+        await devstack.drop_environment(env, mongodb_url=mongo_url, nats_url=nats_url, extra_streams=[f"{env}_FLOOR"])
     print()
     print("Workflow engine (3 agent steps, tasks completed at once) vs floor (per step, in a chain:")
     print(f"{PAIRS_PER_STEP} JetStream publish+consume pairs and {APPENDS_PER_STEP} commit insert; same concurrency).")

@@ -7,6 +7,7 @@ its data under ``.data/``. NATS: NATS_URL (default nats://127.0.0.1:4222); when 
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -17,11 +18,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import NotFoundError
+
+from contracts import Subjects
+from servicekit.bus import delete_streams
+from servicekit.mongo import connect_mongo
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -242,3 +250,28 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+async def drop_environment(
+    env: str, *, mongodb_url: str, nats_url: str | None = None, extra_streams: Sequence[str] = ()
+) -> None:
+    """Remove what an environment left behind: its JetStream streams (and ``extra_streams``) and every database
+    named ``<env>_...``. Tests and benchmarks clean up with it."""
+    if nats_url is not None:
+        nc = NatsClient()
+        await nc.connect(nats_url, connect_timeout=10)
+        try:
+            js = nc.jetstream(timeout=10)
+            await delete_streams(js, Subjects(env))
+            for name in extra_streams:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(name)
+        finally:
+            await nc.close()
+    client = connect_mongo(mongodb_url, 10_000)
+    try:
+        for name in await client.list_database_names():
+            if name.startswith(env + "_"):
+                await client.drop_database(name)
+    finally:
+        await client.close()

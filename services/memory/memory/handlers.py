@@ -1,5 +1,6 @@
 """Command handlers of the memory service."""
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
@@ -9,6 +10,7 @@ from contracts.memory import (
     DeleteWorkingEntry,
     ForgetLongTerm,
     ImportLongTerm,
+    LongTermFields,
     PromoteShortTerm,
     PutWorkingEntry,
     RememberLongTerm,
@@ -21,6 +23,7 @@ from servicekit.commands import CommandContext, CommandRouter
 from servicekit.eventstore import StreamRef, load_state
 
 Clock = Callable[[], datetime]
+IMPORT_CONCURRENCY = 64
 
 
 def build_router(clock: Clock, entries: EntriesProjection) -> CommandRouter:
@@ -68,12 +71,11 @@ def build_router(clock: Clock, entries: EntriesProjection) -> CommandRouter:
     async def promote(command: PromoteShortTerm, ctx: CommandContext) -> dict[str, str]:
         now = clock()
         stream = short(ctx, command.entry_id)
+        # The promotion first: the short-term stream's version lets one promoter win, and only the winner writes
+        # the long-term entry. If anything fails after it, a redelivery (the same command) writes that entry.
+        await ctx.execute(stream, d.ShortTerm(), d.evolve_short_term, lambda s: d.promote(s, command, now))
         loaded = await load_state(ctx.store, stream, d.ShortTerm(), d.evolve_short_term, ctx.cache)
-        if ctx.command_id in loaded.commands:
-            return {"entry_id": command.long_term_id}  # a redelivery of a promotion that completed
-        d.promote(loaded.state, command, now)  # refuses an absent, expired or already promoted entry
         fields = d.promoted_fields(loaded.state, command)
-        # The long-term entry first: if anything fails after it, a redelivery completes the promotion.
         await ctx.execute(
             long(ctx, command.long_term_id),
             d.LongTerm(),
@@ -81,7 +83,6 @@ def build_router(clock: Clock, entries: EntriesProjection) -> CommandRouter:
             lambda s: d.remember(s, command.long_term_id, fields, promoted_from=command.entry_id),
             new_stream=True,
         )
-        await ctx.execute(stream, d.ShortTerm(), d.evolve_short_term, lambda s: d.promote(s, command, now))
         return {"entry_id": command.long_term_id}
 
     @router.register(PutWorkingEntry)
@@ -109,14 +110,17 @@ def build_router(clock: Clock, entries: EntriesProjection) -> CommandRouter:
 
     @router.register(ImportLongTerm)
     async def import_many(command: ImportLongTerm, ctx: CommandContext) -> dict[str, str]:
-        for entry_id, fields in command.entries:
+        async def one(entry_id: str, fields: LongTermFields) -> None:
             await ctx.execute(
                 long(ctx, entry_id),
                 d.LongTerm(),
                 d.evolve_long_term,
-                lambda s, e=entry_id, f=fields: d.remember(s, e, f),  # type: ignore[misc]
+                lambda s: d.remember(s, entry_id, fields),
                 new_stream=True,
             )
+
+        for start in range(0, len(command.entries), IMPORT_CONCURRENCY):  # appended together (group commit)
+            await asyncio.gather(*(one(*entry) for entry in command.entries[start : start + IMPORT_CONCURRENCY]))
         return {"imported": str(len(command.entries))}
 
     @router.register(UpdateLongTerm)

@@ -15,6 +15,7 @@ from servicekit.queries import QueryRouter
 
 Document = dict[str, Any]
 HIDDEN = {"_id": 0, "embedding": 0}
+ENTRY_STREAMS = {Tier.SHORT_TERM: d.SHORT_TERM, Tier.LONG_TERM: d.LONG_TERM}  # one stream per entry id
 
 
 def view(row: Document) -> Document:
@@ -54,7 +55,13 @@ def build_queries(
 
     @router.register(GetMemory)
     async def get_entry(query: GetMemory, workspace_id: str) -> Document:
-        row = await rows.find_one({**live(workspace_id, query.tier), "entry_id": query.entry_id}, HIDDEN)
+        aggregate = ENTRY_STREAMS.get(query.tier)
+        row_id = (  # a row's _id is its stream's id: one indexed lookup, within the workspace by construction
+            {"_id": StreamRef(workspace_id, aggregate, query.entry_id).stream_id}
+            if aggregate is not None
+            else {"entry_id": query.entry_id}
+        )
+        row = await rows.find_one({**live(workspace_id, query.tier), **row_id}, HIDDEN)
         if row is None:
             raise d.MemoryNotFound(f"{query.tier.value} memory {query.entry_id} not found")
         return view(row)

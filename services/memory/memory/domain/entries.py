@@ -134,8 +134,10 @@ def evolve_working(state: Working, event: Event) -> Working:
 
 
 def _check_version(state: Working, expected: int | None, key: str) -> None:
-    if expected is not None and expected != state.version:
-        raise VersionConflict(f"{key!r} is at version {state.version}, not {expected}: read it again and retry")
+    """``expected`` 0 means "absent": true of a key never written and of a deleted one alike."""
+    current = 0 if state.deleted else state.version
+    if expected is not None and expected != current:
+        raise VersionConflict(f"{key!r} is at version {current}, not {expected}: read it again and retry")
 
 
 def put_working(state: Working, command: PutWorkingEntry) -> list[Event]:

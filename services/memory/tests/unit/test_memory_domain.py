@@ -35,6 +35,9 @@ def test_working_entries_count_versions_and_refuse_stale_ones() -> None:
     assert state.version == 2, "without expected_version the write is last-writer-wins"
     with pytest.raises(d.MemoryNotFound):
         d.delete_working(d.Working(), DeleteWorkingEntry(scope=RUN, key="k"))
+    state = reduce(d.evolve_working, d.delete_working(state, DeleteWorkingEntry(scope=RUN, key="k")), state)
+    again = d.put_working(state, PutWorkingEntry(scope=RUN, key="k", value=3, expected_version=0))
+    assert again, "a deleted key is absent again: expected_version 0 creates it"
     assert d.working_id(RUN, "a/b:c") != d.working_id(RUN, "a/b:d")
     assert len(d.working_id(RUN, "x" * 128)) == 40
 
