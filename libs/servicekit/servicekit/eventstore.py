@@ -112,7 +112,7 @@ class EventStore:
             partialFilterExpression={"command_id": {"$type": "string"}},
             name="command_once_per_stream",
         )
-        await self._commits.create_index([("published", ASCENDING), ("recorded_at", ASCENDING)], name="relay")
+        await self._commits.create_index([("published", ASCENDING), *ORDER], name="relay_order")
         await self._commits.create_index([("workspace_id", ASCENDING), *ORDER], name="workspace_order")
 
     async def append(

@@ -97,12 +97,9 @@ class ExecutionsProjection(RowProjection):
             return 0
         if await self.apply(record):
             return 1
-        if record.version > await self.position(record) and not await self._exists(record):
-            return await super().handle(record, store)  # its start has not arrived: catch up from the stream
-        return 0
-
-    async def _exists(self, record: EventRecord) -> bool:
-        return await self.collection.find_one({"_id": record.stream_id}, {"_id": 1}) is not None
+        if await self.position(record) == 0:  # no row: its start has not arrived, catch up from the stream
+            return await super().handle(record, store)
+        return 0  # the row is past this event (the summary takes the latest status; types arrive unordered)
 
     async def apply(self, record: EventRecord) -> bool:
         event = decode(record)
