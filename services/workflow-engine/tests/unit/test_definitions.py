@@ -103,6 +103,33 @@ def test_templates_are_valid() -> None:
             "a",
             "not a valid regular expression",
         ),
+        (
+            [
+                {"id": "p", "kind": "parallel", "branches": ["b", "c"], "join": "j"},
+                agent("b", "d"),
+                agent("c", "d"),
+                agent("d", "j"),
+                {"id": "j", "kind": "join"},
+            ],
+            "p",
+            "d",
+            "is on branches 'b' and 'c'",
+        ),
+        (
+            [
+                {"id": "p", "kind": "parallel", "branches": ["b", "c"], "join": "j"},
+                {
+                    "id": "b",
+                    "kind": "condition",
+                    "branches": [{"when": {"field": "$input.x", "op": "eq", "value": 1}, "next": "j"}],
+                },
+                agent("c", "j"),
+                {"id": "j", "kind": "join"},
+            ],
+            "p",
+            "b",
+            "can end branch 'b'",
+        ),
     ],
     ids=[
         "unknown-next",
@@ -116,6 +143,8 @@ def test_templates_are_valid() -> None:
         "mapping-self",
         "parallel-bad-join",
         "bad-regex",
+        "parallel-branches-meet-before-join",
+        "parallel-branch-ends-before-join",
     ],
 )
 def test_invalid_definitions_name_the_step(steps: list[dict[str, Any]], start: str, step: str, words: str) -> None:

@@ -109,14 +109,18 @@ def validate(spec: WorkflowSpec) -> None:
     for step in spec.steps:
         if step.id in reachable and not (_reachable(graph, step.id) & terminals):
             problem(step.id, "is in a cycle without an exit")
-    _check_parallel(spec, steps, graph, problem)
+    _check_parallel(spec, steps, graph, terminals, problem)
     for step in spec.steps:
         _check_data(spec, step, graph, problem)
     if problems:
         raise InvalidWorkflow(_summary(problems), details=problems)
 
 
-def _check_parallel(spec: WorkflowSpec, steps: dict[str, Step], graph: dict[str, list[str]], problem: Any) -> None:
+def _check_parallel(
+    spec: WorkflowSpec, steps: dict[str, Step], graph: dict[str, list[str]], terminals: set[str], problem: Any
+) -> None:
+    """Each branch of a parallel step is its own path to the join: it reaches the join, it cannot end before it
+    (the join would wait for ever), and it shares no step with another branch (the step would run twice)."""
     joins: dict[str, str] = {}
     for step in spec.steps:
         if isinstance(step, ParallelStep):
@@ -127,9 +131,17 @@ def _check_parallel(spec: WorkflowSpec, steps: dict[str, Step], graph: dict[str,
             if step.join in joins:
                 problem(step.id, f"join {step.join!r} already belongs to parallel step {joins[step.join]!r}")
             joins[step.join] = step.id
+            claimed: dict[str, str] = {}
             for branch in step.branches:
                 if step.join not in _reachable(graph, branch):
                     problem(branch, f"branch of {step.id!r} never reaches its join {step.join!r}")
+                    continue
+                before_join = _reachable({**graph, step.join: []}, branch) - {step.join}
+                for node in sorted(before_join & terminals):
+                    problem(node, f"can end branch {branch!r} of {step.id!r} before its join {step.join!r}")
+                for node in sorted(before_join & claimed.keys()):
+                    problem(node, f"is on branches {claimed[node]!r} and {branch!r} of {step.id!r}")
+                claimed.update(dict.fromkeys(before_join, branch))
     for step in spec.steps:
         if isinstance(step, JoinStep) and step.id not in joins:
             problem(step.id, "join step without a parallel step")
