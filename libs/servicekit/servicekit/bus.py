@@ -17,6 +17,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Tracer
 
 from contracts import Subjects
 
@@ -123,12 +125,18 @@ GiveUp = Callable[[bytes, str], Awaitable[None]]
 
 
 class Bus:
-    """The service's broker plus the JetStream context used for publishing and administration."""
+    """The service's broker plus the JetStream context used for publishing and administration.
 
-    def __init__(self, broker: NatsBroker, subjects: Subjects, timeout_s: float) -> None:
+    Consumers are FastStream subscribers. Publishing goes straight through nats-py's JetStream context: every
+    message of ours is a stream publish with a de-duplication id and an awaited ack, which is all FastStream's
+    publisher would add middleware around; this keeps the producer span and the trace context in the headers
+    (which the consumers' telemetry middleware continues) at a fraction of the cost per message."""
+
+    def __init__(self, broker: NatsBroker, subjects: Subjects, timeout_s: float, tracer: Tracer | None = None) -> None:
         self.broker = broker
         self.subjects = subjects
         self.timeout_s = timeout_s
+        self._tracer = tracer or trace.get_tracer(__name__)
         self._js: JetStreamContext | None = None
         self._nc: Client | None = None
 
@@ -155,14 +163,15 @@ class Bus:
         self, subject: str, body: bytes, *, msg_id: str, stream: str, headers: dict[str, str] | None = None
     ) -> bool:
         """Publish to a stream and wait for its ack; returns False when the broker de-duplicated it."""
-        ack = await self.broker.publish(
-            body,
-            subject,
-            headers={**(headers or {}), "Nats-Msg-Id": msg_id},
-            stream=stream,
-            timeout=self.timeout_s,
-        )
-        return not bool(ack and ack.duplicate)
+        with self._tracer.start_as_current_span(
+            f"{subject} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+        ):
+            sent = {**(headers or {}), "Nats-Msg-Id": msg_id}
+            propagate.inject(sent)
+            ack = await self.js.publish(subject, body, stream=stream, timeout=self.timeout_s, headers=sent)
+        return not ack.duplicate
 
     def consume(
         self,

@@ -4,6 +4,12 @@ One command's events for one stream are one ``commits`` document, so they land a
 node without transactions. A unique index on ``(stream_id, first_version)`` turns a competing append into a
 duplicate-key error (optimistic concurrency); a unique partial index on ``(workspace_id, command_id)`` makes a
 command's write idempotent.
+
+Each commit names its ``writer``, the store instance (one per process) that appended it. The relay of that process
+publishes it and keeps the writer's checkpoint (``relay_writers``): everything the writer recorded before
+``done_before`` is published, and ``alive_at`` says it is still at work. So no commit is written twice (no
+"published" flag to set on each), and what a dead writer left behind is found by its checkpoint. Commits from
+before writers were recorded carry ``published: false`` until the relay's sweep marks them.
 """
 
 import re
@@ -11,11 +17,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, WriteError
 
 from contracts import REGISTRY, Actor, Event, EventRecord, new_id
 from servicekit.batching import InsertBatcher
@@ -71,8 +77,21 @@ class Commit:
     events: list[EventRecord]
     command_id: str | None
     recorded_at: datetime
-    published: bool
+    writer: str | None
     trace: dict[str, str] = field(default_factory=dict)
+
+
+class CommitListener(Protocol):
+    """Told of every append of a store, around its write (the relay)."""
+
+    def begin(self, commit: Commit) -> None:
+        """``commit`` is about to be written."""
+
+    def written(self, commit: Commit) -> None:
+        """``commit`` was written."""
+
+    def failed(self, commit: Commit, *, maybe_written: bool) -> None:
+        """The write failed; ``maybe_written`` when it may have landed all the same (a timeout, a lost connection)."""
 
 
 class ConcurrencyError(Exception):
@@ -94,13 +113,15 @@ class EventStore:
         *,
         clock: Clock = utcnow,
         ids: IdFactory = new_id,
-        on_commit: Callable[[Commit], None] | None = None,
+        writer: str | None = None,
     ) -> None:
         self._commits = db["commits"]
+        self._writers = db["relay_writers"]
         self._inserts = InsertBatcher(self._commits)  # concurrent appends share a round trip (group commit)
-        self._clock = clock
+        self.clock = clock
         self._ids = ids
-        self.on_commit = on_commit
+        self.writer = writer or ids()
+        self.listener: CommitListener | None = None
 
     async def ensure_indexes(self) -> None:
         await self._commits.create_index(
@@ -113,6 +134,7 @@ class EventStore:
             name="command_once_per_stream",
         )
         await self._commits.create_index([("published", ASCENDING), *ORDER], name="relay_order")
+        await self._commits.create_index([("writer", ASCENDING), *ORDER], name="writer_order")
         await self._commits.create_index([("workspace_id", ASCENDING), *ORDER], name="workspace_order")
 
     async def append(
@@ -133,7 +155,7 @@ class EventStore:
         if not events:
             raise ValueError("append needs at least one event")
         stream.check()
-        now = self._clock()
+        now = self.clock()
         records = [
             EventRecord(
                 event_id=self._ids(),
@@ -160,19 +182,28 @@ class EventStore:
             events=records,
             command_id=command_id,
             recorded_at=now,
-            published=False,
+            writer=self.writer,
             trace=dict(trace or {}),
         )
+        listener = self.listener
+        if listener is not None:
+            listener.begin(commit)
         try:
             await self._inserts.insert(_to_document(commit))
         except DuplicateKeyError:
+            if listener is not None:
+                listener.failed(commit, maybe_written=False)
             if command_id is not None:
                 existing = await self.commit_for_command(stream, command_id)
                 if existing is not None:
                     raise DuplicateCommand(existing) from None
             raise ConcurrencyError(f"stream {stream.stream_id} is past version {expected_version}") from None
-        if self.on_commit is not None:
-            self.on_commit(commit)
+        except BaseException as exc:
+            if listener is not None:
+                listener.failed(commit, maybe_written=not isinstance(exc, WriteError))
+            raise
+        if listener is not None:
+            listener.written(commit)
         return commit
 
     async def load(self, stream: StreamRef, after_version: int = 0) -> list[EventRecord]:
@@ -216,10 +247,15 @@ class EventStore:
         cursor = self._commits.find(query, sort=ORDER, limit=limit)
         return [r async for doc in cursor for r in _records(doc)]
 
+    async def commit(self, commit_id: str) -> Commit | None:
+        doc = await self._commits.find_one({"_id": commit_id})
+        return None if doc is None else _from_document(doc)
+
     async def unpublished(self, limit: int = 500, older_than: timedelta | None = None) -> list[Commit]:
+        """Commits flagged ``published: false`` (written before writers were recorded), oldest first."""
         query: Document = {"published": False}
         if older_than is not None:
-            query["recorded_at"] = {"$lt": self._clock() - older_than}
+            query["recorded_at"] = {"$lt": self.clock() - older_than}
         cursor = self._commits.find(query, sort=ORDER, limit=limit)
         return [_from_document(doc) async for doc in cursor]
 
@@ -230,6 +266,55 @@ class EventStore:
     async def mark_published(self, commit_ids: Sequence[str]) -> None:
         if commit_ids:
             await self._commits.update_many({"_id": {"$in": list(commit_ids)}}, {"$set": {"published": True}})
+
+    # The writers' checkpoints, kept by their relays.
+
+    async def save_checkpoint(self, done_before: datetime, alive_at: datetime) -> None:
+        """This writer's commits recorded before ``done_before`` are all published; it is alive at ``alive_at``."""
+        await self._writers.update_one(
+            {"_id": self.writer}, {"$set": {"done_before": done_before, "alive_at": alive_at}}, upsert=True
+        )
+
+    async def forget_checkpoint(self, writer: str) -> None:
+        await self._writers.delete_one({"_id": writer})
+
+    async def take_over_writer(self, writer: str, stale_before: datetime, now: datetime) -> datetime | None:
+        """Claim the work left by ``writer`` if it is dead (no sign of life since ``stale_before``) and no other
+        relay holds it (or the one that does stopped renewing its claim); returns where its unpublished commits may
+        begin, or None."""
+        claimed = await self._writers.find_one_and_update(
+            {
+                "_id": writer,
+                "alive_at": {"$lt": stale_before},
+                "$or": [{"taken_at": None}, {"taken_at": {"$lt": stale_before}}, {"taken_by": self.writer}],
+            },
+            {"$set": {"taken_by": self.writer, "taken_at": now}},
+        )
+        return None if claimed is None else claimed["done_before"]
+
+    async def dead_writers(self, stale_before: datetime, limit: int = 100) -> list[str]:
+        cursor = self._writers.find({"alive_at": {"$lt": stale_before}}, {"_id": 1}, limit=limit)
+        return [doc["_id"] async for doc in cursor if doc["_id"] != self.writer]
+
+    async def advance_taken_over(self, writer: str, done_before: datetime, now: datetime) -> None:
+        await self._writers.update_one(
+            {"_id": writer, "taken_by": self.writer}, {"$set": {"done_before": done_before, "taken_at": now}}
+        )
+
+    async def written_by(self, writer: str, after: "Commit | datetime", limit: int) -> list[Commit]:
+        """``writer``'s commits that are not parked, in recording order: from a time on, or after a commit."""
+        query: Document = {"writer": writer, "parked": {"$exists": False}}
+        if isinstance(after, datetime):
+            query["recorded_at"] = {"$gte": after}
+        else:
+            at, stream_id = after.recorded_at, after.stream.stream_id
+            query["$or"] = [
+                {"recorded_at": {"$gt": at}},
+                {"recorded_at": at, "stream_id": {"$gt": stream_id}},
+                {"recorded_at": at, "stream_id": stream_id, "first_version": {"$gt": after.first_version}},
+            ]
+        cursor = self._commits.find(query, sort=ORDER, limit=limit)
+        return [_from_document(doc) async for doc in cursor]
 
 
 def decode(record: EventRecord) -> Event:
@@ -309,7 +394,7 @@ def _to_document(commit: Commit) -> Document:
         ],
         "command_id": commit.command_id,
         "recorded_at": commit.recorded_at,
-        "published": commit.published,
+        "writer": commit.writer,
         "trace": commit.trace,
     }
 
@@ -333,6 +418,6 @@ def _from_document(doc: Document) -> Commit:
         events=_records(doc),
         command_id=doc.get("command_id"),
         recorded_at=doc["recorded_at"],
-        published=doc["published"],
+        writer=doc.get("writer"),
         trace=doc.get("trace") or {},
     )

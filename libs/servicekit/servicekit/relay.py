@@ -1,24 +1,30 @@
 """Publishes stored commits to the EVENTS stream.
 
-MongoDB is the truth and NATS the transport: a commit is written with ``published: false``; the relay publishes
-each of its events (Nats-Msg-Id = event id, so a republish after a crash is de-duplicated by the broker) and
-then marks the commit. A commit written by this process is handed over at once (no read back); a sweep on start
-and on every poll interval publishes whatever else is unpublished, e.g. what a crashed process left behind.
+MongoDB is the truth and NATS the transport. The relay of a process publishes every commit its event store
+writes (each event with Nats-Msg-Id = event id, so a republish is de-duplicated by the broker), handed over at
+once, without reading it back. It writes no mark on each commit: it keeps one checkpoint for the whole process
+(its writer), every poll interval, saying that everything the writer recorded before ``done_before`` is published
+and that the writer is alive. When a writer stops giving signs of life for ``dead_after_s`` (a crash, a kill -9),
+a surviving relay, or the next process to start, takes over its checkpoint and publishes what it recorded from
+``done_before`` on (again, with whatever was published already dropped by the broker), then drops the checkpoint.
+
 A commit that keeps failing because of what it holds (a subject or a size the broker refuses) is parked after a
-few sweeps (kept, with the reason) so it cannot block the commits behind it; any other failure is retried.
+few tries (kept, with the reason) so it cannot hold up the checkpoint; any other failure is retried every poll.
+Commits stored before writers were recorded carry ``published: false``; the sweep publishes and marks those.
 
 Reactors are a service's in-process reactions to its own commits (the workflow engine's dispatch of tasks and
-timers). They run beside the publishing, with its guarantee: a commit is marked only once its events are
-published and every reactor has returned, so a crash or a failure runs them again on a later sweep (at least
-once; a reactor makes that harmless, e.g. with a claim). This spares the service a round trip through the
-broker and a consumer for what it wrote itself; other services still learn of the events from the stream.
+timers). They run beside the publishing, with its guarantee: a commit counts as done only once its events are
+published and every reactor has returned, so a crash or a failure runs them again later (at least once; a reactor
+makes that harmless, e.g. with a claim). This spares the service a round trip through the broker and a consumer
+for what it wrote itself; other services still learn of the events from the stream.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import nats.errors
 import nats.js.errors
@@ -26,14 +32,15 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Tracer
 
 from servicekit.bus import Bus
-from servicekit.eventstore import Commit, EventStore
+from servicekit.eventstore import Commit, EventStore, utcnow
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 5
-MARK_DELAY_S = 0.1
 PUBLISH_WINDOW = 64
+CLOCK_MARGIN = timedelta(seconds=1)  # a checkpoint stays this far behind the clock, should the clock step back
+VERIFY_AFTER_S = 5.0  # how long a write of unknown outcome is given to land before it is looked for
 # What is wrong with a commit itself, so that publishing it again cannot help. Anything else (the broker or the
-# database away, restarting or slow; a reactor's own trouble) is retried on every sweep and never parks a commit.
+# database away, restarting or slow; a reactor's own trouble) is retried on every poll and never parks a commit.
 PERMANENT = (
     nats.errors.BadSubjectError,
     nats.errors.BadHeaderError,
@@ -52,6 +59,7 @@ class Relay:
         bus: Bus,
         *,
         poll_interval_s: float = 1.0,
+        dead_after_s: float | None = None,
         batch: int = 500,
         tracer: Tracer | None = None,
     ) -> None:
@@ -59,71 +67,92 @@ class Relay:
         self._store = store
         self._bus = bus
         self._poll = poll_interval_s
+        self._dead_after = timedelta(seconds=dead_after_s or max(3.0, 5 * poll_interval_s))
         self._batch = batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._marker: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._failures: dict[str, int] = {}
-        self._fresh: list[Commit] = []
-        self._unmarked: list[str] = []
         self._reactors: list[Reactor] = []
+        self._pending: dict[str, datetime] = {}  # this writer's commits not yet done, by id: when recorded
+        self._fresh: list[Commit] = []  # written, to publish at once
+        self._retry: dict[str, Commit] = {}  # failed, to try again on the next poll
+        self._unsure: dict[str, tuple[Commit, float]] = {}  # written or not: look for it after VERIFY_AFTER_S
 
     def add_reactor(self, reactor: Reactor) -> None:
         """Run ``reactor`` on every commit of this service's store, at least once (see the module docstring)."""
         self._reactors.append(reactor)
 
-    def notify(self, commit: Commit) -> None:
-        """Hand over a commit this process just wrote, to publish at once without reading it back."""
+    @property
+    def backlog(self) -> int:
+        """How many of this writer's commits are not yet published and acted on."""
+        return len(self._pending)
+
+    # The event store's CommitListener.
+
+    def begin(self, commit: Commit) -> None:
+        self._pending[commit.commit_id] = commit.recorded_at
+
+    def written(self, commit: Commit) -> None:
         self._fresh.append(commit)
         self._wake.set()
 
+    def failed(self, commit: Commit, *, maybe_written: bool) -> None:
+        if maybe_written:
+            self._unsure[commit.commit_id] = (commit, time.monotonic())
+        else:
+            self._pending.pop(commit.commit_id, None)
+
+    async def register(self) -> None:
+        """Write this writer's first checkpoint; call before the store appends anything."""
+        await self._checkpoint()
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-relay")
-        self._marker = asyncio.create_task(self._mark_periodically(), name="event-relay-marks")
-
-    async def _mark_periodically(self) -> None:
-        """Marks published commits in one write every MARK_DELAY_S, off the publishing path."""
-        while True:
-            await asyncio.sleep(MARK_DELAY_S)
-            if self._unmarked:
-                try:
-                    await self._flush_marks()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("marking published commits failed; retrying")
+        self._heartbeat = asyncio.create_task(self._beat(), name="event-relay-checkpoint")
 
     async def stop(self) -> None:
-        for task in (self._task, self._marker):
+        for task in (self._task, self._heartbeat):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._marker = None
+        self._task = self._heartbeat = None
         with contextlib.suppress(Exception):
-            await self._flush_marks()
+            if self._pending:
+                await self._checkpoint()  # what is left is taken over once this writer is seen to be gone
+            else:
+                await self._store.forget_checkpoint(self._store.writer)
 
-    async def _flush_marks(self) -> None:
-        marks, self._unmarked = self._unmarked, []
-        try:
-            await self._store.mark_published(marks)
-        except BaseException:
-            self._unmarked = marks + self._unmarked
-            raise
+    def _done_before(self) -> datetime:
+        oldest = min(self._pending.values(), default=None)
+        now = self._store.clock() - CLOCK_MARGIN
+        return now if oldest is None else min(oldest, now)
+
+    async def _checkpoint(self) -> None:
+        await self._store.save_checkpoint(self._done_before(), utcnow())
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll)
+            try:
+                await self._checkpoint()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("saving the relay's checkpoint failed; retrying")
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        grace: timedelta | None = None  # the first sweep takes everything a previous process left behind
-        next_sweep = loop.time()
+        next_poll = loop.time()
         while True:
             try:
                 fresh, self._fresh = self._fresh, []
-                await self._publish_all(fresh)
-                if loop.time() >= next_sweep:
-                    while await self.sweep(grace) == self._batch:
-                        pass
-                    grace = timedelta(seconds=max(2.0, 2 * self._poll))
-                    next_sweep = loop.time() + self._poll
+                await self._publish_own(fresh)
+                if loop.time() >= next_poll:
+                    next_poll = loop.time() + self._poll
+                    await self._publish_own(await self._retries())
+                    await self.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -133,18 +162,75 @@ class Relay:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
             self._wake.clear()
 
-    async def sweep(self, grace: timedelta | None = None) -> int:
-        """Publish unpublished commits, oldest first (only those older than ``grace``, which leaves this process's
-        own fresh commits to the hand-over); returns how many commits it found."""
-        commits = await self._store.unpublished(self._batch, older_than=grace)
-        await self._publish_all(commits)
-        await self._flush_marks()
-        return len(commits)
+    async def _retries(self) -> list[Commit]:
+        """The failed commits to try again, and those of unknown outcome that turned out to be written."""
+        again = sorted(self._retry.values(), key=lambda c: (c.recorded_at, c.stream.stream_id, c.first_version))
+        self._retry = {}
+        now = time.monotonic()
+        for commit_id, (commit, since) in list(self._unsure.items()):
+            if now - since >= VERIFY_AFTER_S:
+                found = await self._store.commit(commit_id)
+                del self._unsure[commit_id]
+                if found is None:
+                    self._pending.pop(commit_id, None)
+                else:
+                    again.append(commit)
+        return again
 
-    async def _publish_all(self, commits: list[Commit]) -> None:
-        """Publish ``commits`` pipelined: every event is sent before any ack is awaited, in commit order on the one
-        connection (so the stream keeps that order), and PUBLISH_WINDOW commits at a time. Reactors see each
-        stream's commits in order, while different streams are handled concurrently."""
+    async def _publish_own(self, commits: list[Commit]) -> None:
+        for commit, failure in await self._publish_all(commits):
+            if failure is None or (isinstance(failure, PERMANENT) and await self._count_failure(commit, failure)):
+                self._pending.pop(commit.commit_id, None)
+            else:
+                self._retry[commit.commit_id] = commit
+
+    async def sweep(self) -> int:
+        """Publish what dead writers left behind, and any commit still flagged ``published: false``; returns how
+        many commits it found."""
+        found = 0
+        now = utcnow()
+        for writer in await self._store.dead_writers(now - self._dead_after):
+            found += await self._take_over(writer, now)
+        legacy = await self._store.unpublished(self._batch)
+        done = []
+        for commit, failure in await self._publish_all(legacy):
+            if failure is None:
+                done.append(commit.commit_id)
+            elif isinstance(failure, PERMANENT):
+                await self._count_failure(commit, failure)
+        await self._store.mark_published(done)
+        return found + len(legacy)
+
+    async def _take_over(self, writer: str, now: datetime) -> int:
+        """Publish (and react to) the commits of a dead ``writer`` from its checkpoint on, then drop the checkpoint.
+        A failure stops at that commit; the checkpoint keeps where to go on from, for this or another relay."""
+        since = await self._store.take_over_writer(writer, now - self._dead_after, now)
+        if since is None:
+            return 0  # alive again, or taken over by another relay that is alive
+        log.warning("taking over the commits of writer %s from %s", writer, since.isoformat())
+        found = 0
+        after: Commit | datetime = since
+        while True:
+            commits = await self._store.written_by(writer, after, self._batch)
+            found += len(commits)
+            for commit, failure in await self._publish_all(commits):
+                if failure is not None and not (
+                    isinstance(failure, PERMANENT) and await self._count_failure(commit, failure)
+                ):
+                    await self._store.advance_taken_over(writer, commit.recorded_at, utcnow())
+                    return found
+            if len(commits) < self._batch:
+                await self._store.forget_checkpoint(writer)
+                return found
+            after = commits[-1]
+            await self._store.advance_taken_over(writer, commits[-1].recorded_at, utcnow())
+
+    async def _publish_all(self, commits: list[Commit]) -> list[tuple[Commit, BaseException | None]]:
+        """Publish ``commits`` and run the reactors on them; returns each commit with its failure, or None when it
+        is done. Publishing is pipelined: every event is sent before any ack is awaited, in commit order on the one
+        connection (so the stream keeps that order), PUBLISH_WINDOW commits at a time. Reactors see each stream's
+        commits in order, while different streams are handled concurrently."""
+        results: list[tuple[Commit, BaseException | None]] = []
         for start in range(0, len(commits), PUBLISH_WINDOW):
             window = commits[start : start + PUBLISH_WINDOW]
             by_stream: dict[str, list[Commit]] = {}
@@ -155,18 +241,14 @@ class Relay:
                 asyncio.gather(*(self._react_in_order(stream_commits) for stream_commits in by_stream.values())),
             )
             unacted = {commit_id: exc for failures in reacted for commit_id, exc in failures.items()}
-            retry: BaseException | None = None
             for commit, publishing in zip(window, published, strict=True):
-                result = publishing if publishing is not None else unacted.get(commit.commit_id)
-                if result is None:
-                    self._unmarked.append(commit.commit_id)  # marked in batches: a republish is de-duplicated
+                if isinstance(publishing, asyncio.CancelledError):
+                    raise publishing
+                failure = publishing if publishing is not None else unacted.get(commit.commit_id)
+                if failure is None:
                     self._failures.pop(commit.commit_id, None)
-                elif isinstance(result, PERMANENT):
-                    await self._count_failure(commit, result)  # one bad commit must not hold up the others
-                else:
-                    retry = retry or result  # the next sweep tries again (or we are cancelled)
-            if retry is not None:
-                raise retry
+                results.append((commit, failure))
+        return results
 
     async def _react_in_order(self, commits: list[Commit]) -> dict[str, Exception]:
         """Run the reactors on one stream's commits in order; a failure stops the stream there (the commit and those
@@ -182,13 +264,16 @@ class Relay:
                 return {later.commit_id: exc for later in commits[position:]}
         return {}
 
-    async def _count_failure(self, commit: Commit, exc: Exception) -> None:
+    async def _count_failure(self, commit: Commit, exc: BaseException) -> bool:
+        """Count a permanent failure; True once the commit is parked (it will not be tried again)."""
         failures = self._failures.get(commit.commit_id, 0) + 1
         self._failures[commit.commit_id] = failures
         log.warning("commit %s failed to publish (%d): %r", commit.commit_id, failures, exc)
-        if failures >= MAX_FAILURES:
-            await self._store.park(commit.commit_id, repr(exc))
-            self._failures.pop(commit.commit_id, None)
+        if failures < MAX_FAILURES:
+            return False
+        await self._store.park(commit.commit_id, repr(exc))
+        self._failures.pop(commit.commit_id, None)
+        return True
 
     async def _publish(self, commit: Commit) -> None:
         subjects = self._bus.subjects

@@ -52,7 +52,9 @@ class Runtime:
             log_level=logging.DEBUG,  # one line per message is a debugging aid, not a production log
             apply_types=False,  # handlers take the message itself (see bus.the_message)
         )
-        self.bus = Bus(self.broker, self.subjects, settings.nats_timeout_s)
+        self.bus = Bus(
+            self.broker, self.subjects, settings.nats_timeout_s, self.tracer_provider.get_tracer("servicekit.bus")
+        )
         self.policy = ConsumerPolicy(
             max_deliver=settings.command_max_deliver,
             ack_wait_s=settings.command_ack_wait_s,
@@ -105,7 +107,8 @@ class Runtime:
                 poll_interval_s=self.settings.relay_poll_interval_s,
                 tracer=self.tracer_provider.get_tracer("servicekit.relay"),
             )
-            self._store.on_commit = self._relay.notify
+            self._store.listener = self._relay
+            await self._relay.register()
 
     async def start(self) -> None:
         await self.broker.start()

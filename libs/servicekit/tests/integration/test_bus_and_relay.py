@@ -25,7 +25,7 @@ from contracts import (
 )
 from servicekit.bus import ConsumerPolicy
 from servicekit.commands import CommandContext, CommandRouter, DomainError, serve_commands
-from servicekit.eventstore import Commit, Metadata, StreamRef, load_state
+from servicekit.eventstore import Commit, EventStore, Metadata, StreamRef, load_state, utcnow
 from servicekit.projections import StreamProjection, serve_projection
 from servicekit.relay import Relay
 from servicekit.runtime import Runtime
@@ -198,27 +198,66 @@ async def test_poison_and_hopeless_messages_end_in_the_dead_letter_subject(runti
 
 
 async def test_relay_publishes_what_a_crash_left_unpublished_exactly_once(runtime: Runtime) -> None:
-    store = runtime.store
     meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
-    # A process wrote these commits and was killed before its relay published them.
+    # Another process (its own writer) published this commit, and its checkpoint moved past it.
+    crashed = EventStore(runtime.db, writer="crashed")
+    done = await crashed.append(StreamRef("ws1", "bumpcounter", "done"), 0, [Bumped(by=5)], meta)
+    await Relay(crashed, runtime.bus)._publish(done)
+    await asyncio.sleep(0.01)
+    checkpoint = utcnow()
+    # Then it wrote these and was killed before its relay published them...
     for i in range(3):
-        await store.append(StreamRef("ws1", "bumpcounter", f"k{i}"), 0, [Bumped(by=i), Bumped(by=1)], meta)
-    # This one was published, but the process died before marking it.
-    half_done = await store.append(StreamRef("ws1", "bumpcounter", "half"), 0, [Bumped(by=9)], meta)
-    await Relay(store, runtime.bus)._publish(half_done)
+        await crashed.append(StreamRef("ws1", "bumpcounter", f"k{i}"), 0, [Bumped(by=i), Bumped(by=1)], meta)
+    # ...and this one, which it published but had not yet counted in its checkpoint.
+    half_done = await crashed.append(StreamRef("ws1", "bumpcounter", "half"), 0, [Bumped(by=9)], meta)
+    await Relay(crashed, runtime.bus)._publish(half_done)
+    gone = utcnow() - timedelta(hours=1)
+    await runtime.db["relay_writers"].insert_one({"_id": "crashed", "done_before": checkpoint, "alive_at": gone})
 
     projection = RecordingProjection()
-    serve_projection(runtime.bus, SERVICE, projection, store, runtime.policy)
-    await runtime.start()  # starts consumers and a fresh relay, which sweeps on start
+    serve_projection(runtime.bus, SERVICE, projection, runtime.store, runtime.policy)
+    await runtime.start()  # starts consumers and a fresh relay, which takes over the dead writer's work
 
-    await eventually(lambda: _all_published(runtime))
-    all_ids = {r.event_id for c in [half_done] for r in c.events} | {
-        r.event_id for r in await store.read_workspace("ws1")
-    }
+    await eventually(lambda: _gone(runtime, "crashed"))
+    all_ids = {r.event_id for r in await runtime.store.read_workspace("ws1")}
     await eventually(lambda: _equal(len(projection.applied), len(all_ids)))
     info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
-    assert info.state.messages == len(all_ids) == 7
+    assert info.state.messages == len(all_ids) == 8
     assert sorted(projection.applied) == sorted(all_ids), "every event delivered to the projection exactly once"
+
+
+async def test_the_work_of_a_writer_that_is_alive_is_left_to_it(runtime: Runtime) -> None:
+    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
+    busy = EventStore(runtime.db, writer="busy")
+    await runtime.db["relay_writers"].insert_one(
+        {"_id": "busy", "done_before": utcnow() - timedelta(hours=1), "alive_at": utcnow()}
+    )
+    await busy.append(StreamRef("ws1", "bumpcounter", "theirs"), 0, [Bumped(by=1)], meta)
+    relay = Relay(runtime.store, runtime.bus)
+    assert await relay.sweep() == 0
+    info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
+    assert info.state.messages == 0
+    assert not await _gone(runtime, "busy")
+
+
+async def test_a_relay_keeps_its_writers_checkpoint_and_drops_it_on_a_clean_stop(runtime: Runtime) -> None:
+    store = runtime.store
+    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
+    await runtime.start()
+    commit = await store.append(StreamRef("ws1", "bumpcounter", "mine"), 0, [Bumped(by=1)], meta)
+
+    async def past_it() -> bool:
+        doc = await runtime.db["relay_writers"].find_one({"_id": store.writer})
+        return doc is not None and doc["done_before"] > commit.recorded_at
+
+    await eventually(past_it)
+    assert runtime.relay is not None
+    await runtime.relay.stop()
+    assert await _gone(runtime, store.writer), "nothing was left to take over"
+
+
+async def _gone(runtime: Runtime, writer: str) -> bool:
+    return await runtime.db["relay_writers"].find_one({"_id": writer}) is None
 
 
 async def test_projection_catches_up_from_the_store_when_the_broker_lost_an_event(runtime: Runtime) -> None:
@@ -234,10 +273,20 @@ async def test_projection_catches_up_from_the_store_when_the_broker_lost_an_even
     assert await projection.handle(first.events[0], store) == 0
 
 
-async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_rest(runtime: Runtime) -> None:
-    store = runtime.store
+@pytest.mark.parametrize("left_by", ["a dead writer", "a commit from before writers"])
+async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_rest(
+    runtime: Runtime, left_by: str
+) -> None:
     meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
-    good = await store.append(StreamRef("ws1", "bumpcounter", "fine"), 0, [Bumped(by=1)], meta)
+    crashed = EventStore(runtime.db, writer="crashed")
+    good = await crashed.append(StreamRef("ws1", "bumpcounter", "fine"), 0, [Bumped(by=1)], meta)
+    gone = utcnow() - timedelta(hours=1)
+    if left_by == "a dead writer":
+        await runtime.db["relay_writers"].insert_one({"_id": "crashed", "done_before": gone, "alive_at": gone})
+        left: dict[str, Any] = {"writer": "crashed"}
+    else:
+        left = {"published": False}
+        await runtime.db["commits"].update_one({"_id": good.commit_id}, {"$unset": {"writer": ""}, "$set": left})
     # A corrupt commit whose id cannot be a subject, recorded before the good one.
     await runtime.db["commits"].insert_one(
         {
@@ -256,18 +305,18 @@ async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_
             ],
             "command_id": None,
             "recorded_at": good.recorded_at - timedelta(seconds=1),
-            "published": False,
             "trace": {},
+            **left,
         }
     )
-    relay = Relay(store, runtime.bus)
+    relay = Relay(runtime.store, runtime.bus)
     for _ in range(5):
         await relay.sweep()
     parked = await runtime.db["commits"].find_one({"_id": "corrupt"})
     assert parked is not None
-    assert parked["published"] is None
     assert "BadSubject" in parked["parked"]
-    assert await store.unpublished() == []
+    assert await runtime.store.unpublished() == []
+    assert await _gone(runtime, "crashed")
     info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
     assert info.state.messages == 1, "the good commit was published despite the corrupt one before it"
 
@@ -323,7 +372,8 @@ class MongoCountingProjection(StreamProjection):
 
 
 async def _all_published(runtime: Runtime) -> bool:
-    return not await runtime.store.unpublished()
+    assert runtime.relay is not None
+    return runtime.relay.backlog == 0 and not await runtime.store.unpublished()
 
 
 async def _equal(a: int, b: int) -> bool:
@@ -372,17 +422,15 @@ async def test_a_reactor_runs_on_each_commit_and_again_until_it_succeeds(runtime
     assert runtime.relay is not None
     runtime.relay.add_reactor(react)
     await runtime.start()
-    steady = await store.append(StreamRef("ws1", "bumpcounter", "steady"), 0, [Bumped(by=1)], meta)
-    flaky = await store.append(StreamRef("ws1", "bumpcounter", "flaky"), 0, [Bumped(by=2)], meta)
+    await store.append(StreamRef("ws1", "bumpcounter", "steady"), 0, [Bumped(by=1)], meta)
+    await store.append(StreamRef("ws1", "bumpcounter", "flaky"), 0, [Bumped(by=2)], meta)
 
     await eventually(lambda: _all_published(runtime))
     assert seen.count("steady") == 1, "a fresh commit is acted on at once, in the process that wrote it"
     assert seen.count("flaky") == 3, "a failed reaction leaves its commit unpublished, for the sweep to retry"
     info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
     assert info.state.messages == 2, "the retries republished nothing the broker kept twice"
-    assert {steady.commit_id, flaky.commit_id} == {
-        doc["_id"] async for doc in runtime.db["commits"].find({"published": True})
-    }
+    assert runtime.relay.backlog == 0
 
 
 async def test_reactors_see_a_streams_commits_in_order_and_other_streams_meanwhile(runtime: Runtime) -> None:

@@ -513,8 +513,9 @@ async def test_a_slow_execution_does_not_block_the_others(api: Api) -> None:
 async def test_a_step_commit_acted_on_again_never_sends_its_task_again(
     api: Api, platform: Platform, env_name: str, mongo: Any
 ) -> None:
-    """As after a crash between sending a task and marking its commit, long after the broker's de-duplication
-    window: the relay's sweep runs the executor on the commit again, and the attempt's claim stops a second send."""
+    """As after a crash of the engine that sent a task, long after the broker's de-duplication window: another
+    relay takes over the dead writer's commits and runs the executor on them again; the attempt's claim stops a
+    second send."""
     assert platform.worker is not None
     sent: list[str] = []
 
@@ -532,13 +533,14 @@ async def test_a_step_commit_acted_on_again_never_sends_its_task_again(
     execution_id = await api.execute(workflow_id)
     await eventually(lambda: _true(len(sent) == 1))
 
-    commits = mongo[f"{env_name}_workflow_engine"]["commits"]
+    db = mongo[f"{env_name}_workflow_engine"]
     stream_id = StreamRef(api.workspace_id, "execution", execution_id).stream_id
     scheduled = {"stream_id": stream_id, "events.type": "StepScheduled"}
-    await eventually(lambda: commits.find_one({**scheduled, "published": True}))
     long_ago = datetime.now(UTC) - timedelta(hours=1)
-    await commits.update_one(scheduled, {"$set": {"published": False, "recorded_at": long_ago}})
-    await eventually(lambda: commits.find_one({**scheduled, "published": True}))  # swept, acted on again
+    # The commit becomes the work of a writer that died an hour ago, right after writing it.
+    await db["commits"].update_one(scheduled, {"$set": {"writer": "dead-writer", "recorded_at": long_ago}})
+    await db["relay_writers"].insert_one({"_id": "dead-writer", "done_before": long_ago, "alive_at": long_ago})
+    await eventually(lambda: _gone(db["relay_writers"], "dead-writer"))  # taken over: acted on again
     await asyncio.sleep(0.5)
     await sub.unsubscribe()
     assert sent == [f"{execution_id}:a:1"]
@@ -546,3 +548,7 @@ async def test_a_step_commit_acted_on_again_never_sends_its_task_again(
 
 async def _true(value: bool) -> bool | None:
     return value or None
+
+
+async def _gone(collection: Any, doc_id: str) -> bool:
+    return await collection.find_one({"_id": doc_id}) is None
