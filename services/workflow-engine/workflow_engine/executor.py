@@ -1,16 +1,19 @@
 """Carries out what execution events ask for: agent tasks on the TASKS stream, webhook calls, durable timers.
 
-It reacts to the engine's own commits inside the relay (``Relay.add_reactor``), each stream's in order: a commit is
-marked published only after the executor has acted on it, so a commit written just before a crash is acted on by
-the relay's sweep after the restart, and nothing waits for a round trip through the EVENTS stream. It needs no
-replay: the definition is the one the command handlers just decided with (their state cache), or comes from the
-stream's first commit; every effect is keyed by the step attempt, so acting on a superseded attempt is harmless.
+It reacts to the engine's own commits inside the relay (``Relay.add_reactor``), each stream's in order: a commit
+counts as done only after the executor has acted on it, so a commit written just before a crash is acted on again
+when another relay takes over the dead writer's work, and nothing waits for a round trip through the EVENTS
+stream. It needs no replay: the definition is the one the command handlers just decided with (their state cache),
+or comes from the stream's first commit; every effect is keyed by the step attempt, so acting on a superseded
+attempt is harmless.
 
-Each attempt's work is sent at most once. Its timeout timer is written first, as the attempt's claim, and the
-writer of the claim sends the work. A commit acted on again finds the claim: if the commit is recent, the task is
-published again with the same Nats-Msg-Id, which the TASKS stream drops if the first one went out (and which
-delivers it if a crash came between the claim and the send); on an older commit nothing is sent, and the
-attempt's timeout fails it (and retries it, per the step's policy). A webhook call is never repeated.
+Each attempt's task is sent at most once. It is published with Nats-Msg-Id = the attempt's key, and the TASKS
+stream drops a repeat within its de-duplication window; so a commit is (re)sent only while it is well inside that
+window (RESEND_WITHIN), and acting on an older one sends nothing: the attempt's timeout fails it if its task never
+went out (and retries it, per the step's policy). The timeout timer is written beside the send, not before it, so
+the hand-over from one step to the next waits for no database write of the executor's. A webhook is not
+de-duplicated by anyone, so its timer is written first, as a claim, and only the writer of the claim makes the
+call: a webhook call is never repeated.
 """
 
 import asyncio
@@ -103,9 +106,15 @@ class Executor:
         step = spec.step(event.step_id)
         match step:
             case AgentStep() if event.timeout_at:
-                claimed = await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version)
-                if claimed or resend:
-                    await self._dispatch_task(ws, execution_id, step, event, claimed=claimed)
+                timer = self._timer(ws, execution_id, event, "timeout", event.timeout_at, version)
+                if not resend:
+                    await timer  # the task may have gone out long ago: the attempt is left to its timeout
+                    return
+                for outcome in await asyncio.gather(
+                    timer, self._dispatch_task(ws, execution_id, step, event), return_exceptions=True
+                ):
+                    if isinstance(outcome, BaseException):
+                        raise outcome  # acted on again later: sent again, and dropped by the broker if it went out
             case WebhookStep() if event.timeout_at:
                 if await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version):
                     self._spawn(self._call_webhook(ws, execution_id, step, event))
@@ -143,9 +152,7 @@ class Executor:
             version=version,
         )
 
-    async def _dispatch_task(
-        self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled, *, claimed: bool
-    ) -> None:
+    async def _dispatch_task(self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled) -> None:
         task = AgentTask(
             key=event.key,
             workspace_id=ws,
@@ -168,7 +175,7 @@ class Executor:
                 stream=subjects.tasks_stream,
             )
         except nats.errors.MaxPayloadError:
-            # It can never be sent: the attempt fails now (keeping the claim) rather than waiting for its timeout.
+            # It can never be sent: the attempt fails now rather than waiting for its timeout.
             await self._record_result(
                 ws,
                 execution_id,
@@ -178,10 +185,6 @@ class Executor:
                 error="the task is larger than a message may be",
                 kind="dispatch",
             )
-        except Exception:
-            if claimed:  # not sent: give the claim back, so that acting on the commit again sends it
-                await self._timers.release(Timers.timer_id(ws, execution_id, step.id, event.attempt, "timeout"))
-            raise
 
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work)

@@ -74,9 +74,6 @@ class Timers:
             return False
         return True
 
-    async def release(self, timer_id: str) -> None:
-        await self.collection.delete_one({"_id": timer_id})
-
     async def cancel_before(self, workspace_id: str, execution_id: str, version: int) -> None:
         """Drop the timers an execution's end made pointless: those scheduled by events before ``version``. A timer
         of a later event (a retry that started after the end was decided) is kept, whatever order events arrive
