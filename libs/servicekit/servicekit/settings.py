@@ -28,7 +28,9 @@ class ServiceSettings(BaseSettings):
     consumer_workers: int = Field(
         default=8, ge=1, le=256, description="Messages a command or reaction consumer handles at once per replica."
     )
-    relay_poll_interval_s: float = Field(default=1.0, gt=0)
+    relay_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the relay saves its checkpoint and looks for dead writers' work."
+    )
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str | None = None
     log_level: str = "INFO"
