@@ -16,7 +16,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from pymongo import ASCENDING
@@ -251,12 +251,9 @@ class EventStore:
         doc = await self._commits.find_one({"_id": commit_id})
         return None if doc is None else _from_document(doc)
 
-    async def unpublished(self, limit: int = 500, older_than: timedelta | None = None) -> list[Commit]:
+    async def unpublished(self, limit: int = 500) -> list[Commit]:
         """Commits flagged ``published: false`` (written before writers were recorded), oldest first."""
-        query: Document = {"published": False}
-        if older_than is not None:
-            query["recorded_at"] = {"$lt": self.clock() - older_than}
-        cursor = self._commits.find(query, sort=ORDER, limit=limit)
+        cursor = self._commits.find({"published": False}, sort=ORDER, limit=limit)
         return [_from_document(doc) async for doc in cursor]
 
     async def park(self, commit_id: str, reason: str) -> None:

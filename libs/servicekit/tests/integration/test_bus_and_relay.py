@@ -427,7 +427,7 @@ async def test_a_reactor_runs_on_each_commit_and_again_until_it_succeeds(runtime
 
     await eventually(lambda: _all_published(runtime))
     assert seen.count("steady") == 1, "a fresh commit is acted on at once, in the process that wrote it"
-    assert seen.count("flaky") == 3, "a failed reaction leaves its commit unpublished, for the sweep to retry"
+    assert seen.count("flaky") == 3, "a failed reaction leaves its commit in hand, for the next poll to retry"
     info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
     assert info.state.messages == 2, "the retries republished nothing the broker kept twice"
     assert runtime.relay.backlog == 0
@@ -437,7 +437,7 @@ async def test_reactors_see_a_streams_commits_in_order_and_other_streams_meanwhi
     store = runtime.store
     meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
     ordered = StreamRef("ws1", "bumpcounter", "ordered")
-    # Left unpublished by a crash, so the first sweep hands them to the reactor together.
+    # Written before the relay started, so it hands them to the reactor together.
     first = await store.append(ordered, 0, [Bumped(by=1)], meta)
     second = await store.append(ordered, 1, [Bumped(by=2)], meta)
     other = await store.append(StreamRef("ws1", "bumpcounter", "other"), 0, [Bumped(by=3)], meta)
