@@ -183,7 +183,8 @@ async def running_platform(
         await stack.enter_async_context(gateway.router.lifespan_context(gateway))
         worker = None
         if behaviour is not None:
-            worker = AgentWorker(ServiceSettings(service_name="agent-worker", **common), behaviour)
+            # An agent that never answers (a test of timeouts) is stopped without waiting for it.
+            worker = AgentWorker(ServiceSettings(service_name="agent-worker", shutdown_grace_s=0, **common), behaviour)
             await worker.start()
             stack.push_async_callback(worker.stop)
         client = await stack.enter_async_context(

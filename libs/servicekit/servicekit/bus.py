@@ -6,20 +6,22 @@ sends the message to the dead-letter subject and terminates it; one that may suc
 until ``max_deliver`` is reached, when it too goes to the dead-letter subject.
 """
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from faststream import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from contracts import Subjects
+from servicekit.consumer import MessageHandler, PullConsumer, consumer_config
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +94,6 @@ async def delete_streams(js: JetStreamContext, subjects: Subjects) -> None:
             log.debug("stream %s not deleted", config.name)
 
 
-async def the_message(msg: NatsMessage) -> NatsMessage:
-    """A subscriber decoder that hands the handler the message itself.
-
-    Our handlers read the raw body and headers and ack by hand; with the broker's ``apply_types=False`` this
-    skips FastStream's per-message dependency injection (which resolves a ``NatsMessage`` parameter through a
-    worker thread) and body decoding."""
-    return msg
-
-
 class PermanentFailure(Exception):
     """The message can never be handled (malformed, unknown type): dead-letter it at once."""
 
@@ -111,7 +104,7 @@ class ConsumerPolicy:
     ack_wait_s: float = 30.0
     max_ack_pending: int = 256
     max_workers: int = 1
-    batch_size: int = 16
+    buffer: int = 16  # messages held beyond those being handled, so that the next is at hand
     base_delay_s: float = 0.2
     max_delay_s: float = 10.0
 
@@ -126,10 +119,12 @@ GiveUp = Callable[[bytes, str], Awaitable[None]]
 class Bus:
     """The service's broker plus the JetStream context used for publishing and administration.
 
-    Consumers are FastStream subscribers. Every publish goes straight through nats-py's JetStream context (a
-    stream publish with an awaited ack) inside our own producer span, whose context travels in the headers for the
-    consumers' telemetry middleware to continue; FastStream's publisher would run its middleware stack around each
-    message for nothing more."""
+    FastStream holds the connection (and serves request/reply queries, see ``queries``). Every publish goes straight
+    through nats-py's JetStream context (a stream publish with an awaited ack) inside our own producer span, whose
+    context travels in the headers; FastStream's publisher would run its middleware stack around each message for
+    nothing more. Durable consumers are ``PullConsumer``s, which keep a pull request waiting on the server, so a
+    message reaches its handler the moment it is stored; each handles its message in a consumer span that
+    continues the producer's trace."""
 
     def __init__(self, broker: NatsBroker, subjects: Subjects, timeout_s: float, tracer: Tracer | None = None) -> None:
         self.broker = broker
@@ -138,6 +133,8 @@ class Bus:
         self._tracer = tracer or trace.get_tracer(__name__)
         self._js: JetStreamContext | None = None
         self._nc: Client | None = None
+        self._consumers: list[tuple[str, ConsumerPolicy, Handler, GiveUp | None, ConsumerConfig]] = []
+        self._running: list[PullConsumer] = []
 
     @property
     def js(self) -> JetStreamContext:
@@ -185,52 +182,66 @@ class Bus:
         policy: ConsumerPolicy,
         on_give_up: GiveUp | None = None,
     ) -> None:
-        """Attach ``handler`` as a durable pull consumer shared by every replica of the service.
+        """Attach ``handler`` as a durable pull consumer shared by every replica of the service; it starts with
+        ``start_consumers``.
 
         ``on_give_up(body, reason)`` runs when a message is dead-lettered (e.g. to tell its sender)."""
-        bus = self
-
-        @self.broker.subscriber(
+        config = consumer_config(
+            durable,
             subject,
-            stream=JStream(stream, declare=False),
-            durable=durable,
-            pull_sub=PullSub(batch_size=policy.batch_size, timeout=1.0),
-            config=ConsumerConfig(
-                ack_wait=policy.ack_wait_s,
-                # beyond the handler's deliveries, a few for a dead-letter publish that failed to be tried again
-                max_deliver=policy.max_deliver + DEAD_LETTER_TRIES,
-                max_ack_pending=policy.max_ack_pending,
-            ),
-            ack_policy=AckPolicy.MANUAL,
-            max_workers=policy.max_workers,
-            decoder=the_message,
+            ack_wait_s=policy.ack_wait_s,
+            # beyond the handler's deliveries, a few for a dead-letter publish that failed to be tried again
+            max_deliver=policy.max_deliver + DEAD_LETTER_TRIES,
+            max_ack_pending=policy.max_ack_pending,
         )
-        async def _on_message(msg: NatsMessage) -> None:
-            await bus._dispatch(msg, handler, policy, on_give_up)
+        self._consumers.append((stream, policy, handler, on_give_up, config))
 
-    async def _dispatch(
-        self, msg: NatsMessage, handler: Handler, policy: ConsumerPolicy, on_give_up: GiveUp | None
-    ) -> None:
-        raw = msg.raw_message
-        delivered = raw.metadata.num_delivered or 1
-        headers = dict(raw.headers or {})
+    async def start_consumers(self) -> None:
+        for stream, policy, handler, on_give_up, config in self._consumers:
+            consumer = PullConsumer(
+                self.nc,
+                self.js,
+                stream=stream,
+                config=config,
+                handler=self._dispatcher(handler, policy, on_give_up),
+                workers=policy.max_workers,
+                buffer=policy.buffer,
+                tracer=self._tracer,
+            )
+            await consumer.start()
+            self._running.append(consumer)
+
+    async def stop_consumers(self, grace_s: float) -> None:
+        """Stop every consumer; messages in hand get ``grace_s`` to finish, and are given back after that."""
+        running, self._running = self._running, []
+        await asyncio.gather(*(consumer.stop(grace_s) for consumer in running))
+
+    def _dispatcher(self, handler: Handler, policy: ConsumerPolicy, on_give_up: GiveUp | None) -> MessageHandler:
+        async def dispatch(msg: Msg) -> None:
+            await self._dispatch(msg, handler, policy, on_give_up)
+
+        return dispatch
+
+    async def _dispatch(self, msg: Msg, handler: Handler, policy: ConsumerPolicy, on_give_up: GiveUp | None) -> None:
+        delivered = msg.metadata.num_delivered or 1
+        headers = dict(msg.headers or {})
         try:
-            await handler(raw.data, headers)
+            await handler(msg.data, headers)
         except PermanentFailure as exc:
             await self._give_up(msg, headers, str(exc), delivered, policy, on_give_up)
         except Exception as exc:
             if delivered >= policy.max_deliver:
-                log.exception("giving up on %s after %d deliveries", raw.subject, delivered)
+                log.exception("giving up on %s after %d deliveries", msg.subject, delivered)
                 await self._give_up(msg, headers, repr(exc), delivered, policy, on_give_up)
             else:
-                log.warning("retrying %s (delivery %d): %r", raw.subject, delivered, exc)
-                await msg.nack(delay=policy.backoff(delivered))
+                log.warning("retrying %s (delivery %d): %r", msg.subject, delivered, exc)
+                await msg.nak(delay=policy.backoff(delivered))
         else:
             await msg.ack()
 
     async def _give_up(
         self,
-        msg: NatsMessage,
+        msg: Msg,
         headers: dict[str, str],
         reason: str,
         delivered: int,
@@ -239,19 +250,18 @@ class Bus:
     ) -> None:
         """Dead-letter the message and terminate it; if that fails, nak it, so that it is delivered (and dead-lettered)
         again, up to DEAD_LETTER_TRIES more times."""
-        raw = msg.raw_message
         try:
-            await self.dead_letter(raw.subject, raw.data, headers, reason=reason, delivered=delivered)
+            await self.dead_letter(msg.subject, msg.data, headers, reason=reason, delivered=delivered)
         except Exception:
-            log.exception("could not dead-letter %s; it will be delivered again", raw.subject)
-            await msg.nack(delay=policy.max_delay_s)
+            log.exception("could not dead-letter %s; it will be delivered again", msg.subject)
+            await msg.nak(delay=policy.max_delay_s)
             return
-        await msg.reject()
+        await msg.term()
         if on_give_up is not None:
             try:
-                await on_give_up(raw.data, reason)
+                await on_give_up(msg.data, reason)
             except Exception:
-                log.exception("dead-lettered %s, but telling its sender failed", raw.subject)
+                log.exception("dead-lettered %s, but telling its sender failed", msg.subject)
 
     async def dead_letter(
         self, subject: str, body: bytes, headers: dict[str, str], *, reason: str, delivered: int

@@ -121,5 +121,5 @@ def serve_projection(
     async def apply(record: EventRecord) -> int:
         return await projection.handle(record, store)
 
-    in_order = replace(policy, max_workers=1, batch_size=1)  # events arrive and apply in stream order
+    in_order = replace(policy, max_workers=1)  # events arrive and apply in stream order
     serve_events(bus, service, projection.aggregate, f"projection_{projection.name}", apply, in_order, types)

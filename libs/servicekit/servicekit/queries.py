@@ -8,12 +8,21 @@ from faststream.nats import NatsMessage
 from pydantic import ValidationError
 
 from contracts import REGISTRY, ErrorCode, Query, QueryReply, UnknownMessageType
-from servicekit.bus import Bus, the_message
+from servicekit.bus import Bus
 from servicekit.commands import DomainError
 
 log = logging.getLogger(__name__)
 Q = TypeVar("Q", bound=Query)
 QueryFn = Callable[[Any, str], Awaitable[Any]]
+
+
+async def the_message(msg: NatsMessage) -> NatsMessage:
+    """A subscriber decoder that hands the handler the message itself.
+
+    The query handler reads the raw subject and body; with the broker's ``apply_types=False`` this skips
+    FastStream's per-message dependency injection (which resolves a ``NatsMessage`` parameter through a worker
+    thread) and body decoding."""
+    return msg
 
 
 class QueryRouter:

@@ -159,7 +159,8 @@ class Relay:
                 log.exception("relay failed; retrying")
             if not self._fresh:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                    async with asyncio.timeout(self._poll):  # not wait_for: in 3.11 it can swallow a cancellation
+                        await self._wake.wait()
             self._wake.clear()
 
     async def _retries(self) -> list[Commit]:

@@ -112,6 +112,7 @@ class Runtime:
 
     async def start(self) -> None:
         await self.broker.start()
+        await self.bus.start_consumers()
         if self._relay is not None:
             self._relay.start()
         for hook in self._on_start:
@@ -122,11 +123,12 @@ class Runtime:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [("hook", hook) for hook in reversed(self._on_stop)]
         if self._relay is not None:
             steps.append(("relay", self._relay.stop))
+        steps.append(("consumers", lambda: self.bus.stop_consumers(self.settings.shutdown_grace_s)))
         steps.append(("broker", self.broker.stop))
         if self._mongo is not None:
             steps.append(("mongodb", self._mongo.close))
-        limit = 3 * self.settings.nats_timeout_s
         for name, step in steps:
+            limit = 3 * self.settings.nats_timeout_s + (self.settings.shutdown_grace_s if name == "consumers" else 0)
             task = asyncio.ensure_future(step())
             done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: it would wait for the cancellation
             if not done:

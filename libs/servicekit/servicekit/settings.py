@@ -28,6 +28,11 @@ class ServiceSettings(BaseSettings):
     consumer_workers: int = Field(
         default=8, ge=1, le=256, description="Messages a command or reaction consumer handles at once per replica."
     )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="On shutdown, how long messages being handled may take to finish before they are given back.",
+    )
     relay_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the relay saves its checkpoint and looks for dead writers' work."
     )
