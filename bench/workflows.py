@@ -70,7 +70,7 @@ Document = dict[str, Any]
 # by a durable pull consumer, the result command (worker -> engine) and the next task (engine -> worker); and one
 # event-store append (the commit of the result and the next step). The executor acts on that commit in-process,
 # through the relay, not through a consumer of the EVENTS stream. Everything else the engine does per step (its
-# decisions, the relay's publishing of events and marks, timers, read models) is the overhead being measured.
+# decisions, the relay's publishing of events, timers, read models) is the overhead being measured.
 PAIRS_PER_STEP = 2
 APPENDS_PER_STEP = 1
 
@@ -174,8 +174,8 @@ class Driver:
 async def floor(nc: Any, db: Any, env: str, steps: int, inflight: int) -> Figures:
     """Per step, what the engine's hand-over from one step to the next is made of, without the engine: the same
     chain of JetStream publish+consume pairs (PAIRS_PER_STEP, each hop through its own shared durable pull
-    consumer fetching up to 16 at a time, as the engine's consumers do) and event-store appends (a raw driver
-    insert of a commit-sized document after the first hop), ``inflight`` chains at a time."""
+    consumer fetching up to 16 at a time) and event-store appends (``EventStore.append`` of the events the engine
+    commits for a step, after the first hop), ``inflight`` chains at a time."""
     js = nc.jetstream(timeout=10)
     stream = f"{env}_FLOOR"
     await js.add_stream(StreamConfig(name=stream, subjects=[f"{env}.floor.>"], retention=RetentionPolicy.WORK_QUEUE))

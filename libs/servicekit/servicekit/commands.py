@@ -27,6 +27,7 @@ from contracts import (
 )
 from servicekit.bus import Bus, ConsumerPolicy, PermanentFailure
 from servicekit.eventstore import (
+    Alarm,
     ConcurrencyError,
     DuplicateCommand,
     EventStore,
@@ -91,6 +92,7 @@ class CommandContext:
         decide: Callable[[S], Sequence[Event]],
         *,
         new_stream: bool = False,
+        alarms: Callable[[S, Sequence[Event]], Sequence[Alarm]] | None = None,
     ) -> int:
         """Rebuild ``stream``, decide on its state and append the result, at most once per command; returns the
         stream's version after it (the version this command wrote, when it wrote).
@@ -99,7 +101,7 @@ class CommandContext:
         decision is tried on it without reading: an append that succeeds at that version proves the state was
         current. A conflict, a rejection or a decision to do nothing is never trusted on such a state: the stream
         is read and the command decided again. A redelivered command whose commit is in the stream is not decided
-        again.
+        again. ``alarms(state, events)`` names the wake-ups the decided events ask for; they ride in the commit.
         """
         known = self.cache.get(stream, evolve) if self.cache is not None else None
         if known is None and new_stream:
@@ -111,7 +113,7 @@ class CommandContext:
                 events = []
             if events:
                 try:
-                    return await self._append(stream, known, evolve, events)
+                    return await self._append(stream, known, evolve, events, alarms)
                 except (ConcurrencyError, DuplicateCommand):
                     pass
         loaded = await load_state(self.store, stream, initial, evolve, self.cache)
@@ -119,14 +121,25 @@ class CommandContext:
             return loaded.version
         events = decide(loaded.state)
         if events:
-            return await self._append(stream, loaded, evolve, events)
+            return await self._append(stream, loaded, evolve, events, alarms)
         return loaded.version
 
     async def _append(
-        self, stream: StreamRef, known: "Loaded[S]", evolve: Callable[[S, Event], S], events: Sequence[Event]
+        self,
+        stream: StreamRef,
+        known: "Loaded[S]",
+        evolve: Callable[[S, Event], S],
+        events: Sequence[Event],
+        alarms: Callable[[S, Sequence[Event]], Sequence[Alarm]] | None,
     ) -> int:
         await self.store.append(
-            stream, known.version, events, self.meta, command_id=self.command_id, trace=self.trace()
+            stream,
+            known.version,
+            events,
+            self.meta,
+            command_id=self.command_id,
+            trace=self.trace(),
+            alarms=alarms(known.state, events) if alarms is not None else (),
         )
         if self.cache is not None:
             state = known.state

@@ -10,6 +10,11 @@ publishes it and keeps the writer's checkpoint (``relay_writers``): everything t
 ``done_before`` is published, and ``alive_at`` says it is still at work. So no commit is written twice (no
 "published" flag to set on each), and what a dead writer left behind is found by its checkpoint. Commits from
 before writers were recorded carry ``published: false`` until the relay's sweep marks them.
+
+A commit may carry alarms: wake-ups its events ask for (a workflow step's timeout), written with the events in
+the same document, so that scheduling them costs no write of its own. ``alarm_at`` is the earliest alarm not yet
+passed, indexed; a watcher reads the commits whose ``alarm_at`` has come (``alarmed_commits``) and keeps one
+watermark (``alarm_watermark``) of how far it has read, rather than marking each alarm.
 """
 
 import re
@@ -69,6 +74,26 @@ class Metadata:
 
 
 @dataclass(frozen=True, slots=True)
+class Alarm:
+    """A wake-up that a commit carries, due ``at``; ``data`` says what it is for."""
+
+    alarm_id: str
+    at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmedCommit:
+    """What a watcher of alarms reads of a commit: which stream, how far it goes, and its alarms."""
+
+    commit_id: str
+    stream: StreamRef
+    last_version: int
+    alarm_at: datetime
+    alarms: list[Alarm]
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     commit_id: str
     stream: StreamRef
@@ -79,6 +104,7 @@ class Commit:
     recorded_at: datetime
     writer: str | None
     trace: dict[str, str] = field(default_factory=dict)
+    alarms: tuple[Alarm, ...] = ()
 
 
 class CommitListener(Protocol):
@@ -117,6 +143,7 @@ class EventStore:
     ) -> None:
         self._commits = db["commits"]
         self._writers = db["relay_writers"]
+        self._alarm_clock = db["alarm_clock"]
         self._inserts = InsertBatcher(self._commits)  # concurrent appends share a round trip (group commit)
         self.clock = clock
         self._ids = ids
@@ -136,6 +163,8 @@ class EventStore:
         await self._commits.create_index([("published", ASCENDING), *ORDER], name="relay_order")
         await self._commits.create_index([("writer", ASCENDING), *ORDER], name="writer_order")
         await self._commits.create_index([("workspace_id", ASCENDING), *ORDER], name="workspace_order")
+        # Sparse: only commits with alarms are in it. (SecantusDB does not use a partial index for a range.)
+        await self._commits.create_index([("alarm_at", ASCENDING)], sparse=True, name="alarm_order")
 
     async def append(
         self,
@@ -146,8 +175,9 @@ class EventStore:
         *,
         command_id: str | None = None,
         trace: dict[str, str] | None = None,
+        alarms: Sequence[Alarm] = (),
     ) -> Commit:
-        """Append ``events`` after ``expected_version``.
+        """Append ``events`` after ``expected_version``, with the ``alarms`` they ask for.
 
         Raises ConcurrencyError when the stream moved on, DuplicateCommand when ``command_id`` was already applied
         to this stream (a command writes one commit per stream it touches).
@@ -184,6 +214,7 @@ class EventStore:
             recorded_at=now,
             writer=self.writer,
             trace=dict(trace or {}),
+            alarms=tuple(alarms),
         )
         listener = self.listener
         if listener is not None:
@@ -265,6 +296,45 @@ class EventStore:
             await self._commits.update_many({"_id": {"$in": list(commit_ids)}}, {"$set": {"published": True}})
 
     # The writers' checkpoints, kept by their relays.
+
+    async def alarmed_commits(
+        self, after: datetime, upto: datetime, *, after_id: str | None = None, limit: int = 200
+    ) -> list[AlarmedCommit]:
+        """The commits whose next alarm falls after ``after`` (after ``(after, after_id)`` when paging on) and by
+        ``upto``, in that order. (Two range queries rather than one ``$or``, which SecantusDB answers by scanning.)"""
+        found: list[Document] = []
+        if after_id is not None:
+            found = await self._alarmed({"alarm_at": after, "_id": {"$gt": after_id}}, limit)
+        if len(found) < limit:
+            found += await self._alarmed({"alarm_at": {"$gt": after, "$lte": upto}}, limit - len(found))
+        return [
+            AlarmedCommit(
+                commit_id=doc["_id"],
+                stream=StreamRef(doc["workspace_id"], doc["aggregate"], doc["aggregate_id"]),
+                last_version=doc["last_version"],
+                alarm_at=doc["alarm_at"],
+                alarms=_alarms(doc),
+            )
+            for doc in found
+        ]
+
+    async def _alarmed(self, query: Document, limit: int) -> list[Document]:
+        cursor = self._commits.find(
+            query, {"events": 0, "trace": 0}, sort=[("alarm_at", ASCENDING), ("_id", ASCENDING)], limit=limit
+        )
+        return await cursor.to_list(None)
+
+    async def move_alarm(self, commit_id: str, passed: datetime, next_at: datetime) -> None:
+        """Point the commit's ``alarm_at`` past the alarms at ``passed`` to its next one, at ``next_at``."""
+        await self._commits.update_one({"_id": commit_id, "alarm_at": passed}, {"$set": {"alarm_at": next_at}})
+
+    async def alarm_watermark(self) -> datetime | None:
+        """How far the alarms have been read and acted on (None before the first time)."""
+        doc = await self._alarm_clock.find_one({"_id": "watermark"})
+        return None if doc is None else doc["upto"]
+
+    async def save_alarm_watermark(self, upto: datetime) -> None:
+        await self._alarm_clock.update_one({"_id": "watermark"}, {"$max": {"upto": upto}}, upsert=True)
 
     async def save_checkpoint(self, done_before: datetime, alive_at: datetime) -> None:
         """This writer's commits recorded before ``done_before`` are all published; it is alive at ``alive_at``."""
@@ -377,7 +447,7 @@ async def load_state(
 
 
 def _to_document(commit: Commit) -> Document:
-    return {
+    doc: Document = {
         "_id": commit.commit_id,
         "stream_id": commit.stream.stream_id,
         "workspace_id": commit.stream.workspace_id,
@@ -394,6 +464,14 @@ def _to_document(commit: Commit) -> Document:
         "writer": commit.writer,
         "trace": commit.trace,
     }
+    if commit.alarms:
+        doc["alarms"] = [{"id": a.alarm_id, "at": a.at, "data": a.data} for a in commit.alarms]
+        doc["alarm_at"] = min(a.at for a in commit.alarms)
+    return doc
+
+
+def _alarms(doc: Document) -> list[Alarm]:
+    return [Alarm(a["id"], a["at"], a.get("data") or {}) for a in doc.get("alarms", [])]
 
 
 def _records(doc: Document) -> list[EventRecord]:
@@ -417,4 +495,5 @@ def _from_document(doc: Document) -> Commit:
         recorded_at=doc["recorded_at"],
         writer=doc.get("writer"),
         trace=doc.get("trace") or {},
+        alarms=tuple(_alarms(doc)),
     )

@@ -10,10 +10,10 @@ attempt is harmless.
 Each attempt's task is sent at most once. It is published with Nats-Msg-Id = the attempt's key, and the TASKS
 stream drops a repeat within its de-duplication window; so a commit is (re)sent only while it is well inside that
 window (RESEND_WITHIN), and acting on an older one sends nothing: the attempt's timeout fails it if its task never
-went out (and retries it, per the step's policy). The timeout timer is written beside the send, not before it, so
-the hand-over from one step to the next waits for no database write of the executor's. A webhook is not
-de-duplicated by anyone, so its timer is written first, as a claim, and only the writer of the claim makes the
-call: a webhook call is never repeated.
+went out (and retries it, per the step's policy). Most timers ride in the commit itself (see ``timers``); one due
+soon is written as a document beside the send, not before it, so the hand-over from one step to the next waits for
+no database write of the executor's. A webhook is not de-duplicated by anyone, so its timer is written first, as a
+claim, and only the writer of the claim makes the call: a webhook call is never repeated.
 """
 
 import asyncio
@@ -45,7 +45,7 @@ from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import Commit, EventStore, StateCache, decode, utcnow
 from workflow_engine.domain import execution
 from workflow_engine.handlers import execution_stream
-from workflow_engine.timers import SERVICE, Purpose, Timers
+from workflow_engine.timers import SERVICE, Purpose, Timers, timer_id
 
 log = logging.getLogger(__name__)
 MAX_WEBHOOK_TIMEOUT_S = 120.0
@@ -80,23 +80,24 @@ class Executor:
         if commit.stream.aggregate != execution.AGGREGATE:
             return
         resend = utcnow() - commit.recorded_at < RESEND_WITHIN
+        carried = frozenset(alarm.alarm_id for alarm in commit.alarms)
         for record in commit.events:
             if record.type in ACTS_ON:
-                await self._act(record, resend=resend)
+                await self._act(record, resend=resend, carried=carried)
 
-    async def _act(self, record: EventRecord, *, resend: bool) -> None:
+    async def _act(self, record: EventRecord, *, resend: bool, carried: frozenset[str]) -> None:
         event = decode(record)
         ws, execution_id = record.workspace_id, record.aggregate_id
         match event:
             case StepScheduled():
-                await self._on_scheduled(ws, execution_id, event, record.version, resend=resend)
+                await self._on_scheduled(ws, execution_id, event, record.version, resend=resend, carried=carried)
             case RetryScheduled():
-                await self._timer(ws, execution_id, event, "retry", event.due_at, record.version)
+                await self._timer(ws, execution_id, event, "retry", event.due_at, record.version, carried)
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
                 await self._timers.cancel_before(ws, execution_id, record.version)
 
     async def _on_scheduled(
-        self, ws: str, execution_id: str, event: StepScheduled, version: int, *, resend: bool
+        self, ws: str, execution_id: str, event: StepScheduled, version: int, *, resend: bool, carried: frozenset[str]
     ) -> None:
         if event.timeout_at is None and event.wake_at is None:
             return  # conditions, fan-outs and joins complete within their own decision
@@ -106,7 +107,7 @@ class Executor:
         step = spec.step(event.step_id)
         match step:
             case AgentStep() if event.timeout_at:
-                timer = self._timer(ws, execution_id, event, "timeout", event.timeout_at, version)
+                timer = self._timer(ws, execution_id, event, "timeout", event.timeout_at, version, carried)
                 if not resend:
                     await timer  # the task may have gone out long ago: the attempt is left to its timeout
                     return
@@ -119,9 +120,9 @@ class Executor:
                 if await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version):
                     self._spawn(self._call_webhook(ws, execution_id, step, event))
             case DelayStep() if event.wake_at:
-                await self._timer(ws, execution_id, event, "delay", event.wake_at, version)
+                await self._timer(ws, execution_id, event, "delay", event.wake_at, version, carried)
             case _ if event.timeout_at:
-                await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version)
+                await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version, carried)
 
     async def _spec(self, ws: str, execution_id: str) -> WorkflowSpec | None:
         """The execution's definition: from the command handlers' cached state, or from its first commit."""
@@ -141,7 +142,12 @@ class Executor:
         purpose: Purpose,
         at: str,
         version: int,
+        carried: frozenset[str] = frozenset(),
     ) -> bool:
+        """Write the timer as a document, unless it rides in the commit (``carried``); False when it was written
+        already (so it can serve as a once-only claim)."""
+        if timer_id(ws, execution_id, event.step_id, event.attempt, purpose) in carried:
+            return True
         return await self._timers.schedule(
             workspace_id=ws,
             execution_id=execution_id,

@@ -22,6 +22,7 @@ from servicekit.commands import CommandContext, CommandRouter, DomainError
 from servicekit.eventstore import StateCache, StreamRef, load_state
 from workflow_engine.domain import definition, execution
 from workflow_engine.templates import TEMPLATES
+from workflow_engine.timers import carried_alarms
 
 Clock = Callable[[], datetime]
 W = TypeVar("W", UpdateWorkflow, ArchiveWorkflow)
@@ -72,6 +73,7 @@ def build_router(clock: Clock, cache: StateCache | None = None) -> CommandRouter
             execution.evolve,
             lambda state: decide(state, now),
             new_stream=new_stream,
+            alarms=lambda state, events: carried_alarms(ctx.workspace_id, execution_id, state.spec, events, now),
         )
         return {"execution_id": execution_id}
 

@@ -37,7 +37,7 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
             raise RuntimeError("the workflow engine needs its event store and relay")
         runtime.relay.add_reactor(executor.react)
         serve_queries(runtime.bus, SERVICE, build_queries(store, workflows, executions))
-        loop = TimerLoop(timers, runtime.bus, clock, settings.timer_poll_s)
+        loop = TimerLoop(timers, runtime.bus, clock, settings.timer_poll_s, store, executions)
         runtime.on_start(loop.start)
         runtime.on_stop(loop.stop)
         runtime.on_stop(executor.stop)

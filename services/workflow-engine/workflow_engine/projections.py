@@ -1,5 +1,6 @@
 """Read models for listing workflows and executions. Details are served by replaying the stream itself."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -133,6 +134,11 @@ class ExecutionsProjection(RowProjection):
             },
         )
         return result.modified_count == 1
+
+    async def ended(self, stream_ids: Sequence[str]) -> set[str]:
+        """Which of these executions have ended, as far as the summaries know (they may lag, never lead)."""
+        cursor = self.collection.find({"_id": {"$in": list(stream_ids)}, "finished_at": {"$ne": None}}, {"_id": 1})
+        return {doc["_id"] async for doc in cursor}
 
     async def list(
         self, workspace_id: str, workflow_id: str | None, status: ExecutionStatus | None, limit: int

@@ -1,32 +1,66 @@
 """Durable timers: retry backoffs, step timeouts and delays.
 
-A timer is a document written when its event is processed (so it survives any restart), and a loop fires the
-due ones by sending a FireTimer command whose id is the timer's id: the broker de-duplicates a timer fired twice
-by two replicas or across a crash, and the execution ignores a timer that no longer matches its step.
+A loop fires due timers by sending a FireTimer command whose id is the timer's id: the broker de-duplicates a timer
+fired twice by two replicas or across a crash, and the execution ignores a timer that no longer matches its step.
+A timer is kept in one of two ways, both written before anything waits on it:
+
+- Most ride in the commit whose event starts them, as alarms (``carried_alarms``): a step's five-minute timeout
+  costs no write of its own. The loop reads the commits whose alarm has come, in time order, from a watermark it
+  saves after each pass; alarms of executions that have ended are passed over. Nothing marks an alarm fired, so an
+  alarm must be readable before the loop's clock reaches it: only timers due at least FAR_AHEAD after their
+  decision ride in commits (a commit is written, and replicas' clocks agree, well within that).
+- Timers due sooner, and a webhook's timeout, which is also the once-only claim of its call, are documents written
+  by the executor when it acts on the commit, fired and marked by the loop, and dropped when the execution ends.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from contracts import Actor
-from contracts.workflows import FireTimer
+from contracts import Actor, Event
+from contracts.workflows import FireTimer, WorkflowSpec
 from servicekit.batching import InsertBatcher
 from servicekit.bus import Bus
 from servicekit.commands import envelope_for, publish_command
+from servicekit.eventstore import Alarm, AlarmedCommit, EventStore
+from workflow_engine.domain.execution import timers_started
+from workflow_engine.projections import ExecutionsProjection
 
 log = logging.getLogger(__name__)
 Document = dict[str, Any]
 Purpose = Literal["retry", "timeout", "delay"]
 SERVICE = "workflow-engine"
 PENDING, FIRED = "pending", "fired"
+FAR_AHEAD = timedelta(seconds=30)  # a timer due this long after its decision rides in the commit
+ALARM_PAGE = 200
+SAVE_WATERMARK_EVERY = timedelta(seconds=5)  # and whenever an alarm was fired; after a crash, at most this is re-read
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timer_id(workspace_id: str, execution_id: str, step_id: str, attempt: int, purpose: Purpose) -> str:
+    return f"{workspace_id}:{execution_id}:{step_id}:{attempt}:{purpose}"
+
+
+def carried_alarms(
+    workspace_id: str, execution_id: str, spec: WorkflowSpec | None, events: Sequence[Event], now: datetime
+) -> list[Alarm]:
+    """The timers ``events`` start that ride in their commit: those due FAR_AHEAD or later (not a webhook's)."""
+    return [
+        Alarm(
+            timer_id(workspace_id, execution_id, timer.step_id, timer.attempt, timer.purpose),
+            timer.at,
+            {"step_id": timer.step_id, "attempt": timer.attempt, "purpose": timer.purpose},
+        )
+        for timer in timers_started(spec, events)
+        if not timer.claims_call and timer.at - now >= FAR_AHEAD
+    ]
 
 
 class Timers:
@@ -39,10 +73,6 @@ class Timers:
         await self.collection.create_index(
             [("workspace_id", ASCENDING), ("execution_id", ASCENDING), ("version", ASCENDING)]
         )
-
-    @staticmethod
-    def timer_id(workspace_id: str, execution_id: str, step_id: str, attempt: int, purpose: Purpose) -> str:
-        return f"{workspace_id}:{execution_id}:{step_id}:{attempt}:{purpose}"
 
     async def schedule(
         self,
@@ -59,7 +89,7 @@ class Timers:
         try:
             await self._inserts.insert(
                 {
-                    "_id": self.timer_id(workspace_id, execution_id, step_id, attempt, purpose),
+                    "_id": timer_id(workspace_id, execution_id, step_id, attempt, purpose),
                     "workspace_id": workspace_id,
                     "execution_id": execution_id,
                     "step_id": step_id,
@@ -93,11 +123,23 @@ class Timers:
 
 
 class TimerLoop:
-    def __init__(self, timers: Timers, bus: Bus, clock: Callable[[], datetime], poll_s: float) -> None:
+    def __init__(
+        self,
+        timers: Timers,
+        bus: Bus,
+        clock: Callable[[], datetime],
+        poll_s: float,
+        store: EventStore,
+        executions: ExecutionsProjection,
+    ) -> None:
         self._timers = timers
         self._bus = bus
         self._clock = clock
         self._poll_s = poll_s
+        self._store = store
+        self._executions = executions
+        self._upto: datetime | None = None  # alarms due by this have been fired
+        self._saved: datetime | None = None  # the watermark saved last
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -120,18 +162,54 @@ class TimerLoop:
             await asyncio.sleep(self._poll_s)
 
     async def fire_due(self) -> int:
+        """Fire every timer due by now, of both kinds; returns how many were fired."""
+        now = self._clock()
         fired = 0
-        for doc in await self._timers.due(self._clock()):
-            command = FireTimer(
-                execution_id=doc["execution_id"], step_id=doc["step_id"], attempt=doc["attempt"], purpose=doc["purpose"]
-            )
-            envelope = envelope_for(
-                command,
-                workspace_id=doc["workspace_id"],
-                command_id=f"timer-{doc['_id']}".replace(":", "-"),
-                actor=Actor(kind="service", id=SERVICE),
-            )
-            await publish_command(self._bus, SERVICE, envelope)
+        for doc in await self._timers.due(now):
+            await self._fire(doc["workspace_id"], doc["execution_id"], doc["step_id"], doc["attempt"], doc["purpose"])
             await self._timers.mark_fired(doc["_id"])
             fired += 1
-        return fired
+        return fired + await self._ring_alarms(now)
+
+    async def _ring_alarms(self, now: datetime) -> int:
+        """Fire the alarms due after the watermark and by ``now``, page by page, then move the watermark to ``now``.
+        A failure leaves the watermark where it was: the next pass fires those alarms again (harmlessly)."""
+        if self._upto is None:
+            self._upto = self._saved = await self._store.alarm_watermark() or EPOCH
+        after, after_id, rung = self._upto, None, 0
+        while True:
+            page = await self._store.alarmed_commits(after, now, after_id=after_id, limit=ALARM_PAGE)
+            ended = await self._executions.ended([commit.stream.stream_id for commit in page]) if page else set()
+            for commit in page:
+                if commit.stream.stream_id not in ended:
+                    rung += await self._ring(commit, now)
+            if len(page) < ALARM_PAGE:
+                break
+            after, after_id = page[-1].alarm_at, page[-1].commit_id
+        if rung or self._saved is None or now - self._saved >= SAVE_WATERMARK_EVERY:
+            await self._store.save_alarm_watermark(now)
+            self._saved = now
+        self._upto = now
+        return rung
+
+    async def _ring(self, commit: AlarmedCommit, now: datetime) -> int:
+        due = [alarm for alarm in commit.alarms if commit.alarm_at <= alarm.at <= now]
+        for alarm in due:
+            data = alarm.data
+            ws, execution_id = commit.stream.workspace_id, commit.stream.aggregate_id
+            await self._fire(ws, execution_id, data["step_id"], data["attempt"], data["purpose"])
+        later = [alarm.at for alarm in commit.alarms if alarm.at > now]
+        if later:  # several timers in one commit (a fan-out's steps): the next one keeps the commit in view
+            await self._store.move_alarm(commit.commit_id, commit.alarm_at, min(later))
+        return len(due)
+
+    async def _fire(self, workspace_id: str, execution_id: str, step_id: str, attempt: int, purpose: Purpose) -> None:
+        command = FireTimer(execution_id=execution_id, step_id=step_id, attempt=attempt, purpose=purpose)
+        the_id = timer_id(workspace_id, execution_id, step_id, attempt, purpose)
+        envelope = envelope_for(
+            command,
+            workspace_id=workspace_id,
+            command_id=f"timer-{the_id}".replace(":", "-"),
+            actor=Actor(kind="service", id=SERVICE),
+        )
+        await publish_command(self._bus, SERVICE, envelope)

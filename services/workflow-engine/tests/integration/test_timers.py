@@ -1,14 +1,25 @@
 """Durable timers against the real MongoDB-compatible server."""
 
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient
 
-from workflow_engine.timers import Timers
+from conftest import Infra
+from contracts import Actor, Envelope
+from contracts.workflows import ExecutionPaused, FireTimer
+from servicekit.eventstore import Alarm, Metadata, StreamRef
+from servicekit.runtime import Runtime
+from servicekit.settings import ServiceSettings
+from workflow_engine import timers as timers_module
+from workflow_engine.projections import ExecutionsProjection
+from workflow_engine.timers import SERVICE, TimerLoop, Timers, timer_id
 
 Document = dict[str, Any]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+META = Metadata(correlation_id="c", actor=Actor(kind="system", id="test"))
 
 
 async def test_an_end_drops_only_the_timers_scheduled_before_it(
@@ -33,3 +44,106 @@ async def test_an_end_drops_only_the_timers_scheduled_before_it(
     assert await schedule(2, "retry", 7)
     await timers.cancel_before("ws", "e1", 5)  # an ExecutionFailed at version 5, handled after the retry's timer
     assert [t["attempt"] for t in await timers.due(NOW)] == [2]
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def runtime(infra: Infra, env_name: str) -> AsyncIterator[Runtime]:
+    settings = ServiceSettings(
+        service_name=SERVICE, platform_env=env_name, nats_url=infra.nats_url, mongodb_url=infra.mongodb_url
+    )
+    rt = Runtime(settings, event_store=True)
+    await rt.open()  # not started: the FireTimer commands stay in the stream, to be counted
+    yield rt
+    await rt.stop()
+
+
+async def loop_of(runtime: Runtime, clock: Clock) -> TimerLoop:
+    timers = Timers(runtime.db["timers"])
+    executions = ExecutionsProjection(runtime.db["executions"])
+    await timers.ensure_indexes()
+    return TimerLoop(timers, runtime.bus, clock, 1.0, runtime.store, executions)
+
+
+async def carrying(runtime: Runtime, execution_id: str, *timers: tuple[str, datetime]) -> None:
+    """Append a commit to ``execution_id`` carrying a timeout alarm per (step, due time)."""
+    alarms = [
+        Alarm(
+            timer_id("ws", execution_id, step, 1, "timeout"), at, {"step_id": step, "attempt": 1, "purpose": "timeout"}
+        )
+        for step, at in timers
+    ]
+    event = ExecutionPaused(at=NOW.isoformat())  # any event: the alarms are what is looked at
+    await runtime.store.append(StreamRef("ws", "execution", execution_id), 0, [event], META, alarms=alarms)
+
+
+async def fired(runtime: Runtime) -> list[str]:
+    """The ids of the FireTimer commands sent (the commands stream keeps them: nothing consumes it here)."""
+    js = runtime.bus.js
+    info = await js.stream_info(runtime.subjects.commands_stream)
+    ids = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(runtime.subjects.commands_stream, seq)
+        ids.append(FireTimer.model_validate(Envelope.model_validate_json(msg.data or b"").payload).step_id)
+    return ids
+
+
+async def test_a_timer_carried_by_a_commit_fires_once_when_due_and_not_again_after_a_restart(
+    runtime: Runtime,
+) -> None:
+    clock = Clock(NOW)
+    loop = await loop_of(runtime, clock)
+    await carrying(runtime, "e1", ("a", NOW + timedelta(minutes=5)))
+
+    assert await loop.fire_due() == 0
+    clock.now = NOW + timedelta(minutes=5, seconds=1)
+    assert await loop.fire_due() == 1
+    assert await loop.fire_due() == 0
+    restarted = await loop_of(runtime, clock)  # its watermark comes from the database
+    assert await restarted.fire_due() == 0
+    assert await fired(runtime) == ["a"]
+
+
+async def test_the_timers_of_an_ended_execution_are_passed_over(runtime: Runtime) -> None:
+    clock = Clock(NOW + timedelta(hours=1))
+    loop = await loop_of(runtime, clock)
+    await carrying(runtime, "e1", ("a", NOW + timedelta(minutes=5)))
+    await carrying(runtime, "e2", ("b", NOW + timedelta(minutes=5)))
+    summaries = runtime.db["executions"]
+    await summaries.insert_one({"_id": "ws/execution/e1", "finished_at": NOW.isoformat()})
+    await summaries.insert_one({"_id": "ws/execution/e2", "finished_at": None})
+
+    assert await loop.fire_due() == 1
+    assert await fired(runtime) == ["b"]
+
+
+async def test_each_timer_of_a_commit_fires_at_its_own_time(runtime: Runtime) -> None:
+    clock = Clock(NOW)
+    loop = await loop_of(runtime, clock)
+    await carrying(runtime, "e1", ("a", NOW + timedelta(minutes=1)), ("b", NOW + timedelta(minutes=3)))
+
+    clock.now = NOW + timedelta(minutes=2)
+    assert await loop.fire_due() == 1
+    clock.now = NOW + timedelta(minutes=4)
+    assert await loop.fire_due() == 1
+    assert await fired(runtime) == ["a", "b"]
+
+
+async def test_timers_due_at_the_same_instant_are_all_fired_page_after_page(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(timers_module, "ALARM_PAGE", 3)
+    clock = Clock(NOW + timedelta(hours=1))
+    loop = await loop_of(runtime, clock)
+    for i in range(7):
+        await carrying(runtime, f"e{i}", (f"s{i}", NOW + timedelta(minutes=5)))
+
+    assert await loop.fire_due() == 7
+    assert sorted(await fired(runtime)) == [f"s{i}" for i in range(7)]

@@ -4,7 +4,7 @@ id is derived from the execution id, the step id and the attempt, so replaying a
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from contracts import ErrorCode, Event
 from contracts.workflows import (
@@ -499,3 +499,36 @@ def replay(events: Sequence[Event]) -> Execution:
     for event in events:
         state = evolve(state, event)
     return state
+
+
+@dataclass(frozen=True, slots=True)
+class StartedTimer:
+    """A timer that an event starts: a step's timeout, a delay's wake-up, or a retry's backoff."""
+
+    step_id: str
+    attempt: int
+    purpose: Literal["retry", "timeout", "delay"]
+    at: datetime
+    claims_call: bool = False  # a webhook's timeout, which is also the once-only claim of its call
+
+
+def timers_started(spec: WorkflowSpec | None, events: Sequence[Event]) -> list[StartedTimer]:
+    """The timers ``events`` start, in order; ``spec`` is the execution's definition (an ExecutionStarted among the
+    events gives it for a new execution)."""
+    timers: list[StartedTimer] = []
+    for event in events:
+        match event:
+            case ExecutionStarted():
+                spec = event.spec
+            case StepScheduled():
+                step = spec.step(event.step_id) if spec is not None else None
+                if isinstance(step, DelayStep) and event.wake_at:
+                    at = datetime.fromisoformat(event.wake_at)
+                    timers.append(StartedTimer(event.step_id, event.attempt, "delay", at))
+                elif event.timeout_at:  # conditions, fan-outs and joins have none: they complete within their decision
+                    at = datetime.fromisoformat(event.timeout_at)
+                    claims = isinstance(step, WebhookStep)
+                    timers.append(StartedTimer(event.step_id, event.attempt, "timeout", at, claims))
+            case RetryScheduled():
+                timers.append(StartedTimer(event.step_id, event.attempt, "retry", datetime.fromisoformat(event.due_at)))
+    return timers
