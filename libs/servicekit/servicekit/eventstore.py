@@ -17,6 +17,7 @@ passed, indexed; a watcher reads the commits whose ``alarm_at`` has come (``alar
 watermark (``alarm_watermark``) of how far it has read, rather than marking each alarm.
 """
 
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, WriteError
+from pymongo.errors import DuplicateKeyError, OperationFailure, WriteError
 
 from contracts import REGISTRY, Actor, Event, EventRecord, new_id
 from servicekit.batching import InsertBatcher
@@ -160,7 +161,13 @@ class EventStore:
             partialFilterExpression={"command_id": {"$type": "string"}},
             name="command_once_per_stream",
         )
-        await self._commits.create_index([("published", ASCENDING), *ORDER], name="relay_order")
+        # Only the commits still flagged unpublished (from before writers were recorded) are in it: a new commit
+        # costs it no entry. It replaces "relay_order", which held every commit.
+        await self._commits.create_index(
+            [("published", ASCENDING), *ORDER], partialFilterExpression={"published": False}, name="legacy_unpublished"
+        )
+        with contextlib.suppress(OperationFailure):
+            await self._commits.drop_index("relay_order")
         await self._commits.create_index([("writer", ASCENDING), *ORDER], name="writer_order")
         await self._commits.create_index([("workspace_id", ASCENDING), *ORDER], name="workspace_order")
         # Sparse: only commits with alarms are in it. (SecantusDB does not use a partial index for a range.)

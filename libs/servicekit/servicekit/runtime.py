@@ -59,6 +59,7 @@ class Runtime:
             max_deliver=settings.command_max_deliver,
             ack_wait_s=settings.command_ack_wait_s,
             max_workers=settings.consumer_workers,
+            max_ack_pending=max(256, 2 * settings.consumer_workers),  # the server lets it hold workers + buffer
         )
         self._mongo: AsyncMongoClient[Document] | None = None
         self._store: EventStore | None = None

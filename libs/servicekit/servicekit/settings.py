@@ -26,7 +26,11 @@ class ServiceSettings(BaseSettings):
     command_max_deliver: int = Field(default=5, ge=1)
     command_ack_wait_s: float = Field(default=30.0, gt=0)
     consumer_workers: int = Field(
-        default=8, ge=1, le=256, description="Messages a command or reaction consumer handles at once per replica."
+        default=128,
+        ge=1,
+        le=512,
+        description="Messages a command or reaction consumer handles at once per replica (handlers mostly wait for "
+        "the database and the broker, so throughput needs many at once).",
     )
     shutdown_grace_s: float = Field(
         default=10.0,

@@ -45,7 +45,7 @@ from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import Commit, EventStore, StateCache, decode, utcnow
 from workflow_engine.domain import execution
 from workflow_engine.handlers import execution_stream
-from workflow_engine.timers import SERVICE, Purpose, Timers, timer_id
+from workflow_engine.timers import SERVICE, Purpose, Timers, may_have_timer_documents, timer_id
 
 log = logging.getLogger(__name__)
 MAX_WEBHOOK_TIMEOUT_S = 120.0
@@ -94,7 +94,9 @@ class Executor:
             case RetryScheduled():
                 await self._timer(ws, execution_id, event, "retry", event.due_at, record.version, carried)
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
-                await self._timers.cancel_before(ws, execution_id, record.version)
+                cached = self._cache.get(execution_stream(ws, execution_id), execution.evolve)
+                if may_have_timer_documents(cached.state if cached is not None else None):
+                    await self._timers.cancel_before(ws, execution_id, record.version)
 
     async def _on_scheduled(
         self, ws: str, execution_id: str, event: StepScheduled, version: int, *, resend: bool, carried: frozenset[str]

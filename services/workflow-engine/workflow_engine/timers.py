@@ -25,12 +25,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from contracts import Actor, Event
-from contracts.workflows import FireTimer, WorkflowSpec
+from contracts.workflows import DelayStep, FireTimer, WebhookStep, WorkflowSpec
 from servicekit.batching import InsertBatcher
 from servicekit.bus import Bus
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import Alarm, AlarmedCommit, EventStore
-from workflow_engine.domain.execution import timers_started
+from workflow_engine.domain.execution import Execution, timers_started
 from workflow_engine.projections import ExecutionsProjection
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,24 @@ def carried_alarms(
         for timer in timers_started(spec, events)
         if not timer.claims_call and timer.at - now >= FAR_AHEAD
     ]
+
+
+def may_have_timer_documents(state: Execution | None) -> bool:
+    """Whether any timer of this execution may have been written as a document (so its end has some to drop):
+    a webhook's claim, or a timeout, delay or retry backoff shorter than FAR_AHEAD. True when unsure."""
+    if state is None or state.spec is None:
+        return True
+    far = FAR_AHEAD.total_seconds()
+    for step_id, run in state.steps.items():
+        if run.attempt < 1:
+            continue
+        step = state.spec.step(step_id)
+        lead = step.seconds if isinstance(step, DelayStep) else step.timeout_s
+        if isinstance(step, WebhookStep) or lead < far:
+            return True
+        if any(step.retry.delay(failed) < far for failed in range(1, run.attempt)):  # the backoffs before each retry
+            return True
+    return False
 
 
 class Timers:

@@ -1,11 +1,12 @@
 """Which timers a decision starts, and which of them ride in its commit."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from contracts import Event
 from contracts.workflows import ExecuteWorkflow, RetryScheduled, WorkflowSpec
 from workflow_engine.domain import execution
-from workflow_engine.timers import carried_alarms
+from workflow_engine.timers import carried_alarms, may_have_timer_documents
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -42,3 +43,16 @@ def test_timers_due_far_enough_ahead_ride_in_the_commit_but_not_a_webhooks_claim
     assert carried(started({"id": "a", "kind": "agent", "role": "r", "timeout_s": 5})) == []  # a document instead
     assert carried(started({"id": "a", "kind": "delay", "seconds": 3600})) == ["ws:ex:a:1:delay"]
     assert carried(started({"id": "a", "kind": "webhook", "url": "http://h/x"})) == []  # the claim is a document
+
+
+def test_an_end_looks_for_timer_documents_only_where_some_may_have_been_written() -> None:
+    def state(*steps: dict[str, object]) -> execution.Execution:
+        return execution.replay(started(*steps))
+
+    plain = state({"id": "a", "kind": "agent", "role": "r"})
+    retried = replace(plain, steps={"a": replace(plain.steps["a"], attempt=2)})  # after a backoff of 1 s
+    assert not may_have_timer_documents(plain)  # its timeout rode in the commit
+    assert may_have_timer_documents(retried)
+    assert may_have_timer_documents(state({"id": "a", "kind": "agent", "role": "r", "timeout_s": 5}))
+    assert may_have_timer_documents(state({"id": "a", "kind": "webhook", "url": "http://h/x"}))
+    assert may_have_timer_documents(None)  # not known here: look
