@@ -230,16 +230,17 @@ class Relay:
         """Publish ``commits`` and run the reactors on them; returns each commit with its failure, or None when it
         is done. Publishing is pipelined: every event is sent before any ack is awaited, in commit order on the one
         connection (so the stream keeps that order), PUBLISH_WINDOW commits at a time. Reactors see each stream's
-        commits in order, while different streams are handled concurrently."""
+        commits in order, while different streams are handled concurrently; they start first, so what a reactor
+        sends (the workflow engine's next task) is not queued behind the events on the connection."""
         results: list[tuple[Commit, BaseException | None]] = []
         for start in range(0, len(commits), PUBLISH_WINDOW):
             window = commits[start : start + PUBLISH_WINDOW]
             by_stream: dict[str, list[Commit]] = {}
             for commit in window:
                 by_stream.setdefault(commit.stream.stream_id, []).append(commit)
-            published, reacted = await asyncio.gather(
-                asyncio.gather(*(self._publish(commit) for commit in window), return_exceptions=True),
+            reacted, published = await asyncio.gather(
                 asyncio.gather(*(self._react_in_order(stream_commits) for stream_commits in by_stream.values())),
+                asyncio.gather(*(self._publish(commit) for commit in window), return_exceptions=True),
             )
             unacted = {commit_id: exc for failures in reacted for commit_id, exc in failures.items()}
             for commit, publishing in zip(window, published, strict=True):
