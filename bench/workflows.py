@@ -171,6 +171,19 @@ class Driver:
         )
 
 
+async def quiesce(js: Any, subjects: Subjects) -> None:
+    """Wait until every consumer of the engine's streams has nothing left to deliver or to be acked (its projections
+    done catching up), so that the floor is measured on an idle machine and the next run starts on one."""
+    while True:
+        busy = 0
+        for stream in (subjects.commands_stream, subjects.events_stream):
+            for info in await js.consumers_info(stream):
+                busy += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        if busy == 0:
+            return
+        await asyncio.sleep(0.2)
+
+
 async def floor(nc: Any, db: Any, env: str, steps: int, inflight: int) -> Figures:
     """Per step, what the engine's hand-over from one step to the next is made of, without the engine: the same
     chain of JetStream publish+consume pairs (PAIRS_PER_STEP, each hop through its own shared durable pull
@@ -270,7 +283,9 @@ async def bench(mongo_url: str, nats_url: str, sizes: list[int], inflights: list
             await driver.run(workflow_id, 20, 10)  # warm-up
             for size in sizes:
                 for inflight in inflights:
+                    await quiesce(runtime.bus.js, subjects)
                     ours = await driver.run(workflow_id, size, inflight)
+                    await quiesce(runtime.bus.js, subjects)
                     base = await floor(runtime.bus.nc, mongo[f"{env}_floor"], env, size * 3, inflight)
                     rows.append((size, inflight, ours, base))
                     print(f"  measured N={size} in-flight={inflight}", flush=True)

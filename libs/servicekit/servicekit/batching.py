@@ -1,70 +1,92 @@
-"""Group commit: single-document inserts that share one round trip when they arrive together.
+"""Group commit: single-document writes that share one round trip when they arrive together.
 
-A write path under load makes many small inserts at once (one commit per command, one claim per task). Sent one
-by one, each pays a full round trip and the server's per-command cost; sent together in one unordered
-``insert_many``, they cost little more than one. The batch forms by itself: an insert that arrives while none is
-being written goes out at once (no added latency when idle), and whatever arrives while a write is on the wire
-goes out together in the next one. Each caller still gets its own document's result: a duplicate key (the
+A write path under load makes many small writes at once (one commit per command, one row per projected event).
+Sent one by one, each pays a full round trip and the server's per-command cost; sent together in one unordered
+command, they cost little more than one. The batch forms by itself: a write that arrives while none is being
+written goes out at once (no added latency when idle), and whatever arrives while a write is on the wire goes out
+together in the next one. Each caller still gets its own document's result: a duplicate key (the
 optimistic-concurrency and idempotency signal of the event store) is raised to that caller alone.
 """
 
 import asyncio
-from typing import Any
+from abc import ABC, abstractmethod
+from typing import Any, Generic, TypeVar
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteConcernError, WriteError
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-class InsertBatcher:
+class _GroupWriter(ABC, Generic[T, R]):
     def __init__(self, collection: AsyncCollection[Document], *, max_batch: int = 128) -> None:
         self._collection = collection
         self._max_batch = max_batch
-        self._queue: list[tuple[Document, asyncio.Future[None]]] = []
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def insert(self, document: Document) -> None:
-        """Insert ``document`` (with its ``_id``); raises DuplicateKeyError, like ``insert_one``, for it alone."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((document, done))
+    async def _submit(self, item: T) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, done))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queued(), name="insert-batcher")
-        await done
+            self._writer = asyncio.create_task(self._write_queued(), name="group-writer")
+        return await done
 
     async def _write_queued(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
-                failures = await self._write([document for document, _ in batch])
+                outcomes = await self._write([item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001 - the write failed as a whole: every caller hears it
-                failures = dict.fromkeys(range(len(batch)), exc)
+                outcomes = [exc] * len(batch)
             except BaseException:  # cancelled: nobody may be left waiting
                 for _, done in batch + self._queue:
                     done.cancel()
                 self._queue = []
                 raise
-            for index, (_, done) in enumerate(batch):
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
                 if not done.done():
-                    failure = failures.get(index)
-                    if failure is None:
-                        done.set_result(None)
+                    if isinstance(outcome, Exception):
+                        done.set_exception(outcome)
                     else:
-                        done.set_exception(failure)
+                        done.set_result(outcome)
 
-    async def _write(self, documents: list[Document]) -> dict[int, Exception]:
-        """Insert ``documents``; returns the error of each one that was not inserted, by position."""
+    @abstractmethod
+    async def _write(self, items: list[T]) -> list[R | Exception]:
+        """Write ``items`` in one command; returns each one's result or error, in order."""
+
+
+class InsertBatcher(_GroupWriter[Document, None]):
+    async def insert(self, document: Document) -> None:
+        """Insert ``document`` (with its ``_id``); raises DuplicateKeyError, like ``insert_one``, for it alone."""
+        await self._submit(document)
+
+    async def _write(self, items: list[Document]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = [None] * len(items)
         try:
-            await self._collection.insert_many(documents, ordered=False)
+            await self._collection.insert_many(items, ordered=False)
         except BulkWriteError as exc:
-            failures: dict[int, Exception] = {}
             for error in exc.details.get("writeErrors", []):
                 kind = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError
-                failures[int(error["index"])] = kind(error.get("errmsg", ""), error.get("code"), error)
+                outcomes[int(error["index"])] = kind(error.get("errmsg", ""), error.get("code"), error)
             if exc.details.get("writeConcernErrors"):
                 concern = WriteConcernError("write concern not satisfied", None, exc.details)
-                for index in range(len(documents)):
-                    failures.setdefault(index, concern)
-            return failures
-        return {}
+                outcomes = [outcome or concern for outcome in outcomes]
+        return outcomes
+
+
+class UpdateBatcher(_GroupWriter[tuple[Document, Document], bool | None]):
+    async def update(self, query: Document, change: Document) -> bool | None:
+        """Apply ``change`` to the one document ``query`` matches (a compare-and-set, say). True when it changed a
+        document; None when its batch changed fewer documents than it had updates, as a bulk write does not tell
+        which ones did: the caller checks its own."""
+        return await self._submit((query, change))
+
+    async def _write(self, items: list[tuple[Document, Document]]) -> list[bool | Exception | None]:
+        result = await self._collection.bulk_write([UpdateOne(query, change) for query, change in items], ordered=False)
+        every = result.modified_count == len(items)
+        return [True if every else None] * len(items)

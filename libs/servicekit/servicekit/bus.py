@@ -156,20 +156,35 @@ class Bus:
         await ensure_streams(self._js, self.subjects)
 
     async def publish(
-        self, subject: str, body: bytes, *, msg_id: str | None, stream: str, headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        body: bytes,
+        *,
+        msg_id: str | None,
+        stream: str,
+        headers: dict[str, str] | None = None,
+        span: bool = True,
     ) -> bool:
         """Publish to a stream and wait for its ack; returns False when the broker de-duplicated it (by ``msg_id``;
-        None only for a message nothing may drop, a dead letter)."""
+        None only for a message nothing may drop, a dead letter). The message carries the trace context: of its own
+        producer span, or, with ``span=False``, of the caller's (one span for a batch, say)."""
+        if not span:
+            return await self._publish(subject, body, msg_id, stream, headers)
         with self._tracer.start_as_current_span(
             f"{subject} publish",
             kind=SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},
         ):
-            sent = dict(headers or {})
-            if msg_id is not None:
-                sent["Nats-Msg-Id"] = msg_id
-            propagate.inject(sent)
-            ack = await self.js.publish(subject, body, stream=stream, timeout=self.timeout_s, headers=sent)
+            return await self._publish(subject, body, msg_id, stream, headers)
+
+    async def _publish(
+        self, subject: str, body: bytes, msg_id: str | None, stream: str, headers: dict[str, str] | None
+    ) -> bool:
+        sent = dict(headers or {})
+        if msg_id is not None:
+            sent["Nats-Msg-Id"] = msg_id
+        propagate.inject(sent)
+        ack = await self.js.publish(subject, body, stream=stream, timeout=self.timeout_s, headers=sent)
         return not ack.duplicate
 
     def consume(

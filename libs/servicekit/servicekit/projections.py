@@ -15,6 +15,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from contracts import EventRecord
+from servicekit.batching import InsertBatcher
 from servicekit.bus import Bus, ConsumerPolicy, PermanentFailure
 from servicekit.eventstore import EventStore, StreamRef
 
@@ -26,6 +27,7 @@ class StreamProjection(ABC):
 
     aggregate: str
     name: str
+    ordered = True  # events are applied one at a time, in the order they arrive; False when order does not matter
 
     @abstractmethod
     async def position(self, record: EventRecord) -> int:
@@ -55,6 +57,7 @@ class RowProjection(StreamProjection):
 
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
+        self._inserts = InsertBatcher(collection)  # rows created together share a round trip (unordered projections)
 
     async def position(self, record: EventRecord) -> int:
         doc = await self.collection.find_one({"_id": record.stream_id}, {"version": 1})
@@ -63,7 +66,7 @@ class RowProjection(StreamProjection):
     async def insert_row(self, record: EventRecord, row: Document) -> bool:
         """The stream's first event: create its row (False when it exists already)."""
         try:
-            await self.collection.insert_one(
+            await self._inserts.insert(
                 {"_id": record.stream_id, "workspace_id": record.workspace_id, **row, "version": record.version}
             )
         except DuplicateKeyError:
@@ -121,5 +124,6 @@ def serve_projection(
     async def apply(record: EventRecord) -> int:
         return await projection.handle(record, store)
 
-    in_order = replace(policy, max_workers=1)  # events arrive and apply in stream order
-    serve_events(bus, service, projection.aggregate, f"projection_{projection.name}", apply, in_order, types)
+    if projection.ordered:
+        policy = replace(policy, max_workers=1)  # events arrive and apply in stream order
+    serve_events(bus, service, projection.aggregate, f"projection_{projection.name}", apply, policy, types)

@@ -28,8 +28,9 @@ from datetime import datetime, timedelta
 
 import nats.errors
 import nats.js.errors
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import SpanKind, Tracer
 
 from servicekit.bus import Bus
 from servicekit.eventstore import Commit, EventStore, utcnow
@@ -258,12 +259,16 @@ class Relay:
         if not self._reactors:
             return {}
         for position, commit in enumerate(commits):
+            # In the trace of the command that wrote the commit (what a reactor sends continues it), with no span
+            # of its own: spans cost the engine a sixth of its time per step when it had one here.
+            token = otel_context.attach(propagate.extract(commit.trace))
             try:
-                with self._tracer.start_as_current_span("relay reaction", context=propagate.extract(commit.trace)):
-                    for react in self._reactors:
-                        await react(commit)
+                for react in self._reactors:
+                    await react(commit)
             except Exception as exc:  # noqa: BLE001 - classified by the caller, per commit
                 return {later.commit_id: exc for later in commits[position:]}
+            finally:
+                otel_context.detach(token)
         return {}
 
     async def _count_failure(self, commit: Commit, exc: BaseException) -> bool:
@@ -278,8 +283,19 @@ class Relay:
         return True
 
     async def _publish(self, commit: Commit) -> None:
+        """Publish the commit's events under one producer span (a batch, in OpenTelemetry's messaging terms), whose
+        context every event carries."""
         subjects = self._bus.subjects
-        with self._tracer.start_as_current_span("relay commit", context=propagate.extract(commit.trace)):
+        with self._tracer.start_as_current_span(
+            "relay commit",
+            context=propagate.extract(commit.trace),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": subjects.events_stream,
+                "messaging.batch.message_count": len(commit.events),
+            },
+        ):
             await asyncio.gather(
                 *(
                     self._bus.publish(
@@ -287,6 +303,7 @@ class Relay:
                         record.model_dump_json().encode(),
                         msg_id=record.event_id,
                         stream=subjects.events_stream,
+                        span=False,
                     )
                     for record in commit.events
                 )

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts import Event, EventRecord
 from contracts.workflows import (
@@ -19,6 +20,7 @@ from contracts.workflows import (
     WorkflowCreated,
     WorkflowUpdated,
 )
+from servicekit.batching import UpdateBatcher
 from servicekit.eventstore import EventStore, decode
 from servicekit.projections import RowProjection
 from workflow_engine.domain import definition, execution
@@ -84,6 +86,11 @@ class ExecutionsProjection(RowProjection):
 
     aggregate = execution.AGGREGATE
     name = "executions"
+    ordered = False  # a row is created by its start and takes the newest status: any order, any concurrency
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        super().__init__(collection)
+        self._updates = UpdateBatcher(collection)  # status changes that arrive together share a round trip
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index(
@@ -122,7 +129,7 @@ class ExecutionsProjection(RowProjection):
         if status is None:
             return False
         terminal = status in {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
-        result = await self.collection.update_one(
+        changed = await self._updates.update(
             {"_id": record.stream_id, "version": {"$lt": record.version}},
             {
                 "$set": {
@@ -133,7 +140,9 @@ class ExecutionsProjection(RowProjection):
                 }
             },
         )
-        return result.modified_count == 1
+        if changed is None:  # its batch did not change every row: is this one at (or past) the event?
+            return await self.position(record) >= record.version
+        return changed
 
     async def ended(self, stream_ids: Sequence[str]) -> set[str]:
         """Which of these executions have ended, as far as the summaries know (they may lag, never lead)."""
