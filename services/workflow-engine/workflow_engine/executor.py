@@ -45,7 +45,7 @@ from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import Commit, EventStore, StateCache, decode, utcnow
 from workflow_engine.domain import execution
 from workflow_engine.handlers import execution_stream
-from workflow_engine.timers import SERVICE, Purpose, Timers, may_have_timer_documents, timer_id
+from workflow_engine.timers import CARRY_AFTER, SERVICE, Purpose, Timers, may_have_timer_documents, timer_id
 
 log = logging.getLogger(__name__)
 MAX_WEBHOOK_TIMEOUT_S = 120.0
@@ -62,11 +62,13 @@ class Executor:
         cache: StateCache,
         *,
         webhook_concurrency: int = 32,
+        carry_after: timedelta = CARRY_AFTER,
     ) -> None:
         self._store = store
         self._bus = bus
         self._timers = timers
         self._cache = cache
+        self._carry_after = carry_after
         self._webhooks = asyncio.Semaphore(webhook_concurrency)
         self._background: set[asyncio.Task[None]] = set()
 
@@ -95,7 +97,7 @@ class Executor:
                 await self._timer(ws, execution_id, event, "retry", event.due_at, record.version, carried)
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
                 cached = self._cache.get(execution_stream(ws, execution_id), execution.evolve)
-                if may_have_timer_documents(cached.state if cached is not None else None):
+                if may_have_timer_documents(cached.state if cached is not None else None, self._carry_after):
                     await self._timers.cancel_before(ws, execution_id, record.version)
 
     async def _on_scheduled(

@@ -1,7 +1,7 @@
 """Command handlers of the workflow engine: rebuild the aggregate from its stream, decide, append."""
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from contracts import Event
@@ -22,7 +22,7 @@ from servicekit.commands import CommandContext, CommandRouter, DomainError
 from servicekit.eventstore import StateCache, StreamRef, load_state
 from workflow_engine.domain import definition, execution
 from workflow_engine.templates import TEMPLATES
-from workflow_engine.timers import carried_alarms
+from workflow_engine.timers import CARRY_AFTER, carried_alarms
 
 Clock = Callable[[], datetime]
 W = TypeVar("W", UpdateWorkflow, ArchiveWorkflow)
@@ -49,7 +49,9 @@ def execution_stream(workspace_id: str, execution_id: str) -> StreamRef:
 ExecutionDecider = Callable[[execution.Execution, datetime], list[Event]]
 
 
-def build_router(clock: Clock, cache: StateCache | None = None) -> CommandRouter:
+def build_router(
+    clock: Clock, cache: StateCache | None = None, *, carry_after: timedelta = CARRY_AFTER
+) -> CommandRouter:
     router = CommandRouter(cache)
 
     async def on_workflow(
@@ -73,7 +75,9 @@ def build_router(clock: Clock, cache: StateCache | None = None) -> CommandRouter
             execution.evolve,
             lambda state: decide(state, now),
             new_stream=new_stream,
-            alarms=lambda state, events: carried_alarms(ctx.workspace_id, execution_id, state.spec, events, now),
+            alarms=lambda state, events: carried_alarms(
+                ctx.workspace_id, execution_id, state.spec, events, now, carry_after
+            ),
         )
         return {"execution_id": execution_id}
 

@@ -1,7 +1,7 @@
 """Composition root of the workflow engine."""
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
@@ -29,8 +29,18 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
         for part in (workflows, executions, timers):
             await part.ensure_indexes()
         decided = StateCache()  # the aggregates the handlers decided on; the executor reads their definitions
-        executor = Executor(store, runtime.bus, timers, decided, webhook_concurrency=settings.webhook_concurrency)
-        serve_commands(runtime.bus, SERVICE, build_router(clock, decided), store, runtime.policy)
+        carry_after = timedelta(seconds=settings.timer_carry_after_s)
+        executor = Executor(
+            store,
+            runtime.bus,
+            timers,
+            decided,
+            webhook_concurrency=settings.webhook_concurrency,
+            carry_after=carry_after,
+        )
+        serve_commands(
+            runtime.bus, SERVICE, build_router(clock, decided, carry_after=carry_after), store, runtime.policy
+        )
         serve_projection(runtime.bus, SERVICE, workflows, store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, executions, store, runtime.policy, types=SUMMARY_EVENTS)
         if runtime.relay is None:

@@ -7,8 +7,8 @@ A timer is kept in one of two ways, both written before anything waits on it:
 - Most ride in the commit whose event starts them, as alarms (``carried_alarms``): a step's five-minute timeout
   costs no write of its own. The loop reads the commits whose alarm has come, in time order, from a watermark it
   saves after each pass; alarms of executions that have ended are passed over. Nothing marks an alarm fired, so an
-  alarm must be readable before the loop's clock reaches it: only timers due at least FAR_AHEAD after their
-  decision ride in commits (a commit is written, and replicas' clocks agree, well within that).
+  alarm must be readable before the loop's clock reaches it: only timers due at least ``carry_after`` (30 s by
+  default) after their decision ride in commits (a commit is written, and replicas' clocks agree, well within that).
 - Timers due sooner, and a webhook's timeout, which is also the once-only claim of its call, are documents written
   by the executor when it acts on the commit, fired and marked by the loop, and dropped when the execution ends.
 """
@@ -38,7 +38,7 @@ Document = dict[str, Any]
 Purpose = Literal["retry", "timeout", "delay"]
 SERVICE = "workflow-engine"
 PENDING, FIRED = "pending", "fired"
-FAR_AHEAD = timedelta(seconds=30)  # a timer due this long after its decision rides in the commit
+CARRY_AFTER = timedelta(seconds=30)  # by default, a timer due this long after its decision rides in the commit
 ALARM_PAGE = 200
 SAVE_WATERMARK_EVERY = timedelta(seconds=5)  # and whenever an alarm was fired; after a crash, at most this is re-read
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -49,9 +49,14 @@ def timer_id(workspace_id: str, execution_id: str, step_id: str, attempt: int, p
 
 
 def carried_alarms(
-    workspace_id: str, execution_id: str, spec: WorkflowSpec | None, events: Sequence[Event], now: datetime
+    workspace_id: str,
+    execution_id: str,
+    spec: WorkflowSpec | None,
+    events: Sequence[Event],
+    now: datetime,
+    carry_after: timedelta = CARRY_AFTER,
 ) -> list[Alarm]:
-    """The timers ``events`` start that ride in their commit: those due FAR_AHEAD or later (not a webhook's)."""
+    """The timers ``events`` start that ride in their commit: those due ``carry_after`` or later (not a webhook's)."""
     return [
         Alarm(
             timer_id(workspace_id, execution_id, timer.step_id, timer.attempt, timer.purpose),
@@ -59,16 +64,16 @@ def carried_alarms(
             {"step_id": timer.step_id, "attempt": timer.attempt, "purpose": timer.purpose},
         )
         for timer in timers_started(spec, events)
-        if not timer.claims_call and timer.at - now >= FAR_AHEAD
+        if not timer.claims_call and timer.at - now >= carry_after
     ]
 
 
-def may_have_timer_documents(state: Execution | None) -> bool:
+def may_have_timer_documents(state: Execution | None, carry_after: timedelta = CARRY_AFTER) -> bool:
     """Whether any timer of this execution may have been written as a document (so its end has some to drop):
-    a webhook's claim, or a timeout, delay or retry backoff shorter than FAR_AHEAD. True when unsure."""
+    a webhook's claim, or a timeout, delay or retry backoff shorter than ``carry_after``. True when unsure."""
     if state is None or state.spec is None:
         return True
-    far = FAR_AHEAD.total_seconds()
+    far = carry_after.total_seconds()
     for step_id, run in state.steps.items():
         if run.attempt < 1:
             continue
