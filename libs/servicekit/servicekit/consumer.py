@@ -6,8 +6,11 @@ round trip, and a request left waiting on an empty stream returns its first mess
 arrived or the request has expired. Here, as in the Go and JavaScript clients' ``consume``, requests are sent ahead
 of need: the server always holds one, so a message is pushed to this process the moment it is stored, and a new
 request is sent whenever what is asked for plus what is held falls to half the consumer's capacity (its workers
-plus a small buffer). Each request expires after ``EXPIRES_S``; an expired or refused request is forgotten on the
-server's status message, or, should that be lost with the connection, on the client's own deadline.
+plus a small buffer). As in the Go client, one count says how many messages are asked for and not yet delivered:
+each request adds its batch, each message takes one off, and a request that expires (after ``EXPIRES_S``) or is
+refused takes off what it left undelivered, which its status message says (``Nats-Pending-Messages``; the server
+fills waiting requests in turn, not one after the other, so only the count is kept, not the requests). Should a
+status be lost with the connection, the count is dropped once every request sent has expired.
 
 The consumer is durable and shared: every replica of a service pulls from the same durable, and the server hands
 each message to one of them. Handlers ack, nak or terminate each message themselves (see ``Bus``). With one
@@ -19,9 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -37,14 +38,9 @@ EXPIRES_S = 5.0
 DEADLINE_MARGIN_S = 2.0  # a request is forgotten this long after it should have expired, status or not
 API_PREFIX = "$JS.API"
 REQUEST_DONE = frozenset({"408", "409"})  # request timeout; request ended (max waiting, consumer deleted, ...)
+PENDING_MESSAGES = "Nats-Pending-Messages"  # on a request's end: how many of its messages it did not deliver
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class _Request:
-    remaining: int
-    deadline: float
 
 
 class PullConsumer:
@@ -74,7 +70,8 @@ class PullConsumer:
         self._tracer = tracer
         self._expires_s = expires_s
         self._queue: asyncio.Queue[Msg | None] = asyncio.Queue()  # None: stop
-        self._requests: deque[_Request] = deque()
+        self._asked = 0  # messages asked for and not yet delivered, nor left undelivered by an expired request
+        self._asked_until = 0.0  # when every request sent has expired, margin included (monotonic clock)
         self._held = 0  # delivered and not yet handled to the end
         self._wake = asyncio.Event()
         self._sub: Subscription | None = None
@@ -83,7 +80,7 @@ class PullConsumer:
     @property
     def asked(self) -> int:
         """Messages asked for and not yet delivered."""
-        return sum(request.remaining for request in self._requests)
+        return self._asked
 
     @property
     def held(self) -> int:
@@ -131,34 +128,35 @@ class PullConsumer:
     async def _on_delivery(self, msg: Msg) -> None:
         status = JetStreamContext.is_status_msg(msg)
         if status is None:
-            if self._requests:
-                self._requests[0].remaining -= 1
-                if self._requests[0].remaining <= 0:
-                    self._requests.popleft()
+            self._asked = max(0, self._asked - 1)
             self._held += 1
             self._queue.put_nowait(msg)
             return
-        if status in REQUEST_DONE and self._requests:
-            self._requests.popleft()  # the server answers requests in the order they came
+        if status in REQUEST_DONE:
+            undelivered = (msg.headers or {}).get(PENDING_MESSAGES)
+            if undelivered is not None and undelivered.isdigit():
+                self._asked = max(0, self._asked - int(undelivered))
         self._wake.set()
 
     async def _pull(self, inbox: str) -> None:
         subject = f"{API_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}"
         while True:
+            self._wake.clear()  # before looking: a wake-up while asking below is not lost
             now = time.monotonic()
-            while self._requests and self._requests[0].deadline <= now:
-                self._requests.popleft()
-            free = self._capacity - self.asked - self._held
-            if free > 0 and (not self._requests or free >= self._capacity // 2):
+            if self._asked and now >= self._asked_until:
+                self._asked = 0  # every request has expired: whatever was not heard of is not coming
+            free = self._capacity - self._asked - self._held
+            if free > 0 and (self._asked == 0 or free >= self._capacity // 2):
                 request = {"batch": free, "expires": int(self._expires_s * 1e9)}
+                self._asked += free  # counted before sending: a message may arrive before the send returns
+                self._asked_until = now + self._expires_s + DEADLINE_MARGIN_S
                 try:
                     await self._nc.publish(subject, json.dumps(request).encode(), reply=inbox)
                 except Exception:  # the connection is down or closing: ask again shortly
+                    self._asked = max(0, self._asked - free)
                     log.warning("could not ask %s for messages; asking again", self.durable, exc_info=True)
                     await asyncio.sleep(1.0)
                     continue
-                self._requests.append(_Request(free, now + self._expires_s + DEADLINE_MARGIN_S))
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._expires_s + DEADLINE_MARGIN_S):  # not wait_for, which in 3.11
                     await self._wake.wait()  # can swallow the cancellation that stops this loop

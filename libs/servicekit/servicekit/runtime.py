@@ -50,7 +50,7 @@ class Runtime:
             max_reconnect_attempts=-1,
             logger=log,
             log_level=logging.DEBUG,  # one line per message is a debugging aid, not a production log
-            apply_types=False,  # handlers take the message itself (see bus.the_message)
+            apply_types=False,  # query handlers take the message itself (see queries.the_message)
         )
         self.bus = Bus(
             self.broker, self.subjects, settings.nats_timeout_s, self.tracer_provider.get_tracer("servicekit.bus")
@@ -59,7 +59,9 @@ class Runtime:
             max_deliver=settings.command_max_deliver,
             ack_wait_s=settings.command_ack_wait_s,
             max_workers=settings.consumer_workers,
-            max_ack_pending=max(256, 2 * settings.consumer_workers),  # the server lets it hold workers + buffer
+            # The server's cap on a durable's unacked messages, shared by every replica; each replica holds at most
+            # its workers plus a buffer of 16, so this lets about eight replicas work at full speed.
+            max_ack_pending=max(1024, 8 * settings.consumer_workers),
         )
         self._mongo: AsyncMongoClient[Document] | None = None
         self._store: EventStore | None = None
@@ -72,7 +74,7 @@ class Runtime:
         self._on_start.append(hook)
 
     def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Await ``hook`` first thing on shutdown, before the connections close."""
+        """Await ``hook`` on shutdown, once consumers have stopped and before the relay and the connections close."""
         self._on_stop.append(hook)
 
     @property
@@ -120,11 +122,14 @@ class Runtime:
             hook()
 
     async def stop(self) -> None:
-        """Shut down step by step; each step is bounded, so a stuck one cannot hold the process."""
-        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [("hook", hook) for hook in reversed(self._on_stop)]
+        """Shut down step by step; each step is bounded, so a stuck one cannot hold the process. Consumers stop
+        first, so that nothing appends once the relay (which publishes and acts on every append) has stopped."""
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("consumers", lambda: self.bus.stop_consumers(self.settings.shutdown_grace_s))
+        ]
+        steps += [("hook", hook) for hook in reversed(self._on_stop)]
         if self._relay is not None:
             steps.append(("relay", self._relay.stop))
-        steps.append(("consumers", lambda: self.bus.stop_consumers(self.settings.shutdown_grace_s)))
         steps.append(("broker", self.broker.stop))
         if self._mongo is not None:
             steps.append(("mongodb", self._mongo.close))

@@ -97,7 +97,8 @@ class Executor:
                 await self._timer(ws, execution_id, event, "retry", event.due_at, record.version, carried)
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
                 cached = self._cache.get(execution_stream(ws, execution_id), execution.evolve)
-                if may_have_timer_documents(cached.state if cached is not None else None, self._carry_after):
+                known = cached.state if cached is not None and cached.version >= record.version else None
+                if may_have_timer_documents(known, self._carry_after):
                     await self._timers.cancel_before(ws, execution_id, record.version)
 
     async def _on_scheduled(

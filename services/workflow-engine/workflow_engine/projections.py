@@ -144,10 +144,11 @@ class ExecutionsProjection(RowProjection):
             return await self.position(record) >= record.version
         return changed
 
-    async def ended(self, stream_ids: Sequence[str]) -> set[str]:
-        """Which of these executions have ended, as far as the summaries know (they may lag, never lead)."""
-        cursor = self.collection.find({"_id": {"$in": list(stream_ids)}, "finished_at": {"$ne": None}}, {"_id": 1})
-        return {doc["_id"] async for doc in cursor}
+    async def ended(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Which of these executions have ended, as far as the summaries know (they may lag, never lead): the
+        version each one's summary is at."""
+        query = {"_id": {"$in": list(stream_ids)}, "finished_at": {"$ne": None}}
+        return {doc["_id"]: int(doc["version"]) async for doc in self.collection.find(query, {"version": 1})}
 
     async def list(
         self, workspace_id: str, workflow_id: str | None, status: ExecutionStatus | None, limit: int

@@ -6,9 +6,10 @@ A timer is kept in one of two ways, both written before anything waits on it:
 
 - Most ride in the commit whose event starts them, as alarms (``carried_alarms``): a step's five-minute timeout
   costs no write of its own. The loop reads the commits whose alarm has come, in time order, from a watermark it
-  saves after each pass; alarms of executions that have ended are passed over. Nothing marks an alarm fired, so an
-  alarm must be readable before the loop's clock reaches it: only timers due at least ``carry_after`` (30 s by
-  default) after their decision ride in commits (a commit is written, and replicas' clocks agree, well within that).
+  saves after each pass; alarms of commits older than their execution's end are passed over. Nothing marks an
+  alarm fired, so an alarm must be readable before the loop's clock reaches it: only timers due at least
+  ``carry_after`` (30 s by default) after their decision ride in commits (a commit is written, and replicas'
+  clocks agree, well within that).
 - Timers due sooner, and a webhook's timeout, which is also the once-only claim of its call, are documents written
   by the executor when it acts on the commit, fired and marked by the loop, and dropped when the execution ends.
 """
@@ -202,9 +203,10 @@ class TimerLoop:
         after, after_id, rung = self._upto, None, 0
         while True:
             page = await self._store.alarmed_commits(after, now, after_id=after_id, limit=ALARM_PAGE)
-            ended = await self._executions.ended([commit.stream.stream_id for commit in page]) if page else set()
+            ended = await self._executions.ended([commit.stream.stream_id for commit in page]) if page else {}
             for commit in page:
-                if commit.stream.stream_id not in ended:
+                # Passed over only when the end is later than the commit: a retry reopens a failed execution.
+                if ended.get(commit.stream.stream_id, 0) < commit.last_version:
                     rung += await self._ring(commit, now)
             if len(page) < ALARM_PAGE:
                 break

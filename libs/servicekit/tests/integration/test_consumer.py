@@ -141,6 +141,40 @@ async def test_a_consumer_holds_no_more_than_its_workers_and_buffer(nc: Client, 
         await small.stop()
 
 
+async def test_requests_filled_in_turn_and_expired_part_filled_never_make_it_hold_too_much(
+    nc: Client, stream: str
+) -> None:
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def handle(msg: Msg) -> None:
+        await release.wait()
+        handled.append(msg.data.decode())
+        await msg.ack()
+
+    small = consumer(nc, stream, handle, workers=1, buffer=3, expires_s=0.3)
+    await small.start()
+    js = nc.jetstream()
+    try:
+        for _ in range(3):  # several requests open at once, filled in turn, then expiring part filled
+            await publish(js, stream, 2)
+            await eventually(lambda: _true(small.held == 2))
+            release.set()
+            await eventually(lambda: _true(small.held == 0))
+            release.clear()
+            await asyncio.sleep(0.5)
+        await publish(js, stream, 12)
+        await eventually(lambda: _true(small.held == 4))
+        await asyncio.sleep(0.8)  # more would have come by now, were more asked for
+        info = await js.consumer_info(stream, small.durable)
+        assert (small.held, info.num_ack_pending) == (4, 4)
+        release.set()
+        await eventually(lambda: _true(len(handled) == 18))
+    finally:
+        release.set()
+        await small.stop()
+
+
 async def test_an_idle_consumer_keeps_asking_as_its_requests_expire(nc: Client, stream: str) -> None:
     handled: list[str] = []
 

@@ -72,8 +72,8 @@ async def loop_of(runtime: Runtime, clock: Clock) -> TimerLoop:
     return TimerLoop(timers, runtime.bus, clock, 1.0, runtime.store, executions)
 
 
-async def carrying(runtime: Runtime, execution_id: str, *timers: tuple[str, datetime]) -> None:
-    """Append a commit to ``execution_id`` carrying a timeout alarm per (step, due time)."""
+async def carrying(runtime: Runtime, execution_id: str, *timers: tuple[str, datetime], after: int = 0) -> None:
+    """Append a commit to ``execution_id`` (after version ``after``) carrying a timeout alarm per (step, due time)."""
     alarms = [
         Alarm(
             timer_id("ws", execution_id, step, 1, "timeout"), at, {"step_id": step, "attempt": 1, "purpose": "timeout"}
@@ -81,7 +81,7 @@ async def carrying(runtime: Runtime, execution_id: str, *timers: tuple[str, date
         for step, at in timers
     ]
     event = ExecutionPaused(at=NOW.isoformat())  # any event: the alarms are what is looked at
-    await runtime.store.append(StreamRef("ws", "execution", execution_id), 0, [event], META, alarms=alarms)
+    await runtime.store.append(StreamRef("ws", "execution", execution_id), after, [event], META, alarms=alarms)
 
 
 async def fired(runtime: Runtime) -> list[str]:
@@ -111,17 +111,20 @@ async def test_a_timer_carried_by_a_commit_fires_once_when_due_and_not_again_aft
     assert await fired(runtime) == ["a"]
 
 
-async def test_the_timers_of_an_ended_execution_are_passed_over(runtime: Runtime) -> None:
+async def test_the_timers_from_before_an_executions_end_are_passed_over(runtime: Runtime) -> None:
     clock = Clock(NOW + timedelta(hours=1))
     loop = await loop_of(runtime, clock)
     await carrying(runtime, "e1", ("a", NOW + timedelta(minutes=5)))
     await carrying(runtime, "e2", ("b", NOW + timedelta(minutes=5)))
+    await carrying(runtime, "e3", ("c", NOW + timedelta(minutes=5)))
+    await carrying(runtime, "e3", ("d", NOW + timedelta(minutes=6)), after=1)  # retried after its end at version 1
     summaries = runtime.db["executions"]
-    await summaries.insert_one({"_id": "ws/execution/e1", "finished_at": NOW.isoformat()})
-    await summaries.insert_one({"_id": "ws/execution/e2", "finished_at": None})
+    await summaries.insert_one({"_id": "ws/execution/e1", "finished_at": NOW.isoformat(), "version": 1})
+    await summaries.insert_one({"_id": "ws/execution/e2", "finished_at": None, "version": 1})
+    await summaries.insert_one({"_id": "ws/execution/e3", "finished_at": NOW.isoformat(), "version": 1})
 
-    assert await loop.fire_due() == 1
-    assert await fired(runtime) == ["b"]
+    assert await loop.fire_due() == 2
+    assert sorted(await fired(runtime)) == ["b", "d"]
 
 
 async def test_each_timer_of_a_commit_fires_at_its_own_time(runtime: Runtime) -> None:
