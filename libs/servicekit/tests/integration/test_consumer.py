@@ -117,14 +117,21 @@ async def test_one_worker_handles_messages_one_at_a_time_in_delivery_order(nc: C
     assert most_busy == 1
 
 
-async def test_a_consumer_holds_no_more_than_its_workers_and_buffer(nc: Client, stream: str) -> None:
-    release = asyncio.Event()
-    handled: list[str] = []
+def gated(release: asyncio.Event, handled: list[str]) -> Callable[[Msg], Awaitable[None]]:
+    """A handler that waits for ``release``, then records and acks."""
 
     async def handle(msg: Msg) -> None:
         await release.wait()
         handled.append(msg.data.decode())
         await msg.ack()
+
+    return handle
+
+
+async def test_a_consumer_holds_no_more_than_its_workers_and_buffer(nc: Client, stream: str) -> None:
+    release = asyncio.Event()
+    handled: list[str] = []
+    handle = gated(release, handled)
 
     small = consumer(nc, stream, handle, workers=2, buffer=3)
     await small.start()
@@ -146,11 +153,7 @@ async def test_requests_filled_in_turn_and_expired_part_filled_never_make_it_hol
 ) -> None:
     release = asyncio.Event()
     handled: list[str] = []
-
-    async def handle(msg: Msg) -> None:
-        await release.wait()
-        handled.append(msg.data.decode())
-        await msg.ack()
+    handle = gated(release, handled)
 
     small = consumer(nc, stream, handle, workers=1, buffer=3, expires_s=0.3)
     await small.start()
