@@ -75,6 +75,7 @@ class PullConsumer:
         self._held = 0  # delivered and not yet handled to the end
         self._wake = asyncio.Event()
         self._sub: Subscription | None = None
+        self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -100,6 +101,7 @@ class PullConsumer:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+        self._stopping = True
         pulling, workers = self._tasks[-1:], self._tasks[:-1]
         for task in pulling:
             task.cancel()
@@ -140,7 +142,7 @@ class PullConsumer:
 
     async def _pull(self, inbox: str) -> None:
         subject = f"{API_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}"
-        while True:
+        while not self._stopping:
             self._wake.clear()  # before looking: a wake-up while asking below is not lost
             now = time.monotonic()
             if self._asked and now >= self._asked_until:

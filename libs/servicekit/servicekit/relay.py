@@ -79,6 +79,7 @@ class Relay:
         self._fresh: list[Commit] = []  # written, to publish at once
         self._retry: dict[str, Commit] = {}  # failed, to try again on the next poll
         self._unsure: dict[str, tuple[Commit, float]] = {}  # written or not: look for it after VERIFY_AFTER_S
+        self._stopping = False
 
     def add_reactor(self, reactor: Reactor) -> None:
         """Run ``reactor`` on every commit of this service's store, at least once (see the module docstring)."""
@@ -109,10 +110,13 @@ class Relay:
         await self._checkpoint()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="event-relay")
         self._heartbeat = asyncio.create_task(self._beat(), name="event-relay-checkpoint")
 
     async def stop(self) -> None:
+        # The flag as well as the cancellation: in 3.11 a wait_for inside (nats-py's requests) can swallow the latter.
+        self._stopping = True
         for task in (self._task, self._heartbeat):
             if task is not None:
                 task.cancel()
@@ -134,7 +138,7 @@ class Relay:
         await self._store.save_checkpoint(self._done_before(), utcnow())
 
     async def _beat(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._poll)
             try:
                 await self._checkpoint()
@@ -146,7 +150,7 @@ class Relay:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_poll = loop.time()
-        while True:
+        while not self._stopping:
             try:
                 fresh, self._fresh = self._fresh, []
                 await self._publish_own(fresh)

@@ -165,18 +165,21 @@ class TimerLoop:
         self._upto: datetime | None = None  # alarms due by this have been fired
         self._saved: datetime | None = None  # the watermark saved last
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="timers")
 
     async def stop(self) -> None:
+        # The flag as well as the cancellation: in 3.11 a wait_for inside (nats-py's requests) can swallow the latter.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.fire_due()
             except asyncio.CancelledError:
