@@ -10,6 +10,7 @@ optimistic-concurrency and idempotency signal of the event store) is raised to t
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from pymongo import UpdateOne
@@ -90,3 +91,40 @@ class UpdateBatcher(_GroupWriter[tuple[Document, Document], bool | None]):
         result = await self._collection.bulk_write([UpdateOne(query, change) for query, change in items], ordered=False)
         every = result.modified_count == len(items)
         return [True if every else None] * len(items)
+
+
+class ReadCoalescer(Generic[T, R]):
+    """Identical reads that overlap share one round trip, without ever answering a caller with what was read before
+    it asked: a read asked for while the same read is running waits for that one to end and shares the next one,
+    begun after every one of its callers asked. (Many executions of one workflow start at once; each must see the
+    definition as of its own command, not as of a read already on the wire.)"""
+
+    def __init__(self) -> None:
+        self._running: dict[T, asyncio.Task[R]] = {}
+        self._queued: dict[T, asyncio.Task[R]] = {}
+
+    async def read(self, key: T, read: Callable[[], Awaitable[R]]) -> R:
+        task = self._queued.get(key)
+        if task is None:
+            task = self._start(key, read, self._running.get(key))
+        return await asyncio.shield(task)  # one caller cancelled does not cancel the others' read
+
+    def _start(self, key: T, read: Callable[[], Awaitable[R]], after: asyncio.Task[R] | None) -> asyncio.Task[R]:
+        async def run() -> R:
+            if after is not None:
+                await asyncio.wait([after])  # its outcome is not ours
+            if self._queued.get(key) is task:
+                del self._queued[key]
+            self._running[key] = task
+            try:
+                return await read()
+            finally:
+                if self._running.get(key) is task:
+                    del self._running[key]
+
+        task = asyncio.create_task(run(), name="coalesced-read")
+        if after is not None:
+            self._queued[key] = task
+        else:
+            self._running[key] = task
+        return task

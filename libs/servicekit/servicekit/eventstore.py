@@ -30,7 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure, WriteError
 
 from contracts import REGISTRY, Actor, Event, EventRecord, new_id
-from servicekit.batching import InsertBatcher
+from servicekit.batching import InsertBatcher, ReadCoalescer
 
 S = TypeVar("S")
 Clock = Callable[[], datetime]
@@ -146,6 +146,7 @@ class EventStore:
         self._writers = db["relay_writers"]
         self._alarm_clock = db["alarm_clock"]
         self._inserts = InsertBatcher(self._commits)  # concurrent appends share a round trip (group commit)
+        self._reads: ReadCoalescer[tuple[str, int], list[Commit]] = ReadCoalescer()
         self.clock = clock
         self._ids = ids
         self.writer = writer or ids()
@@ -256,12 +257,17 @@ class EventStore:
         return records
 
     async def load_commits(self, stream: StreamRef, after_version: int = 0) -> list[Commit]:
-        """The stream's commits that start after ``after_version``, in order."""
-        cursor = self._commits.find(
-            {"stream_id": stream.stream_id, "first_version": {"$gt": after_version}},
-            sort=[("first_version", ASCENDING)],
-        )
-        return [_from_document(doc) async for doc in cursor]
+        """The stream's commits that start after ``after_version``, in order. Identical loads that overlap share a
+        read begun after each of them was asked for (a workflow's definition, checked by every execution of it)."""
+
+        async def read() -> list[Commit]:
+            cursor = self._commits.find(
+                {"stream_id": stream.stream_id, "first_version": {"$gt": after_version}},
+                sort=[("first_version", ASCENDING)],
+            )
+            return [_from_document(doc) async for doc in cursor]
+
+        return list(await self._reads.read((stream.stream_id, after_version), read))
 
     async def first_event(self, stream: StreamRef) -> EventRecord | None:
         doc = await self._commits.find_one({"stream_id": stream.stream_id, "first_version": 1})
