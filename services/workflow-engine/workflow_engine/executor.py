@@ -18,7 +18,7 @@ claim, and only the writer of the claim makes the call: a webhook call is never 
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -28,7 +28,6 @@ from contracts import Actor, EventRecord
 from contracts.workflows import (
     AgentStep,
     AgentTask,
-    DelayStep,
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
@@ -44,8 +43,9 @@ from servicekit.bus import TASKS_DUPLICATE_WINDOW_S, Bus
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import Commit, EventStore, StateCache, decode, utcnow
 from workflow_engine.domain import execution
+from workflow_engine.domain.execution import timers_started
 from workflow_engine.handlers import execution_stream
-from workflow_engine.timers import CARRY_AFTER, SERVICE, Purpose, Timers, may_have_timer_documents, timer_id
+from workflow_engine.timers import CARRY_AFTER, SERVICE, Timers, may_have_timer_documents, timer_id
 
 log = logging.getLogger(__name__)
 MAX_WEBHOOK_TIMEOUT_S = 120.0
@@ -94,7 +94,7 @@ class Executor:
             case StepScheduled():
                 await self._on_scheduled(ws, execution_id, event, record.version, resend=resend, carried=carried)
             case RetryScheduled():
-                await self._timer(ws, execution_id, event, "retry", event.due_at, record.version, carried)
+                await self._keep_timers(ws, execution_id, None, event, record.version, carried)
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
                 cached = self._cache.get(execution_stream(ws, execution_id), execution.evolve)
                 known = cached.state if cached is not None and cached.version >= record.version else None
@@ -110,24 +110,22 @@ class Executor:
         if spec is None:
             return
         step = spec.step(event.step_id)
+        timers = self._keep_timers(ws, execution_id, spec, event, version, carried)
         match step:
             case AgentStep() if event.timeout_at:
-                timer = self._timer(ws, execution_id, event, "timeout", event.timeout_at, version, carried)
                 if not resend:
-                    await timer  # the task may have gone out long ago: the attempt is left to its timeout
+                    await timers  # the task may have gone out long ago: the attempt is left to its timeout
                     return
                 for outcome in await asyncio.gather(
-                    timer, self._dispatch_task(ws, execution_id, step, event), return_exceptions=True
+                    timers, self._dispatch_task(ws, execution_id, step, event), return_exceptions=True
                 ):
                     if isinstance(outcome, BaseException):
                         raise outcome  # acted on again later: sent again, and dropped by the broker if it went out
             case WebhookStep() if event.timeout_at:
-                if await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version):
+                if await timers:  # its timeout is the once-only claim of the call
                     self._spawn(self._call_webhook(ws, execution_id, step, event))
-            case DelayStep() if event.wake_at:
-                await self._timer(ws, execution_id, event, "delay", event.wake_at, version, carried)
-            case _ if event.timeout_at:
-                await self._timer(ws, execution_id, event, "timeout", event.timeout_at, version, carried)
+            case _:
+                await timers
 
     async def _spec(self, ws: str, execution_id: str) -> WorkflowSpec | None:
         """The execution's definition: from the command handlers' cached state, or from its first commit."""
@@ -139,29 +137,31 @@ class Executor:
         started = decode(first) if first is not None else None
         return started.spec if isinstance(started, ExecutionStarted) else None
 
-    async def _timer(
+    async def _keep_timers(
         self,
         ws: str,
         execution_id: str,
+        spec: WorkflowSpec | None,
         event: StepScheduled | RetryScheduled,
-        purpose: Purpose,
-        at: str,
         version: int,
-        carried: frozenset[str] = frozenset(),
+        carried: frozenset[str],
     ) -> bool:
-        """Write the timer as a document, unless it rides in the commit (``carried``); False when it was written
-        already (so it can serve as a once-only claim)."""
-        if timer_id(ws, execution_id, event.step_id, event.attempt, purpose) in carried:
-            return True
-        return await self._timers.schedule(
-            workspace_id=ws,
-            execution_id=execution_id,
-            step_id=event.step_id,
-            attempt=event.attempt,
-            purpose=purpose,
-            due_at=datetime.fromisoformat(at),
-            version=version,
-        )
+        """Write as documents the timers ``event`` starts (``timers_started``) that do not ride in its commit;
+        False when one was written already (a webhook's claim, held by whoever wrote it first)."""
+        claimed = True
+        for timer in timers_started(spec, [event]):
+            the_id = timer_id(ws, execution_id, timer.step_id, timer.attempt, timer.purpose)
+            if the_id not in carried:
+                claimed &= await self._timers.schedule(
+                    workspace_id=ws,
+                    execution_id=execution_id,
+                    step_id=timer.step_id,
+                    attempt=timer.attempt,
+                    purpose=timer.purpose,
+                    due_at=timer.at,
+                    version=version,
+                )
+        return claimed
 
     async def _dispatch_task(self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled) -> None:
         task = AgentTask(
