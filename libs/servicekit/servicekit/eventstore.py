@@ -308,7 +308,7 @@ class EventStore:
         if commit_ids:
             await self._commits.update_many({"_id": {"$in": list(commit_ids)}}, {"$set": {"published": True}})
 
-    # The writers' checkpoints, kept by their relays.
+    # Alarms: wake-ups carried by commits, read by time from a watermark.
 
     async def alarmed_commits(
         self, after: datetime, upto: datetime, *, after_id: str | None = None, limit: int = 200
@@ -348,6 +348,8 @@ class EventStore:
 
     async def save_alarm_watermark(self, upto: datetime) -> None:
         await self._alarm_clock.update_one({"_id": "watermark"}, {"$max": {"upto": upto}}, upsert=True)
+
+    # The writers' checkpoints, kept by their relays.
 
     async def save_checkpoint(self, done_before: datetime, alive_at: datetime) -> None:
         """This writer's commits recorded before ``done_before`` are all published; it is alive at ``alive_at``."""

@@ -124,17 +124,18 @@ class Runtime:
     async def stop(self) -> None:
         """Shut down step by step; each step is bounded, so a stuck one cannot hold the process. Consumers stop
         first, so that nothing appends once the relay (which publishes and acts on every append) has stopped."""
-        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("consumers", lambda: self.bus.stop_consumers(self.settings.shutdown_grace_s))
+        bound = 3 * self.settings.nats_timeout_s
+        grace = self.settings.shutdown_grace_s
+        steps: list[tuple[str, Callable[[], Awaitable[None]], float]] = [
+            ("consumers", lambda: self.bus.stop_consumers(grace), bound + grace)
         ]
-        steps += [("hook", hook) for hook in reversed(self._on_stop)]
+        steps += [("hook", hook, bound) for hook in reversed(self._on_stop)]
         if self._relay is not None:
-            steps.append(("relay", self._relay.stop))
-        steps.append(("broker", self.broker.stop))
+            steps.append(("relay", self._relay.stop, bound))
+        steps.append(("broker", self.broker.stop, bound))
         if self._mongo is not None:
-            steps.append(("mongodb", self._mongo.close))
-        for name, step in steps:
-            limit = 3 * self.settings.nats_timeout_s + (self.settings.shutdown_grace_s if name == "consumers" else 0)
+            steps.append(("mongodb", self._mongo.close, bound))
+        for name, step, limit in steps:
             task = asyncio.ensure_future(step())
             done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: it would wait for the cancellation
             if not done:
