@@ -33,6 +33,7 @@ from servicekit.settings import ServiceSettings
 from servicekit.testing import eventually
 
 SERVICE = "kit"
+META = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
 
 
 @REGISTRY.register
@@ -198,18 +199,17 @@ async def test_poison_and_hopeless_messages_end_in_the_dead_letter_subject(runti
 
 
 async def test_relay_publishes_what_a_crash_left_unpublished_exactly_once(runtime: Runtime) -> None:
-    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
     # Another process (its own writer) published this commit, and its checkpoint moved past it.
     crashed = EventStore(runtime.db, writer="crashed")
-    done = await crashed.append(StreamRef("ws1", "bumpcounter", "done"), 0, [Bumped(by=5)], meta)
+    done = await crashed.append(StreamRef("ws1", "bumpcounter", "done"), 0, [Bumped(by=5)], META)
     await Relay(crashed, runtime.bus)._publish(done)
     await asyncio.sleep(0.01)
     checkpoint = utcnow()
     # Then it wrote these and was killed before its relay published them...
     for i in range(3):
-        await crashed.append(StreamRef("ws1", "bumpcounter", f"k{i}"), 0, [Bumped(by=i), Bumped(by=1)], meta)
+        await crashed.append(StreamRef("ws1", "bumpcounter", f"k{i}"), 0, [Bumped(by=i), Bumped(by=1)], META)
     # ...and this one, which it published but had not yet counted in its checkpoint.
-    half_done = await crashed.append(StreamRef("ws1", "bumpcounter", "half"), 0, [Bumped(by=9)], meta)
+    half_done = await crashed.append(StreamRef("ws1", "bumpcounter", "half"), 0, [Bumped(by=9)], META)
     await Relay(crashed, runtime.bus)._publish(half_done)
     gone = utcnow() - timedelta(hours=1)
     await runtime.db["relay_writers"].insert_one({"_id": "crashed", "done_before": checkpoint, "alive_at": gone})
@@ -227,12 +227,11 @@ async def test_relay_publishes_what_a_crash_left_unpublished_exactly_once(runtim
 
 
 async def test_the_work_of_a_writer_that_is_alive_is_left_to_it(runtime: Runtime) -> None:
-    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
     busy = EventStore(runtime.db, writer="busy")
     await runtime.db["relay_writers"].insert_one(
         {"_id": "busy", "done_before": utcnow() - timedelta(hours=1), "alive_at": utcnow()}
     )
-    await busy.append(StreamRef("ws1", "bumpcounter", "theirs"), 0, [Bumped(by=1)], meta)
+    await busy.append(StreamRef("ws1", "bumpcounter", "theirs"), 0, [Bumped(by=1)], META)
     relay = Relay(runtime.store, runtime.bus)
     assert await relay.sweep() == 0
     info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
@@ -242,9 +241,8 @@ async def test_the_work_of_a_writer_that_is_alive_is_left_to_it(runtime: Runtime
 
 async def test_a_relay_keeps_its_writers_checkpoint_and_drops_it_on_a_clean_stop(runtime: Runtime) -> None:
     store = runtime.store
-    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
     await runtime.start()
-    commit = await store.append(StreamRef("ws1", "bumpcounter", "mine"), 0, [Bumped(by=1)], meta)
+    commit = await store.append(StreamRef("ws1", "bumpcounter", "mine"), 0, [Bumped(by=1)], META)
 
     async def past_it() -> bool:
         doc = await runtime.db["relay_writers"].find_one({"_id": store.writer})
@@ -262,10 +260,9 @@ async def _gone(runtime: Runtime, writer: str) -> bool:
 
 async def test_projection_catches_up_from_the_store_when_the_broker_lost_an_event(runtime: Runtime) -> None:
     store = runtime.store
-    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
     stream = StreamRef("ws1", "bumpcounter", "gap")
-    first = await store.append(stream, 0, [Bumped(by=1)], meta)
-    second = await store.append(stream, 1, [Bumped(by=2)], meta)
+    first = await store.append(stream, 0, [Bumped(by=1)], META)
+    second = await store.append(stream, 1, [Bumped(by=2)], META)
     projection = RecordingProjection()
     # Only the second event reaches the projection: it must fetch the first from the store.
     assert await projection.handle(second.events[0], store) == 2
@@ -277,9 +274,8 @@ async def test_projection_catches_up_from_the_store_when_the_broker_lost_an_even
 async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_rest(
     runtime: Runtime, left_by: str
 ) -> None:
-    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
     crashed = EventStore(runtime.db, writer="crashed")
-    good = await crashed.append(StreamRef("ws1", "bumpcounter", "fine"), 0, [Bumped(by=1)], meta)
+    good = await crashed.append(StreamRef("ws1", "bumpcounter", "fine"), 0, [Bumped(by=1)], META)
     gone = utcnow() - timedelta(hours=1)
     if left_by == "a dead writer":
         await runtime.db["relay_writers"].insert_one({"_id": "crashed", "done_before": gone, "alive_at": gone})
@@ -323,11 +319,10 @@ async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_
 
 async def test_concurrent_deliveries_never_apply_an_event_twice(runtime: Runtime) -> None:
     store = runtime.store
-    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
     stream = StreamRef("ws1", "bumpcounter", "busy")
     records = []
     for version in range(10):
-        commit = await store.append(stream, version, [Bumped(by=version)], meta)
+        commit = await store.append(stream, version, [Bumped(by=version)], META)
         records.extend(commit.events)
     projection = MongoCountingProjection(runtime.db["counting"])
     deliveries = records * 3
@@ -409,7 +404,6 @@ async def test_two_replicas_with_their_own_caches_never_decide_on_stale_state(ru
 
 async def test_a_reactor_runs_on_each_commit_and_again_until_it_succeeds(runtime: Runtime) -> None:
     store = runtime.store
-    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
     seen: list[str] = []
     failures = {"flaky": 2}
 
@@ -422,8 +416,8 @@ async def test_a_reactor_runs_on_each_commit_and_again_until_it_succeeds(runtime
     assert runtime.relay is not None
     runtime.relay.add_reactor(react)
     await runtime.start()
-    await store.append(StreamRef("ws1", "bumpcounter", "steady"), 0, [Bumped(by=1)], meta)
-    await store.append(StreamRef("ws1", "bumpcounter", "flaky"), 0, [Bumped(by=2)], meta)
+    await store.append(StreamRef("ws1", "bumpcounter", "steady"), 0, [Bumped(by=1)], META)
+    await store.append(StreamRef("ws1", "bumpcounter", "flaky"), 0, [Bumped(by=2)], META)
 
     await eventually(lambda: _all_published(runtime))
     assert seen.count("steady") == 1, "a fresh commit is acted on at once, in the process that wrote it"
@@ -435,12 +429,11 @@ async def test_a_reactor_runs_on_each_commit_and_again_until_it_succeeds(runtime
 
 async def test_reactors_see_a_streams_commits_in_order_and_other_streams_meanwhile(runtime: Runtime) -> None:
     store = runtime.store
-    meta = Metadata(correlation_id="c", actor=Actor(kind="system", id="t"))
     ordered = StreamRef("ws1", "bumpcounter", "ordered")
     # Written before the relay started, so it hands them to the reactor together.
-    first = await store.append(ordered, 0, [Bumped(by=1)], meta)
-    second = await store.append(ordered, 1, [Bumped(by=2)], meta)
-    other = await store.append(StreamRef("ws1", "bumpcounter", "other"), 0, [Bumped(by=3)], meta)
+    first = await store.append(ordered, 0, [Bumped(by=1)], META)
+    second = await store.append(ordered, 1, [Bumped(by=2)], META)
+    other = await store.append(StreamRef("ws1", "bumpcounter", "other"), 0, [Bumped(by=3)], META)
     acted: list[str] = []
 
     async def react(commit: Commit) -> None:
