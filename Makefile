@@ -21,13 +21,14 @@ install: $(STAMP)
 up: install
 	$(BIN)/python -m servicekit.devstack up
 
-## ruff, mypy --strict, then the whole suite (unit, integration, system, deploy checks).
+## ruff, import-linter (layering), mypy --strict, then the whole suite (unit, integration, system, deploy checks).
 test: lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -1,6 +1,7 @@
 """Stable, machine-readable error codes."""
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -34,3 +35,15 @@ class ErrorCode(StrEnum):
     RESULT_TOO_LARGE = "result_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
+
+
+class DomainError(Exception):
+    """A rule of the domain refused the command; carries a stable error code."""
+
+    code: ErrorCode = ErrorCode.CONFLICT
+
+    def __init__(self, message: str, code: ErrorCode | None = None, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.details = details or []

@@ -25,6 +25,7 @@ from contracts import (
     OutcomeStatus,
     UnknownMessageType,
 )
+from contracts.errors import DomainError
 from servicekit.bus import Bus, ConsumerPolicy, PermanentFailure
 from servicekit.eventstore import (
     Alarm,
@@ -43,18 +44,6 @@ log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Command)
 S = TypeVar("S")
 CONFLICT_RETRIES = 5
-
-
-class DomainError(Exception):
-    """A rule of the domain refused the command; carries a stable error code."""
-
-    code: ErrorCode = ErrorCode.CONFLICT
-
-    def __init__(self, message: str, code: ErrorCode | None = None, details: list[dict[str, Any]] | None = None):
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-        self.details = details or []
 
 
 @dataclass(frozen=True, slots=True)

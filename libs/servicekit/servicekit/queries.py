@@ -8,8 +8,8 @@ from faststream.nats import NatsMessage
 from pydantic import ValidationError
 
 from contracts import REGISTRY, ErrorCode, Query, QueryReply, UnknownMessageType
+from contracts.errors import DomainError
 from servicekit.bus import Bus
-from servicekit.commands import DomainError
 
 log = logging.getLogger(__name__)
 Q = TypeVar("Q", bound=Query)

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from contracts import Event
+from contracts.errors import DomainError
 from contracts.workflows import (
     ArchiveWorkflow,
     CancelExecution,
@@ -18,7 +19,7 @@ from contracts.workflows import (
     RetryExecution,
     UpdateWorkflow,
 )
-from servicekit.commands import CommandContext, CommandRouter, DomainError
+from servicekit.commands import CommandContext, CommandRouter
 from servicekit.eventstore import StateCache, StreamRef, load_state
 from workflow_engine.domain import definition, execution
 from workflow_engine.templates import TEMPLATES

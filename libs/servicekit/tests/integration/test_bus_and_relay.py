@@ -23,8 +23,9 @@ from contracts import (
     OutcomeStatus,
     new_id,
 )
+from contracts.errors import DomainError
 from servicekit.bus import ConsumerPolicy
-from servicekit.commands import CommandContext, CommandRouter, DomainError, serve_commands
+from servicekit.commands import CommandContext, CommandRouter, serve_commands
 from servicekit.eventstore import Commit, EventStore, Metadata, StreamRef, load_state, utcnow
 from servicekit.projections import StreamProjection, serve_projection
 from servicekit.relay import Relay

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from contracts import ErrorCode, Event
+from contracts.errors import DomainError
 from contracts.memory import (
     SHORT_TERM_SCOPES,
     DeleteWorkingEntry,
@@ -26,7 +27,6 @@ from contracts.memory import (
     WorkingEntryDeleted,
     WorkingEntryWritten,
 )
-from servicekit.commands import DomainError
 
 SHORT_TERM, WORKING, LONG_TERM = "shortterm", "working", "longterm"
 

@@ -5,6 +5,7 @@ from functools import reduce
 
 import pytest
 
+from contracts.errors import DomainError
 from contracts.memory import (
     DeleteWorkingEntry,
     ForgetLongTerm,
@@ -18,7 +19,6 @@ from contracts.memory import (
     UpdateLongTerm,
 )
 from memory.domain import entries as d
-from servicekit.commands import DomainError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RUN = Scope(kind=ScopeKind.TEAM_RUN, id="run_1")

@@ -11,7 +11,7 @@ from contracts.agents import (
     ChangeAgentStatus,
     RegisterAgent,
 )
-from servicekit.commands import DomainError
+from contracts.errors import DomainError
 
 AGGREGATE = "agent"
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts import ErrorCode, Event
+from contracts.errors import DomainError
 from contracts.workflows import (
     EXPRESSION,
     AgentStep,
@@ -28,7 +29,6 @@ from contracts.workflows import (
     WorkflowSpec,
     WorkflowUpdated,
 )
-from servicekit.commands import DomainError
 from workflow_engine.domain.expressions import is_expression, referenced_step
 
 AGGREGATE = "workflow"

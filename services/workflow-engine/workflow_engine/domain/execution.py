@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from contracts import ErrorCode, Event
+from contracts.errors import DomainError
 from contracts.workflows import (
     AgentStep,
     ApprovalDecided,
@@ -41,7 +42,6 @@ from contracts.workflows import (
     WebhookStep,
     WorkflowSpec,
 )
-from servicekit.commands import DomainError
 from workflow_engine.domain.expressions import holds, render
 
 AGGREGATE = "execution"
