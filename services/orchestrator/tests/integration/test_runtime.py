@@ -8,6 +8,7 @@ import pytest
 
 from conftest import Api, Infra, Platform, running_platform
 from orchestrator.settings import RuntimeSettings
+from servicekit.testing import eventually
 
 HOT_LEAD = {"company": "Initech", "employees": 450, "notes": "enterprise, budget approved, wants a demo"}
 COLD_LEAD = {"company": "Solo", "employees": 1, "notes": "student, just browsing, no budget"}
@@ -120,3 +121,89 @@ async def test_a_schema_that_is_not_json_schema_is_refused_on_save(api: Api) -> 
     resp = await api.client.post("/api/v1/workflows", json={"spec": bad}, headers=api.headers)
     assert resp.status_code == 422, resp.text
     assert "output_schema" in resp.text
+
+
+def fan_out(n: int) -> dict[str, Any]:
+    branches = [f"b{i}" for i in range(n)]
+    steps: list[dict[str, Any]] = [{"id": "fan", "kind": "parallel", "branches": branches, "join": "j"}]
+    steps += [{"id": b, "kind": "agent", "role": "analyst", "input": {"part": b}, "next": "j"} for b in branches]
+    steps.append({"id": "j", "kind": "join"})
+    return {"name": "Fan out", "start": "fan", "steps": steps}
+
+
+ANALYST = {"name": "Analyst", "role": "analyst", "concurrency_limit": 10, "model": {"max_output_tokens": 64}}
+
+
+async def test_an_execution_budget_holds_against_ten_steps_racing_for_it(api: Api) -> None:
+    await api.post("/api/v1/agents", ANALYST, expect=201)
+    workflow_id = await api.workflow(fan_out(10))
+    probe = await api.execute(workflow_id)  # what one branch costs, with no budget
+    done = await api.wait_for(probe, "completed", timeout_s=30)
+    per_call = (await api.get(f"/api/v1/usage?execution_id={probe}"))["total"]["total_tokens"] / 10
+    assert steps_by_id(done)["b0"]["status"] == "succeeded"
+
+    budget = int(per_call * 4.5)  # the calls' worst cases fit fewer times than that
+    started = await api.post(f"/api/v1/workflows/{workflow_id}/executions", {"budget": {"tokens": budget}}, expect=201)
+    run = started["resource_ids"]["execution_id"]
+    failed = await api.wait_for(run, "failed", "completed", timeout_s=30)
+    assert failed["status"] == "failed"
+    kinds = [steps_by_id(failed)[f"b{i}"]["error_kind"] for i in range(10)]
+    assert "budget_exceeded" in kinds
+    used = (await api.get(f"/api/v1/usage?execution_id={run}"))["total"]
+    assert 0 < used["total_tokens"] <= budget
+    assert 0 < used["calls"] < 10  # a call that does not fit is not made
+
+
+async def test_the_workspace_cap_stops_every_call(api: Api) -> None:
+    await api.post("/api/v1/agents", ANALYST, expect=201)
+    resp = await api.client.put("/api/v1/workspace/budget", json={"budget": {"tokens": 5}}, headers=api.headers)
+    assert resp.status_code == 200, resp.text
+    workflow_id = await api.workflow(fan_out(2))
+
+    async def cap_applies() -> dict[str, Any] | None:
+        report: dict[str, Any] = await api.get("/api/v1/usage")
+        return report if report["budget"] is not None else None
+
+    report = await eventually(cap_applies)
+    assert report["budget"]["tokens"] == 5
+    run = await api.execute(workflow_id)
+    failed = await api.wait_for(run, "failed", timeout_s=20)
+    assert steps_by_id(failed)["b0"]["error_kind"] == "budget_exceeded"
+    assert "monthly" in steps_by_id(failed)["b0"]["error"]
+    assert (await api.get("/api/v1/usage"))["total"]["calls"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"name": "A", "role": "r", "model": {"provider": "nope"}}, 422),
+        ({"name": "A", "role": "r", "concurrency_limit": 0}, 422),
+        ({"name": "A", "role": "r", "budget": {"tokens": 0}}, 422),
+    ],
+)
+async def test_bad_agent_settings_get_422(api: Api, body: dict[str, Any], status: int) -> None:
+    resp = await api.client.post("/api/v1/agents", json=body, headers=api.headers)
+    assert resp.status_code == status, resp.text
+
+
+async def test_updating_or_retiring_an_unknown_or_retired_agent_is_refused(api: Api) -> None:
+    created = await api.post("/api/v1/agents", {"name": "A", "role": "r"}, expect=201)
+    agent_id = created["resource_ids"]["agent_id"]
+    spec = {"name": "A2", "role": "r", "instructions": "New instructions"}
+    updated = await api.client.put(f"/api/v1/agents/{agent_id}", json=spec, headers=api.headers)
+    assert updated.status_code == 200, updated.text
+    unknown = await api.client.put("/api/v1/agents/agt_nope", json=spec, headers=api.headers)
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "agent_not_found"
+    await api.post(f"/api/v1/agents/{agent_id}/retire", expect=200)
+    again = await api.client.post(f"/api/v1/agents/{agent_id}/retire", headers=api.headers)
+    assert again.status_code == 409
+    assert again.json()["code"] == "agent_retired"
+
+    async def retired() -> dict[str, Any] | None:
+        view: dict[str, Any] = await api.get(f"/api/v1/agents/{agent_id}")
+        return view if view["status"] == "retired" else None
+
+    view = await eventually(retired)
+    assert view["name"] == "A2"  # its history stays readable
+    assert view["spec_version"] == 2
