@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     CONCURRENCY_CONFLICT = "concurrency_conflict"
     INVALID_TRANSITION = "invalid_transition"
     AGENT_NOT_FOUND = "agent_not_found"
+    AGENT_RETIRED = "agent_retired"
     UNKNOWN_COMMAND = "unknown_command"
     INVALID_WORKFLOW = "invalid_workflow"
     WORKFLOW_NOT_FOUND = "workflow_not_found"

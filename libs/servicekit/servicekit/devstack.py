@@ -47,6 +47,7 @@ SERVICES: tuple[ServiceProcess, ...] = (
     ServiceProcess("workflow-engine", "workflow_engine", 8002),
     ServiceProcess("memory", "memory", 8003),
     ServiceProcess("neptune", "neptune", 8004),
+    ServiceProcess("agent-runtime", "orchestrator.runtime", 8005),
 )
 
 
@@ -153,7 +154,8 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 @contextmanager
 def services(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, str]]:
-    """Starts the five services; yields their base URLs by name once every /readyz answers 200."""
+    """Starts the services (the five and the agent runtime); yields their base URLs by name once every /readyz
+    answers 200."""
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     urls: dict[str, str] = {}

@@ -32,6 +32,7 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.CONCURRENCY_CONFLICT: 409,
     ErrorCode.INVALID_TRANSITION: 409,
     ErrorCode.AGENT_NOT_FOUND: 404,
+    ErrorCode.AGENT_RETIRED: 409,
     ErrorCode.UNKNOWN_COMMAND: 400,
     ErrorCode.INVALID_WORKFLOW: 422,
     ErrorCode.WORKFLOW_NOT_FOUND: 404,

@@ -1,32 +1,99 @@
-"""Command handlers: rebuild the agent from its stream, decide, append."""
+"""Command handlers: rebuild the aggregate from its stream, decide, append."""
 
-from contracts.agents import ChangeAgentStatus, RegisterAgent
-from orchestrator.domain import agent
+import uuid
+
+from contracts.agents import (
+    RegisterAgent,
+    RetireAgent,
+    SetAgentState,
+    StaffAgents,
+    UpdateAgent,
+    fits,
+)
+from contracts.budgets import SetWorkspaceBudget
+from orchestrator.domain import agent, budget
+from orchestrator.domain.roles import sheet_for
+from orchestrator.projections import AgentsProjection, spec_of
 from servicekit.commands import CommandContext, CommandRouter
 from servicekit.eventstore import StreamRef
 
-router = CommandRouter()
+STAFF_NAMESPACE = uuid.UUID("6f1d7c52-55c1-4b5e-9a57-3f5b7f0c1a2e")
 
 
-def _stream(ctx: CommandContext, agent_id: str) -> StreamRef:
-    return StreamRef(ctx.workspace_id, agent.AGGREGATE, agent_id)
+def staff_agent_id(workspace_id: str, role: str | None, capability: str | None) -> str:
+    """The id of the agent staffing creates for a need: the same need in a workspace always names the same agent."""
+    return "agt_" + uuid.uuid5(STAFF_NAMESPACE, f"{workspace_id}|{role}|{capability}").hex[:24]
 
 
-@router.register(RegisterAgent)
-async def register_agent(command: RegisterAgent, ctx: CommandContext) -> dict[str, str]:
-    await ctx.execute(
-        _stream(ctx, command.agent_id),
-        agent.Agent(),
-        agent.evolve,
-        lambda s: agent.decide_register(s, command),
-        new_stream=True,
-    )
-    return {"agent_id": command.agent_id}
+def build_router(agents: AgentsProjection) -> CommandRouter:
+    router = CommandRouter()
 
+    def stream(ctx: CommandContext, agent_id: str) -> StreamRef:
+        return StreamRef(ctx.workspace_id, agent.AGGREGATE, agent_id)
 
-@router.register(ChangeAgentStatus)
-async def change_status(command: ChangeAgentStatus, ctx: CommandContext) -> dict[str, str]:
-    await ctx.execute(
-        _stream(ctx, command.agent_id), agent.Agent(), agent.evolve, lambda s: agent.decide_status(s, command)
-    )
-    return {"agent_id": command.agent_id}
+    @router.register(RegisterAgent)
+    async def register_agent(command: RegisterAgent, ctx: CommandContext) -> dict[str, str]:
+        await ctx.execute(
+            stream(ctx, command.agent_id),
+            agent.Agent(),
+            agent.evolve,
+            lambda s: agent.decide_register(s, command),
+            new_stream=True,
+        )
+        return {"agent_id": command.agent_id}
+
+    @router.register(UpdateAgent)
+    async def update_agent(command: UpdateAgent, ctx: CommandContext) -> dict[str, str]:
+        version = await ctx.execute(
+            stream(ctx, command.agent_id), agent.Agent(), agent.evolve, lambda s: agent.decide_update(s, command)
+        )
+        return {"agent_id": command.agent_id, "version": str(version)}
+
+    @router.register(RetireAgent)
+    async def retire_agent(command: RetireAgent, ctx: CommandContext) -> dict[str, str]:
+        await ctx.execute(
+            stream(ctx, command.agent_id), agent.Agent(), agent.evolve, lambda s: agent.decide_retire(s, command)
+        )
+        return {"agent_id": command.agent_id}
+
+    @router.register(SetAgentState)
+    async def set_state(command: SetAgentState, ctx: CommandContext) -> dict[str, str]:
+        await ctx.execute(
+            stream(ctx, command.agent_id), agent.Agent(), agent.evolve, lambda s: agent.decide_state(s, command)
+        )
+        return {"agent_id": command.agent_id}
+
+    @router.register(StaffAgents)
+    async def staff(command: StaffAgents, ctx: CommandContext) -> dict[str, str]:
+        """Create an agent for each need no agent of the workspace meets; answers ``{agent id: role}`` of those
+        created (or found created by an earlier delivery of this command)."""
+        existing = [(doc["agent_id"], spec_of(doc)) for doc in await agents.rows(ctx.workspace_id, retired=False)]
+        created: dict[str, str] = {}
+        for need in command.needs:
+            agent_id = staff_agent_id(ctx.workspace_id, need.role, need.capability)
+            if any(fits(spec, need.role, need.capability) for _, spec in existing):
+                continue
+            sheet = sheet_for(need.role, need.capability)
+            register = RegisterAgent(agent_id=agent_id, spec=sheet.spec())
+            await ctx.execute(
+                stream(ctx, agent_id),
+                agent.Agent(),
+                agent.evolve,
+                lambda s, r=register: [] if s.exists else agent.decide_register(s, r),  # type: ignore[misc]
+                new_stream=True,
+            )
+            existing.append((agent_id, register.spec))
+            created[agent_id] = sheet.role
+        return created
+
+    @router.register(SetWorkspaceBudget)
+    async def set_budget(command: SetWorkspaceBudget, ctx: CommandContext) -> dict[str, str]:
+        await ctx.execute(
+            StreamRef(ctx.workspace_id, budget.AGGREGATE, budget.STREAM_ID),
+            None,
+            budget.evolve,
+            lambda s: budget.decide_set(s, command),
+        )
+        return {}
+
+    return router

@@ -10,8 +10,11 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts import ErrorCode, EventRecord
+from contracts import ErrorCode, EventRecord, OutcomeStatus
+from contracts.agents import AgentSpec, ListAgents, StaffAgents, StaffNeed, can_take
+from contracts.budgets import Budget
 from contracts.workflows import (
+    AgentStep,
     ArchiveWorkflow,
     CancelExecution,
     CreateWorkflow,
@@ -50,10 +53,14 @@ class WorkflowCreate(Model):
     spec: WorkflowSpec | None = None
     template: str | None = Field(default=None, min_length=1, max_length=100)
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    staff: bool = Field(
+        default=True, description="With a template: create the agents its steps need that the workspace lacks."
+    )
 
 
 class ExecutionRequest(Model):
     input: dict[str, Any] = Field(default_factory=dict)
+    budget: Budget | None = Field(default=None, description="A hard limit on the execution's model usage.")
 
 
 class Cancellation(Model):
@@ -188,20 +195,60 @@ async def execution_events(
 # Definitions --------------------------------------------------------------------------------------------------
 
 
+class StaffedAgent(BaseModel):
+    agent_id: str
+    role: str
+
+
+class WorkflowCreated(CommandResponse):
+    """The workflow's command answer, with the agents created for its steps (a template's, unless ``staff`` is
+    false) and the agent steps that no agent of the workspace can take yet (they would fail with ``no_agent``)."""
+
+    staffed_agents: list[StaffedAgent] = Field(default_factory=list)
+    unstaffed_steps: list[str] = Field(default_factory=list)
+
+
 @router.post(
     "/workflows",
-    response_model=CommandResponse,
+    response_model=WorkflowCreated,
     status_code=201,
-    summary="Create a workflow from a spec or a template",
-    responses={202: {"model": CommandResponse}},
+    summary="Create a workflow from a spec or a template (a template's missing agents are created)",
+    responses={202: {"model": WorkflowCreated}},
 )
-async def create_workflow(body: WorkflowCreate, send: Send) -> CommandResponse:
+async def create_workflow(
+    body: WorkflowCreate, send: Send, principal: CurrentPrincipal, queries: Queries
+) -> WorkflowCreated:
     if (body.spec is None) == (body.template is None):
         raise ApiError(ErrorCode.VALIDATION_FAILED, "Give exactly one of 'spec' and 'template'.")
     command_id = send.command_id
     workflow_id = f"wf_{command_id[:24]}"
     command = CreateWorkflow(workflow_id=workflow_id, spec=body.spec, template=body.template, name=body.name)
-    return await send(command, created=f"/api/v1/workflows/{workflow_id}")
+    answer = await send(command, created=f"/api/v1/workflows/{workflow_id}")
+    spec = body.spec
+    if spec is None:
+        templates = await queries.ask(principal, ListWorkflowTemplates())
+        spec = next(WorkflowSpec.model_validate(t["spec"]) for t in templates if t["slug"] == body.template)
+    steps = [step for step in spec.steps if isinstance(step, AgentStep)]
+    staffed: list[StaffedAgent] = []
+    covered: set[str] = set()  # steps whose agents staffing created or found (the read model may not show them yet)
+    if body.template is not None and body.staff:
+        routed = [s for s in steps if not s.agent_id]
+        needs = {(s.role, s.capability): StaffNeed(role=s.role, capability=s.capability) for s in routed}
+        status = await send.follow_up(StaffAgents(needs=list(needs.values())), "staff")
+        if status.outcome is not None and status.outcome.status is OutcomeStatus.ACCEPTED:
+            created = status.outcome.resource_ids
+            staffed = [StaffedAgent(agent_id=agent_id, role=role) for agent_id, role in sorted(created.items())]
+            covered = {s.id for s in routed}
+    views = [v for v in await queries.ask(principal, ListAgents(limit=500)) if not v["retired"]]
+    ids = {v["agent_id"] for v in views}
+    specs = [AgentSpec(name=v["name"], role=v["role"], capabilities=v["capabilities"]) for v in views]
+    unstaffed = [
+        s.id
+        for s in steps
+        if s.id not in covered
+        and not (s.agent_id in ids if s.agent_id else any(can_take(a, s.role, s.capability) for a in specs))
+    ]
+    return WorkflowCreated(**answer.model_dump(), staffed_agents=staffed, unstaffed_steps=unstaffed)
 
 
 @router.get("/workflows", response_model=Items, summary="List workflows")
@@ -250,7 +297,12 @@ async def execute_workflow(
 ) -> CommandResponse:
     command_id = send.command_id
     execution_id = f"ex_{command_id[:24]}"
-    command = ExecuteWorkflow(workflow_id=workflow_id, execution_id=execution_id, input=body.input if body else {})
+    command = ExecuteWorkflow(
+        workflow_id=workflow_id,
+        execution_id=execution_id,
+        input=body.input if body else {},
+        budget=body.budget if body else None,
+    )
     return await send(command, created=f"/api/v1/workflows/executions/{execution_id}")
 
 

@@ -1,0 +1,147 @@
+"""What the runtime records of its work: one record per task attempt, and one usage row per model call.
+
+The attempt record is what makes a task idempotent: it is written before the model is called (its call count) and
+again, with the result, before the result is sent; a delivery that finds the result answers from it, without a
+model call. A worker that died mid-call leaves the count behind, so the redelivery calls again: a model is called
+at most once per attempt except after a crash in the middle of a call. Usage rows are keyed by the call, so a
+call's usage is counted once whatever is retried.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from contracts.budgets import MICROS_PER_USD, UsageTotals
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    key: str
+    first_seen_at: datetime
+    calls: int
+    agent_id: str | None
+    result: Document | None
+
+
+class Attempts:
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+
+    @staticmethod
+    def _id(ws: str, key: str) -> str:
+        return f"{ws}:{key}"
+
+    async def open(self, ws: str, key: str, now: datetime) -> AttemptRecord:
+        doc = await self.collection.find_one_and_update(
+            {"_id": self._id(ws, key)},
+            {"$setOnInsert": {"workspace_id": ws, "key": key, "first_seen_at": now, "calls": 0}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert doc is not None
+        return AttemptRecord(key, doc["first_seen_at"], doc["calls"], doc.get("agent_id"), doc.get("result"))
+
+    async def calling(self, ws: str, key: str, agent_id: str, agent_version: int, now: datetime) -> int:
+        """Count a model call about to be made; its number (1 for the first)."""
+        doc = await self.collection.find_one_and_update(
+            {"_id": self._id(ws, key)},
+            {"$inc": {"calls": 1}, "$set": {"agent_id": agent_id, "agent_version": agent_version, "called_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        assert doc is not None
+        return int(doc["calls"])
+
+    async def finish(self, ws: str, key: str, result: Document, now: datetime) -> None:
+        await self.collection.update_one(
+            {"_id": self._id(ws, key), "result": None}, {"$set": {"result": result, "finished_at": now}}
+        )
+
+
+class UsageLedger:
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("workspace_id", ASCENDING), ("at", ASCENDING)])
+        await self.collection.create_index([("workspace_id", ASCENDING), ("execution_id", ASCENDING)])
+        await self.collection.create_index([("workspace_id", ASCENDING), ("agent_id", ASCENDING), ("at", ASCENDING)])
+
+    async def record(self, row: Document) -> bool:
+        """Record one call's usage (``_id`` = the call); False when it was recorded already."""
+        try:
+            await self.collection.insert_one(row)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def recorded(self, call_id: str) -> Document | None:
+        return await self.collection.find_one({"_id": call_id})
+
+    async def totals(
+        self,
+        ws: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        agent_id: str | None = None,
+        execution_id: str | None = None,
+        group_by: str | None = None,
+    ) -> tuple[UsageTotals, dict[str, UsageTotals]]:
+        match: Document = {"workspace_id": ws}
+        period: Document = {}
+        if since is not None:
+            period["$gte"] = since
+        if until is not None:
+            period["$lt"] = until
+        if period:
+            match["at"] = period
+        if agent_id is not None:
+            match["agent_id"] = agent_id
+        if execution_id is not None:
+            match["execution_id"] = execution_id
+        key: Any = None
+        if group_by == "day":
+            key = {"$dateToString": {"format": "%Y-%m-%d", "date": "$at"}}
+        elif group_by is not None:
+            key = f"${group_by}_id" if group_by in {"agent", "execution"} else f"${group_by}"
+        pipeline: list[Document] = [
+            {"$match": match},
+            {
+                "$group": {
+                    "_id": key,
+                    "calls": {"$sum": 1},
+                    "prompt_tokens": {"$sum": "$prompt_tokens"},
+                    "completion_tokens": {"$sum": "$completion_tokens"},
+                    "cost_micros": {"$sum": "$cost_micros"},
+                    "estimated_calls": {"$sum": {"$cond": ["$estimated", 1, 0]}},
+                }
+            },
+        ]
+        groups = {str(d["_id"]): _totals(d) async for d in await self.collection.aggregate(pipeline)}
+        total = UsageTotals(
+            calls=sum(g.calls for g in groups.values()),
+            prompt_tokens=sum(g.prompt_tokens for g in groups.values()),
+            completion_tokens=sum(g.completion_tokens for g in groups.values()),
+            total_tokens=sum(g.total_tokens for g in groups.values()),
+            cost_usd=round(sum(g.cost_usd for g in groups.values()), 6),
+            estimated_calls=sum(g.estimated_calls for g in groups.values()),
+        )
+        return total, (groups if group_by is not None else {})
+
+
+def _totals(doc: Document) -> UsageTotals:
+    prompt, completion = int(doc["prompt_tokens"]), int(doc["completion_tokens"])
+    return UsageTotals(
+        calls=int(doc["calls"]),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cost_usd=round(int(doc["cost_micros"]) / MICROS_PER_USD, 6),
+        estimated_calls=int(doc["estimated_calls"]),
+    )

@@ -1,0 +1,122 @@
+"""The agent runtime on the real TASKS stream, with the local provider: templates run to their end, routing,
+staffing and structured output, driven through the gateway."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from conftest import Api, Infra, Platform, running_platform
+from orchestrator.settings import RuntimeSettings
+
+HOT_LEAD = {"company": "Initech", "employees": 450, "notes": "enterprise, budget approved, wants a demo"}
+COLD_LEAD = {"company": "Solo", "employees": 1, "notes": "student, just browsing, no budget"}
+
+
+@pytest.fixture
+async def platform(infra: Infra, env_name: str) -> AsyncIterator[Platform]:
+    settings = RuntimeSettings(no_agent_grace_s=0.5, heartbeat_s=0.5)
+    async with running_platform(infra, env_name, behaviour=None, memory=True, runtime=settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def api(platform: Platform) -> Api:
+    return Api(platform, await platform.new_workspace())
+
+
+def steps_by_id(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {step["id"]: step for step in execution["steps"]}
+
+
+async def from_template(api: Api, slug: str) -> dict[str, Any]:
+    return await api.post("/api/v1/workflows", {"template": slug}, expect=201)
+
+
+async def test_a_fresh_workspace_runs_the_support_template_and_the_branch_follows_the_ticket(api: Api) -> None:
+    created = await from_template(api, "support-ticket")
+    roles = sorted(agent["role"] for agent in created["staffed_agents"])
+    assert roles == ["senior support", "support agent", "support triage"]  # one agent per missing role
+    assert created["unstaffed_steps"] == []
+    workflow_id = created["resource_ids"]["workflow_id"]
+
+    urgent = await api.execute(workflow_id, {"ticket": {"subject": "Cannot log in", "body": "Site is down!!!"}})
+    calm = await api.execute(workflow_id, {"ticket": {"subject": "Question", "body": "How do I export a report?"}})
+    done_urgent = await api.wait_for(urgent, "completed", "failed", timeout_s=30)
+    done_calm = await api.wait_for(calm, "completed", "failed", timeout_s=30)
+
+    assert done_urgent["status"] == done_calm["status"] == "completed"
+    urgent_steps, calm_steps = steps_by_id(done_urgent), steps_by_id(done_calm)
+    assert urgent_steps["triage"]["output"]["priority"] == "urgent"
+    assert urgent_steps["escalate"]["status"] == "succeeded"
+    assert urgent_steps["respond"]["status"] == "pending"
+    assert calm_steps["triage"]["output"]["priority"] == "low"
+    assert calm_steps["respond"]["status"] == "succeeded"
+    assert calm_steps["escalate"]["status"] == "pending"
+
+    again = await from_template(api, "support-ticket")  # the agents exist now: nothing more is created
+    assert again["staffed_agents"] == []
+
+
+async def test_hot_and_cold_leads_take_different_paths_to_completion(api: Api) -> None:
+    workflow_id = (await from_template(api, "lead-to-customer"))["resource_ids"]["workflow_id"]
+    hot = await api.execute(workflow_id, {"lead": HOT_LEAD})
+    cold = await api.execute(workflow_id, {"lead": COLD_LEAD})
+
+    waiting = await api.wait_step(hot, "approve", "waiting")
+    assert steps_by_id(waiting)["qualify"]["output"]["score"] >= 70
+    await api.post(f"/api/v1/workflows/executions/{hot}/approvals/approve", {"approved": True}, expect=200)
+    done_hot = await api.wait_for(hot, "completed", "failed", timeout_s=30)
+    done_cold = await api.wait_for(cold, "completed", "failed", timeout_s=30)
+
+    assert done_hot["status"] == done_cold["status"] == "completed"
+    assert steps_by_id(done_hot)["onboard"]["status"] == "succeeded"
+    assert steps_by_id(done_cold)["qualify"]["output"]["score"] < 70
+    assert steps_by_id(done_cold)["nurture"]["status"] == "succeeded"
+    assert steps_by_id(done_cold)["proposal"]["status"] == "pending"
+
+
+async def test_the_content_campaign_runs_its_parallel_branches_to_completion(api: Api) -> None:
+    workflow_id = (await from_template(api, "content-campaign"))["resource_ids"]["workflow_id"]
+    run = await api.execute(workflow_id, {"topic": "Agent teams for support desks", "audience": "support leads"})
+    done = await api.wait_for(run, "completed", "failed", timeout_s=30)
+    assert done["status"] == "completed", done
+    steps = steps_by_id(done)
+    assert steps["blog"]["status"] == steps["social"]["status"] == steps["publish"]["status"] == "succeeded"
+    assert "draft" in steps["blog"]["output"]
+
+
+async def test_a_step_no_agent_can_take_fails_at_once_with_no_agent_and_retries_once_one_exists(api: Api) -> None:
+    spec = {"name": "Audit", "start": "audit", "steps": [{"id": "audit", "kind": "agent", "role": "auditor"}]}
+    created = await api.post("/api/v1/workflows", {"spec": spec}, expect=201)
+    assert created["unstaffed_steps"] == ["audit"]
+    run = await api.execute(created["resource_ids"]["workflow_id"])
+    failed = await api.wait_for(run, "failed", "completed", timeout_s=20)
+    assert failed["status"] == "failed"
+    assert steps_by_id(failed)["audit"]["error_kind"] == "no_agent"
+
+    await api.post("/api/v1/agents", {"name": "Auditor", "role": "auditor"}, expect=201)
+    await api.post(f"/api/v1/workflows/executions/{run}/retry", expect=200)
+    done = await api.wait_for(run, "completed", timeout_s=20)
+    assert steps_by_id(done)["audit"]["output"]["done"] is True
+
+
+async def test_an_output_that_breaks_the_step_schema_is_retried_then_fails_invalid_output(api: Api) -> None:
+    await api.post("/api/v1/agents", {"name": "Writer", "role": "copywriter"}, expect=201)
+    # A schema no answer can meet (it requires a property it forbids): whatever the model says is invalid.
+    schema = {"type": "object", "required": ["approved_by"], "properties": {}, "additionalProperties": False}
+    step = {"id": "w", "kind": "agent", "role": "copywriter", "output_schema": schema, "retry": {"max_attempts": 2}}
+    workflow_id = await api.workflow({"name": "Strict", "start": "w", "steps": [step]})
+    run = await api.execute(workflow_id, {"topic": "x"})
+    failed = await api.wait_for(run, "failed", "completed", timeout_s=20)
+    step_run = steps_by_id(failed)["w"]
+    assert step_run["error_kind"] == "invalid_output"
+    assert len(step_run["attempts"]) == 2
+
+
+async def test_a_schema_that_is_not_json_schema_is_refused_on_save(api: Api) -> None:
+    step = {"id": "a", "kind": "agent", "role": "x", "output_schema": {"type": 3}}
+    bad = {"name": "Bad", "start": "a", "steps": [step]}
+    resp = await api.client.post("/api/v1/workflows", json={"spec": bad}, headers=api.headers)
+    assert resp.status_code == 422, resp.text
+    assert "output_schema" in resp.text
