@@ -20,6 +20,10 @@ ChatRole = Literal["system", "user", "assistant", "tool"]
 class ChatMessage:
     role: ChatRole
     content: str
+    tool_calls: list["ToolCall"] = field(default_factory=list)
+    """On an assistant message: the tool calls the model made in it (sent back so the next turn can answer them)."""
+    tool_call_id: str = ""
+    """On a tool message: the id of the tool call it answers."""
 
 
 @dataclass(frozen=True, slots=True)
