@@ -36,19 +36,21 @@ class AgentState(StrEnum):
 
 
 class ModelSetting(BaseModel):
-    """Which model runs the agent. ``local`` is a deterministic, offline stand-in for a model (the default, so the
-    platform runs with no network); ``openai`` is any OpenAI-compatible endpoint (OPENAI_BASE_URL)."""
+    """Which model runs the agent. ``local`` is a deterministic, offline stand-in for a model, not a model (it lets
+    the platform run with no network); ``openai`` is any OpenAI-compatible endpoint (OPENAI_BASE_URL, OPENAI_API_KEY);
+    ``auto`` (the default) is ``openai`` with OPENAI_MODEL when the runtime has an endpoint configured, else
+    ``local``. ``model`` left out is the provider's default model."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    provider: Literal["local", "openai"] = "local"
-    model: ModelName = LOCAL_MODEL
+    provider: Literal["auto", "local", "openai"] = "auto"
+    model: ModelName | None = None
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     max_output_tokens: int = Field(default=1024, ge=1, le=32_768)
 
     @model_validator(mode="after")
     def _known_model(self) -> "ModelSetting":
-        if self.provider == "local" and self.model != LOCAL_MODEL:
+        if self.provider == "local" and self.model not in {None, LOCAL_MODEL}:
             raise ValueError(f"the local provider has one model, {LOCAL_MODEL!r}")
         return self
 

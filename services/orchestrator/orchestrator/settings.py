@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import Field
 
 from servicekit.settings import ServiceSettings
@@ -18,7 +20,9 @@ class RuntimeSettings(OrchestratorSettings):
     http_port: int = 8005
     openai_api_key: str | None = None
     openai_base_url: str | None = None
+    openai_model: str = Field(default="gpt-4o-mini", description="The model of agents whose setting names none.")
     openai_max_retries: int = Field(default=2, ge=0, le=10, description="The openai SDK's retries of 429 and 5xx.")
+    openai_max_tokens_param: Literal["auto", "max_completion_tokens", "max_tokens"] = "auto"
     model_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="USD per million prompt and completion tokens, by model name; a model not listed costs 0.",

@@ -38,7 +38,9 @@ def build_app(settings: RuntimeSettings, clock: Callable[[], datetime] = utcnow)
         providers = Providers(
             openai_api_key=settings.openai_api_key,
             openai_base_url=settings.openai_base_url,
+            openai_model=settings.openai_model,
             openai_max_retries=settings.openai_max_retries,
+            openai_max_tokens_param=settings.openai_max_tokens_param,
         )
         worker = TaskWorker(
             bus=runtime.bus,

@@ -149,12 +149,13 @@ class TaskWorker:
         spec = agent.spec
         memories = await self._recall(task, spec)
         messages = build_messages(spec, task, memories)
+        provider, model = self._providers.resolve(spec.model)
         estimate = estimate_prompt_tokens(messages)
-        if spec.model.provider != "local":
+        if provider != "local":
             estimate = math.ceil(estimate * ESTIMATE_MARGIN)
         max_out = spec.model.max_output_tokens
         prices = self._settings.model_prices
-        hold = Hold(estimate + max_out, cost_micros(prices, spec.model.model, estimate, max_out))
+        hold = Hold(estimate + max_out, cost_micros(prices, model, estimate, max_out))
         ws = task.workspace_id
         call = await self._attempts.calling(ws, task.key, agent.agent_id, agent.spec_version, self._clock())
         scopes = await self._scopes(task, spec)
@@ -168,7 +169,7 @@ class TaskWorker:
             return
         timeout_s = min(self._settings.max_call_s, (deadline - self._clock()).total_seconds())
         request = ModelRequest(
-            model=spec.model.model,
+            model=model,
             messages=messages,
             max_output_tokens=max_out,
             timeout_s=max(0.001, timeout_s),
@@ -177,24 +178,24 @@ class TaskWorker:
             role=spec.role,
         )
         try:
-            response = await self._call(task, agent, request)
+            response = await self._call(task, agent, provider, request)
         except ModelError as exc:
-            await self._account(task, agent, call, scopes, exc.usage)
+            await self._account(task, agent, call, scopes, (provider, model), exc.usage)
             await self._finish(task, agent, ok=False, kind=exc.kind, error=str(exc)[:2000])
             return
-        await self._account(task, agent, call, scopes, response.usage)
+        await self._account(task, agent, call, scopes, (provider, model), response.usage)
         output, problems = self._output(task, response)
         if problems:
             await self._finish(task, agent, ok=False, kind="invalid_output", error="; ".join(problems))
             return
         await self._finish(task, agent, ok=True, output=output)
 
-    async def _call(self, task: AgentTask, agent: Candidate, request: ModelRequest) -> ModelResponse:
-        provider = self._providers.get(agent.spec.model.provider)
+    async def _call(self, task: AgentTask, agent: Candidate, provider: str, request: ModelRequest) -> ModelResponse:
+        model = self._providers.get(provider)
         keep_alive = asyncio.create_task(self._keep_alive(task, agent))
         try:
             async with asyncio.timeout(request.timeout_s):
-                return await provider.complete(request)
+                return await model.complete(request)
         except TimeoutError:
             raise ModelError("the model did not answer before the task's deadline", kind="timeout") from None
         finally:
@@ -275,7 +276,13 @@ class TaskWorker:
                 await self._budgets.settle(budget_id, hold_key, tokens, micros)
 
     async def _account(
-        self, task: AgentTask, agent: Candidate, call: int, scopes: dict[str, BudgetScope], usage: Usage | None
+        self,
+        task: AgentTask,
+        agent: Candidate,
+        call: int,
+        scopes: dict[str, BudgetScope],
+        model: tuple[str, str],
+        usage: Usage | None,
     ) -> None:
         """Record what the call cost and settle its reservations to it (released when its cost is unknown)."""
         hold_key = f"{task.key}/{call}"
@@ -283,8 +290,8 @@ class TaskWorker:
             for scope in scopes.values():
                 await self._budgets.release(scope.budget_id, hold_key)
             return
-        model = agent.spec.model
-        micros = cost_micros(self._settings.model_prices, model.model, usage.prompt_tokens, usage.completion_tokens)
+        provider, model_name = model
+        micros = cost_micros(self._settings.model_prices, model_name, usage.prompt_tokens, usage.completion_tokens)
         await self._usage.record(
             {
                 "_id": f"{task.workspace_id}:{hold_key}",
@@ -294,8 +301,8 @@ class TaskWorker:
                 "step_id": task.step_id,
                 "attempt": task.attempt,
                 "call": call,
-                "provider": model.provider,
-                "model": model.model,
+                "provider": provider,
+                "model": model_name,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "cost_micros": micros,
