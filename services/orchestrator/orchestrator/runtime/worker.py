@@ -47,6 +47,7 @@ Document = dict[str, Any]
 HOLD_MARGIN = timedelta(seconds=60)  # a reservation outlives its task's deadline by this, then may be swept
 ESTIMATE_MARGIN = 1.25  # a model's own tokenizer may count more than the estimate: reserve more for it
 DEFAULT_DEADLINE = timedelta(minutes=5)
+WAIT_MARGIN_S = 2.0  # a task that waits for a free agent gives up this long before its deadline (or a tenth of it)
 
 
 def cost_micros(prices: dict[str, tuple[float, float]], model: str, prompt: int, completion: int) -> int:
@@ -140,8 +141,14 @@ class TaskWorker:
         for choice in verdict.choices:
             if await take(ws, choice.agent_id, choice.spec.concurrency_limit, task.key, self._worker, now):
                 return choice
+        # Every capable agent is busy or paused: wait, up to (nearly) the deadline, then say why it did not run.
         left = (deadline - now).total_seconds()
-        raise Defer(max(0.05, min(1.0, left)))  # every capable agent is busy or paused: try again shortly
+        if left <= min(WAIT_MARGIN_S, (deadline - record.first_seen_at).total_seconds() / 10):
+            wanted = task.agent_id or " / ".join(x for x in (task.role, task.capability) if x)
+            error = f"no agent became available before the step's deadline ({wanted}: all busy or paused)"
+            await self._finish(task, None, ok=False, kind="no_agent", error=error)
+            return None
+        raise Defer(max(0.05, min(1.0, left / 4)))
 
     # The call -------------------------------------------------------------------------------------------------
 

@@ -101,3 +101,29 @@ async def test_an_answer_that_breaks_the_schema_is_retried_then_fails_invalid_ou
     assert len(server.requests_for("sloppy")) == 3
     sent = server.requests_for("sloppy")[0].body
     assert sent["response_format"]["json_schema"]["schema"] == schema
+
+
+async def test_a_task_waits_for_a_busy_agent_never_takes_a_retired_one_and_ends_no_agent_at_its_deadline(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    server.behave("held", Hold(Reply('{"summary": "late"}')))
+    await api.post("/api/v1/agents", openai_agent("held", 1), expect=201)
+    retired = await api.post("/api/v1/agents", openai_agent("retired", 5), expect=201)
+    await api.post(f"/api/v1/agents/{retired['resource_ids']['agent_id']}/retire", expect=200)
+
+    async def retired_seen() -> bool:
+        items = (await api.get("/api/v1/agents?status=retired"))["items"]
+        return len(items) == 1
+
+    await eventually(retired_seen)
+    first = await api.execute(await api.workflow(ONE_STEP))
+    await server.wait_until(lambda: server.in_flight == 1)
+    short = {"name": "Short", "start": "a", "steps": [{"id": "a", "kind": "agent", "role": "analyst", "timeout_s": 3}]}
+    second = await api.execute(await api.workflow(short))
+    failed = await api.wait_for(second, "failed", timeout_s=20)
+    assert failed["steps"][0]["error_kind"] == "no_agent"
+    assert "busy" in failed["steps"][0]["error"]
+    assert server.requests_for("retired") == []  # waiting, it never went to the retired agent
+    server.release()
+    done = await api.wait_for(first, "completed", timeout_s=20)
+    assert done["steps"][0]["output"]["summary"] == "late"
