@@ -10,7 +10,7 @@ import pytest
 from conftest import Api, Infra, running_platform
 from orchestrator.settings import RuntimeSettings
 from servicekit.testing import eventually
-from tests.support.openai_server import Hold, OpenAICompatibleServer, Reply, reply_json
+from tests.support.openai_server import Fail, Hold, OpenAICompatibleServer, Reply, reply_json
 
 
 @pytest.fixture
@@ -127,3 +127,20 @@ async def test_a_task_waits_for_a_busy_agent_never_takes_a_retired_one_and_ends_
     server.release()
     done = await api.wait_for(first, "completed", timeout_s=20)
     assert done["steps"][0]["output"]["summary"] == "late"
+
+
+async def test_a_provider_outage_is_retried_per_the_step_policy_with_the_error_on_the_step(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    server.script(Fail(500), Fail(503), model="flaky")
+    server.behave("flaky", Reply('{"summary": "back"}'))
+    await api.post("/api/v1/agents", openai_agent("flaky", 2), expect=201)
+    retry = {"max_attempts": 3, "backoff_s": 0.1}
+    step = {"id": "a", "kind": "agent", "role": "analyst", "retry": retry}
+    run = await api.execute(await api.workflow({"name": "Flaky", "start": "a", "steps": [step]}))
+    done = await api.wait_for(run, "completed", "failed", timeout_s=30)
+    assert done["status"] == "completed"
+    attempts = done["steps"][0]["attempts"]
+    assert [a["status"] for a in attempts] == ["failed", "failed", "succeeded"]
+    assert "500" in attempts[0]["error"]
+    assert len(server.requests_for("flaky")) == 3
