@@ -124,7 +124,7 @@ async def test_every_template_runs_to_completion_on_make_up_alone(stack: tuple[s
     branch taken follows the input."""
     gateway, key, _ = stack
     headers = {"Authorization": f"Bearer {key}"}
-    inputs = {
+    inputs: dict[str, list[dict[str, Any]]] = {
         "support-ticket": [{"ticket": {"subject": "Cannot log in"}}, {"ticket": {"subject": "A question on exports"}}],
         "lead-to-customer": [
             {"lead": {"company": "Initech", "employees": 450, "notes": "enterprise, budget approved"}},

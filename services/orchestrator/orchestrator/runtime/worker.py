@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 from pydantic import ValidationError
 
@@ -164,7 +165,13 @@ class TaskWorker:
         prices = self._settings.model_prices
         hold = Hold(estimate + max_out, cost_micros(prices, model, estimate, max_out))
         ws = task.workspace_id
-        call = await self._attempts.calling(ws, task.key, agent.agent_id, agent.spec_version, self._clock())
+        holder = f"{self._worker}/{uuid4().hex[:12]}"
+        lease = timedelta(seconds=self._settings.slot_lease_s)
+        call = await self._attempts.calling(
+            ws, task.key, agent.agent_id, agent.spec_version, holder, self._clock(), lease
+        )
+        if call is None:
+            raise Defer(1.0)  # the same attempt is being worked on by another delivery: wait for its result
         scopes = await self._scopes(task, spec)
         await self._release_calls(task, call, [scope.budget_id for scope in scopes.values()])
         hold_key = f"{task.key}/{call}"
@@ -185,7 +192,7 @@ class TaskWorker:
             role=spec.role,
         )
         try:
-            response = await self._call(task, agent, provider, request)
+            response = await self._call(task, agent, holder, provider, request)
         except ModelError as exc:
             await self._account(task, agent, call, scopes, (provider, model), exc.usage)
             await self._finish(task, agent, ok=False, kind=exc.kind, error=str(exc)[:2000])
@@ -197,9 +204,11 @@ class TaskWorker:
             return
         await self._finish(task, agent, ok=True, output=output)
 
-    async def _call(self, task: AgentTask, agent: Candidate, provider: str, request: ModelRequest) -> ModelResponse:
+    async def _call(
+        self, task: AgentTask, agent: Candidate, holder: str, provider: str, request: ModelRequest
+    ) -> ModelResponse:
         model = self._providers.get(provider)
-        keep_alive = asyncio.create_task(self._keep_alive(task, agent))
+        keep_alive = asyncio.create_task(self._keep_alive(task, agent, holder))
         try:
             async with asyncio.timeout(request.timeout_s):
                 return await model.complete(request)
@@ -210,14 +219,17 @@ class TaskWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await keep_alive
 
-    async def _keep_alive(self, task: AgentTask, agent: Candidate) -> None:
-        """While the model works: the broker keeps the task ours, and the agent's slot stays held."""
+    async def _keep_alive(self, task: AgentTask, agent: Candidate, holder: str) -> None:
+        """While the model works: the broker keeps the task ours, the agent's slot and the call's lease stay held."""
         every = max(0.5, min(self._settings.command_ack_wait_s, self._settings.slot_lease_s) / 3)
+        lease = timedelta(seconds=self._settings.slot_lease_s)
         while True:
             await asyncio.sleep(every)
             try:
                 await in_progress()
-                await self._slots.renew(task.workspace_id, agent.agent_id, task.key, self._clock())
+                now = self._clock()
+                await self._slots.renew(task.workspace_id, agent.agent_id, task.key, now)
+                await self._attempts.renew(task.workspace_id, task.key, holder, now, lease)
             except Exception:  # the next beat tries again; the call goes on
                 log.warning("could not renew task %s", task.key, exc_info=True)
 
@@ -307,6 +319,7 @@ class TaskWorker:
                 "execution_id": task.execution_id,
                 "step_id": task.step_id,
                 "attempt": task.attempt,
+                "task": task.key,
                 "call": call,
                 "provider": provider,
                 "model": model_name,

@@ -84,6 +84,9 @@ async def test_fifty_tasks_to_an_agent_with_limit_three_never_have_more_than_thr
     assert usage["prompt_tokens"] == server.answered.prompt_tokens
     assert usage["completion_tokens"] == server.answered.completion_tokens
     assert usage["estimated_calls"] == 0
+    by_task = (await api.get("/api/v1/usage?group_by=task"))["groups"]
+    assert len(by_task) == 50
+    assert sum(group["total_tokens"] for group in by_task.values()) == server.answered.total_tokens
 
 
 async def test_an_answer_that_breaks_the_schema_is_retried_then_fails_invalid_output(
