@@ -38,7 +38,7 @@ from orchestrator.runtime.ledger import AttemptRecord, Attempts, UsageLedger
 from orchestrator.runtime.prompt import build_messages
 from orchestrator.runtime.slots import Slots
 from orchestrator.settings import RuntimeSettings
-from servicekit.bus import Bus, Defer, PermanentFailure, in_progress
+from servicekit.bus import Bus, DeadLetter, Defer, PermanentFailure, in_progress
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import utcnow
 from servicekit.queries import QueryFailed, ask
@@ -108,14 +108,16 @@ class TaskWorker:
         finally:
             await self._slots.release(task.workspace_id, agent.agent_id, task.key)
 
-    async def give_up(self, body: bytes, reason: str) -> None:
+    async def give_up(self, letter: DeadLetter) -> None:
         """A task dead-lettered (it failed on every delivery): its step fails now instead of at its timeout."""
-        with contextlib.suppress(ValidationError):
-            task = AgentTask.model_validate_json(body)
-            record = await self._attempts.open(task.workspace_id, task.key, self._clock())
-            await self._release_calls(task, record.calls + 1, self._budget_ids(task))
-            await self._finish(task, None, ok=False, kind="runtime_error", error="the agent runtime could not run it")
-            log.error("task %s dead-lettered: %s", task.key, reason)
+        try:
+            task = AgentTask.model_validate_json(letter.body)
+        except ValidationError:
+            return  # not a task: nothing to answer
+        record = await self._attempts.open(task.workspace_id, task.key, self._clock())
+        await self._release_calls(task, record.calls + 1, self._budget_ids(task))
+        await self._finish(task, None, ok=False, kind="runtime_error", error="the agent runtime could not run it")
+        log.error("task %s dead-lettered: %s", task.key, letter.reason)
 
     # Routing --------------------------------------------------------------------------------------------------
 
