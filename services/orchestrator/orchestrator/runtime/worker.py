@@ -105,8 +105,12 @@ class TaskWorker:
             return
         try:
             await self._run(task, record, agent, deadline)
-        finally:
+        except Defer:
+            raise  # another delivery of this attempt is at work, in the same slot (it is the attempt's): keep it
+        except BaseException:
             await self._slots.release(task.workspace_id, agent.agent_id, task.key)
+            raise
+        await self._slots.release(task.workspace_id, agent.agent_id, task.key)
 
     async def give_up(self, letter: DeadLetter) -> None:
         """A task dead-lettered (it failed on every delivery): its step fails now instead of at its timeout."""
