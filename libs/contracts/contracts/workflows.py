@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from contracts import patterns
 from contracts.messages import Command, Event, Id, Query
 from contracts.registry import REGISTRY
 
@@ -58,7 +59,10 @@ class Operator(StrEnum):
 class Comparison(Model):
     field: str = Field(description="An expression: $input.<path> or $steps.<id>.output.<path>.")
     op: Operator
-    value: Any = None
+    value: Any = Field(
+        default=None,
+        description=f"What the field is compared with. For `matches`, a regular expression in {patterns.SYNTAX}.",
+    )
 
 
 class AllOf(Model):

@@ -143,6 +143,31 @@ async def test_invalid_definitions_answer_422_naming_the_step(api: Api) -> None:
     assert (neither.status_code, neither.json()["code"]) == (422, "validation_failed")
 
 
+async def test_a_pattern_re2_cannot_take_is_refused_on_save_and_a_catastrophic_one_runs(api: Api) -> None:
+    def routing(pattern: str) -> dict[str, Any]:
+        when = {"field": "$input.s", "op": "matches", "value": pattern}
+        return {
+            "name": "Route",
+            "start": "route",
+            "steps": [
+                {"id": "route", "kind": "condition", "branches": [{"when": when, "next": "hit"}], "default": "miss"},
+                agent("hit"),
+                agent("miss"),
+            ],
+        }
+
+    resp = await api.client.post("/api/v1/workflows", json={"spec": routing(r"(\w)\1")}, headers=api.headers)
+    assert (resp.status_code, resp.json()["code"]) == (422, "invalid_workflow")
+    assert [(e["step"], "no backreferences or lookaround" in e["message"]) for e in resp.json()["errors"]] == [
+        ("route", True)
+    ]
+    # Over a minute of backtracking for Python's re (9 s at 27 characters, doubling with each): RE2 answers at once.
+    workflow_id = await api.workflow(routing("(a+)+$"))
+    done = await api.wait_for(await api.execute(workflow_id, {"s": "a" * 30 + "!"}), "completed")
+    assert steps_by_id(done)["route"]["output"] == {"next": "miss"}
+    assert steps_by_id(done)["miss"]["status"] == "succeeded"
+
+
 async def test_retry_succeeds_on_the_second_attempt(api: Api, script: Script) -> None:
     script["a"] = [(False, "flaky upstream"), (True, {"ok": True})]
     workflow_id = await api.workflow(

@@ -101,7 +101,7 @@ def test_templates_are_valid() -> None:
             ],
             "a",
             "a",
-            "not a valid regular expression",
+            "not a valid RE2 expression",
         ),
         (
             [
@@ -150,6 +150,38 @@ def test_templates_are_valid() -> None:
 def test_invalid_definitions_name_the_step(steps: list[dict[str, Any]], start: str, step: str, words: str) -> None:
     found = problems(spec(steps, start=start))
     assert any(p["step"] == step and words in p["message"] for p in found), found
+
+
+def matching(pattern: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": "route",
+            "kind": "condition",
+            "branches": [{"when": {"field": "$input.x", "op": "matches", "value": pattern}, "next": "b"}],
+        },
+        agent("b"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [
+        (r"(a)\1", "no backreferences or lookaround"),
+        (r"^(?=.*x)", "no backreferences or lookaround"),
+        (r"(?<!x)y", "no backreferences or lookaround"),
+        ("a" * 1001, "longer than 1000 characters"),
+        (7, "must be a string"),
+    ],
+    ids=["backreference", "lookahead", "lookbehind", "too-long", "not-a-string"],
+)
+def test_a_pattern_re2_cannot_take_is_refused_naming_the_step(pattern: Any, words: str) -> None:
+    found = problems(spec(matching(pattern), start="route"))
+    assert [p["step"] for p in found] == ["route"]
+    assert words in found[0]["message"]
+
+
+def test_a_catastrophic_pattern_for_a_backtracking_engine_is_accepted() -> None:
+    validate(spec(matching("(a+)+$"), start="route"))
 
 
 def test_condition_on_undeclared_input_field() -> None:

@@ -195,6 +195,9 @@ def test_retry_from_failed_step_through_the_api_command() -> None:
         ("exists", MISSING, False, True),
         ("matches", "order-123", r"^order-\d+$", True),
         ("matches", "order-x", r"^order-\d+$", False),
+        ("matches", "a" * 27 + "!", "(a+)+$", False),  # seconds of backtracking for Python's re
+        ("matches", "x" * 100_001, "x", False),  # a text beyond the bound does not match
+        ("matches", 5, "5", False),
         ("gt", "abc", 3, False),
         ("eq", MISSING, None, False),
     ],
@@ -249,6 +252,21 @@ def test_condition_routes_by_all_and_any() -> None:
         assert run.state.steps["route"].output == {"next": chosen}
         assert run.status(chosen) is StepStatus.SCHEDULED
         assert [s for s in ("hot", "drop", "nurture") if run.status(s) is not StepStatus.PENDING] == [chosen]
+
+
+def test_a_condition_with_a_catastrophic_pattern_routes_and_the_execution_proceeds() -> None:
+    """``(a+)+$`` on 27 a's and a '!' kept Python's backtracking re busy for about 9 s (doubling per character); RE2
+    answers at once, so the run finishes as part of this test's ordinary run."""
+    steps = [
+        condition([{"when": {"field": "$input.s", "op": "matches", "value": "(a+)+$"}, "next": "hit"}], "miss"),
+        agent("hit"),
+        agent("miss"),
+    ]
+    for text, chosen in (("a" * 40 + "!", "miss"), ("a" * 40, "hit")):
+        run = Run(steps, start="route", input={"s": text})
+        assert run.state.steps["route"].output == {"next": chosen}
+        run.result(chosen)
+        assert run.state.status is ExecutionStatus.COMPLETED
 
 
 def test_condition_without_a_matching_branch_or_default_ends_the_path() -> None:

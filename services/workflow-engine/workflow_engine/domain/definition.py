@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts import ErrorCode, Event
+from contracts import ErrorCode, Event, patterns
 from contracts.errors import DomainError
 from contracts.workflows import (
     EXPRESSION,
@@ -183,12 +183,10 @@ def _check_data(spec: WorkflowSpec, step: Step, graph: dict[str, list[str]], pro
 
 
 def _check_regex(step_id: str, pattern: Any, problem: Any) -> None:
-    import re
-
-    try:
-        re.compile(str(pattern))
-    except re.error as exc:
-        problem(step_id, f"pattern {pattern!r} is not a valid regular expression: {exc}")
+    wrong = patterns.check_pattern(pattern)
+    if wrong is not None:
+        shown = pattern if not isinstance(pattern, str) or len(pattern) <= 100 else pattern[:100] + "..."
+        problem(step_id, f"pattern {shown!r} {wrong}")
 
 
 def _leaves(value: Any) -> Iterator[Any]:
