@@ -143,7 +143,12 @@ class WebhookStep(StepBase):
     """An HTTP call; a 2xx answer succeeds with the parsed JSON (or text) as output."""
 
     kind: Literal["webhook"] = "webhook"
-    url: str = Field(pattern=r"^https?://", max_length=2000)
+    url: str = Field(
+        pattern=r"^https?://",
+        max_length=2000,
+        description="Reaches public addresses only (no loopback, private, link-local, multicast or cloud metadata "
+        "address, checked on every connection), unless the deployment allows the host; redirects are not followed.",
+    )
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
     body: dict[str, Any] = Field(default_factory=dict)

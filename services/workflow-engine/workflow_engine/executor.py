@@ -21,7 +21,6 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import nats.errors
 
 from contracts import Actor, EventRecord
@@ -43,12 +42,13 @@ from servicekit.bus import TASKS_DUPLICATE_WINDOW_S, Bus
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import Commit, EventStore, StateCache, decode, utcnow
 from workflow_engine.domain import execution
+from workflow_engine.domain.addresses import DEFAULT_POLICY, AddressPolicy
 from workflow_engine.domain.execution import timers_started
 from workflow_engine.handlers import execution_stream
 from workflow_engine.timers import CARRY_AFTER, SERVICE, Timers, may_have_timer_documents, timer_id
+from workflow_engine.webhooks import call_webhook
 
 log = logging.getLogger(__name__)
-MAX_WEBHOOK_TIMEOUT_S = 120.0
 RESEND_WITHIN = timedelta(seconds=TASKS_DUPLICATE_WINDOW_S / 2)  # well inside the broker's de-duplication
 ACTS_ON = frozenset({"StepScheduled", "RetryScheduled", "ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled"})
 
@@ -62,6 +62,7 @@ class Executor:
         cache: StateCache,
         *,
         webhook_concurrency: int = 32,
+        webhook_addresses: AddressPolicy = DEFAULT_POLICY,
         carry_after: timedelta = CARRY_AFTER,
     ) -> None:
         self._store = store
@@ -70,6 +71,7 @@ class Executor:
         self._cache = cache
         self._carry_after = carry_after
         self._webhooks = asyncio.Semaphore(webhook_concurrency)
+        self._addresses = webhook_addresses
         self._background: set[asyncio.Task[None]] = set()
 
     async def stop(self) -> None:
@@ -204,7 +206,9 @@ class Executor:
 
     async def _call_webhook(self, ws: str, execution_id: str, step: WebhookStep, event: StepScheduled) -> None:
         async with self._webhooks:
-            ok, output, error, kind = await call_webhook(step, event.input)
+            ok, output, error, kind = await call_webhook(
+                step.url, step.method, step.headers, event.input, step.timeout_s, self._addresses
+            )
         await self._record_result(ws, execution_id, step.id, event, ok=ok, output=output, error=error, kind=kind)
 
     async def _record_result(
@@ -235,24 +239,3 @@ class Executor:
             actor=Actor(kind="service", id=SERVICE),
         )
         await publish_command(self._bus, SERVICE, envelope)
-
-
-async def call_webhook(step: WebhookStep, body: dict[str, Any]) -> tuple[bool, Any, str | None, str]:
-    """Make the step's HTTP call; returns (ok, output, error, error kind)."""
-    timeout = min(step.timeout_s, MAX_WEBHOOK_TIMEOUT_S)
-    try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.request(
-                step.method, step.url, headers=step.headers, json=body if step.method != "GET" else None
-            )
-    except httpx.TimeoutException as exc:
-        return False, None, f"webhook timed out: {exc!r}", "timeout"
-    except httpx.HTTPError as exc:
-        return False, None, f"webhook failed: {exc!r}", "connection"
-    try:
-        payload: Any = response.json()
-    except ValueError:
-        payload = response.text[:10_000]
-    if response.is_success:
-        return True, {"status": response.status_code, "body": payload}, None, ""
-    return False, None, f"webhook answered {response.status_code}", f"http_{response.status_code}"

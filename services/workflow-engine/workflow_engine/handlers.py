@@ -22,6 +22,7 @@ from contracts.workflows import (
 from servicekit.commands import CommandContext, CommandRouter
 from servicekit.eventstore import StateCache, StreamRef, load_state
 from workflow_engine.domain import definition, execution
+from workflow_engine.domain.addresses import DEFAULT_POLICY, AddressPolicy
 from workflow_engine.templates import TEMPLATES
 from workflow_engine.timers import CARRY_AFTER, carried_alarms
 
@@ -51,7 +52,11 @@ ExecutionDecider = Callable[[execution.Execution, datetime], list[Event]]
 
 
 def build_router(
-    clock: Clock, cache: StateCache | None = None, *, carry_after: timedelta = CARRY_AFTER
+    clock: Clock,
+    cache: StateCache | None = None,
+    *,
+    carry_after: timedelta = CARRY_AFTER,
+    addresses: AddressPolicy = DEFAULT_POLICY,
 ) -> CommandRouter:
     router = CommandRouter(cache)
 
@@ -86,7 +91,7 @@ def build_router(
     async def create(command: CreateWorkflow, ctx: CommandContext) -> dict[str, str]:
         specs = {slug: template.spec for slug, template in TEMPLATES.items()}
         return await on_workflow(
-            ctx, command.workflow_id, lambda s: definition.decide_create(s, command, specs), new_stream=True
+            ctx, command.workflow_id, lambda s: definition.decide_create(s, command, specs, addresses), new_stream=True
         )
 
     def workflow_change(command_type: type[W], decide: Callable[[definition.Workflow, W], list[Event]]) -> None:
@@ -94,7 +99,7 @@ def build_router(
         async def handle(command: W, ctx: CommandContext) -> dict[str, str]:
             return await on_workflow(ctx, command.workflow_id, lambda state: decide(state, command))
 
-    workflow_change(UpdateWorkflow, definition.decide_update)
+    workflow_change(UpdateWorkflow, lambda state, command: definition.decide_update(state, command, addresses))
     workflow_change(ArchiveWorkflow, definition.decide_archive)
 
     @router.register(ExecuteWorkflow)

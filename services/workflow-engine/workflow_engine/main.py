@@ -36,10 +36,15 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
             timers,
             decided,
             webhook_concurrency=settings.webhook_concurrency,
+            webhook_addresses=settings.webhook_addresses,
             carry_after=carry_after,
         )
         serve_commands(
-            runtime.bus, SERVICE, build_router(clock, decided, carry_after=carry_after), store, runtime.policy
+            runtime.bus,
+            SERVICE,
+            build_router(clock, decided, carry_after=carry_after, addresses=settings.webhook_addresses),
+            store,
+            runtime.policy,
         )
         serve_projection(runtime.bus, SERVICE, workflows, store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, executions, store, runtime.policy, types=SUMMARY_EVENTS)

@@ -36,9 +36,12 @@ def script() -> Script:
     return {}
 
 
+LOCAL_HOOKS = {"webhook_allowed_hosts": ["127.0.0.1"]}  # the tests' webhook servers listen on loopback
+
+
 @pytest.fixture
 async def platform(infra: Infra, env_name: str, script: Script) -> AsyncIterator[Platform]:
-    async with running_platform(infra, env_name, behaviour=scripted(script)) as running:
+    async with running_platform(infra, env_name, behaviour=scripted(script), engine_settings=LOCAL_HOOKS) as running:
         yield running
 
 
@@ -336,6 +339,34 @@ async def test_webhook_step_calls_out_and_retries_on_failure(api: Api) -> None:
         failed = await api.wait_for(await api.execute(workflow_id), "failed")
     assert steps_by_id(failed)["call"]["error"] == "webhook answered 503"
     assert len(calls) == 2
+
+
+async def test_webhooks_reach_no_internal_address_unless_the_deployment_allows_it(infra: Infra, env_name: str) -> None:
+    """A literal internal host is refused on save; a name is checked on the address it resolves to when called
+    (``127.1`` is 127.0.0.1), and the step fails with ``forbidden_address`` without reaching the server."""
+    server, url, seen = await _http_server(200, {"internal": "secret"})
+    port = server.sockets[0].getsockname()[1]
+
+    def hook(target: str) -> dict[str, Any]:
+        return {"name": "Hook", "start": "call", "steps": [{"id": "call", "kind": "webhook", "url": target}]}
+
+    async with server, running_platform(infra, env_name) as platform:
+        api = Api(platform, await platform.new_workspace())
+        for literal in (url, f"http://localhost:{port}/openapi.json", f"http://[::ffff:127.0.0.1]:{port}/x"):
+            resp = await api.client.post("/api/v1/workflows", json={"spec": hook(literal)}, headers=api.headers)
+            assert (resp.status_code, resp.json()["code"]) == (422, "invalid_workflow"), literal
+            assert [e["step"] for e in resp.json()["errors"]] == ["call"]
+        metadata = await api.client.post(
+            "/api/v1/workflows", json={"spec": hook("http://169.254.169.254/latest/meta-data/")}, headers=api.headers
+        )
+        assert "cloud metadata" in metadata.json()["errors"][0]["message"]
+
+        workflow_id = await api.workflow(hook(f"http://127.1:{port}/hook"))
+        failed = await api.wait_for(await api.execute(workflow_id), "failed")
+    call = steps_by_id(failed)["call"]
+    assert call["error_kind"] == "forbidden_address"
+    assert "127.1 resolves to 127.0.0.1, a loopback address" in call["error"]
+    assert seen == [], "the internal server was never called"
 
 
 async def test_step_timeout_is_recorded(platform: Platform, api: Api, script: Script) -> None:

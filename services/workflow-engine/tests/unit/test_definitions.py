@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from contracts.workflows import WorkflowSpec
+from workflow_engine.domain.addresses import AddressPolicy
 from workflow_engine.domain.definition import InvalidWorkflow, validate
 from workflow_engine.templates import TEMPLATES
 
@@ -104,6 +105,12 @@ def test_templates_are_valid() -> None:
             "not a valid RE2 expression",
         ),
         (
+            [{"id": "a", "kind": "webhook", "url": "http://127.0.0.1:8000/openapi.json"}],
+            "a",
+            "a",
+            "host 127.0.0.1 is a loopback address",
+        ),
+        (
             [
                 {"id": "p", "kind": "parallel", "branches": ["b", "c"], "join": "j"},
                 agent("b", "d"),
@@ -143,6 +150,7 @@ def test_templates_are_valid() -> None:
         "mapping-self",
         "parallel-bad-join",
         "bad-regex",
+        "webhook-internal-host",
         "parallel-branches-meet-before-join",
         "parallel-branch-ends-before-join",
     ],
@@ -182,6 +190,12 @@ def test_a_pattern_re2_cannot_take_is_refused_naming_the_step(pattern: Any, word
 
 def test_a_catastrophic_pattern_for_a_backtracking_engine_is_accepted() -> None:
     validate(spec(matching("(a+)+$"), start="route"))
+
+
+def test_a_webhook_host_the_deployment_allows_is_accepted() -> None:
+    internal = spec([{"id": "a", "kind": "webhook", "url": "http://10.1.2.3/hook"}])
+    assert "a private address" in problems(internal)[0]["message"]
+    validate(internal, AddressPolicy.allowing(["10.0.0.0/8"]))
 
 
 def test_condition_on_undeclared_input_field() -> None:
