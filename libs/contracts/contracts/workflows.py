@@ -290,6 +290,19 @@ class RecordTaskResult(Command):
 
 
 @REGISTRY.register
+class AbandonStep(Command):
+    """The engine cannot carry out what a step's attempt asks of it (its task, its timers), however often it tries:
+    the attempt fails with error kind ``unactionable`` and the execution fails with it, without a retry (the same
+    attempt would fail the same way; RetryExecution starts the step again). Sent by the engine itself."""
+
+    service = "workflow-engine"
+    execution_id: Id
+    step_id: StepId
+    attempt: int
+    error: str = Field(max_length=2000)
+
+
+@REGISTRY.register
 class FireTimer(Command):
     """A durable timer came due: a retry backoff, a step timeout or a delay."""
 

@@ -22,9 +22,11 @@ from datetime import timedelta
 from typing import Any
 
 import nats.errors
+from pydantic import ValidationError
 
 from contracts import Actor, EventRecord
 from contracts.workflows import (
+    AbandonStep,
     AgentStep,
     AgentTask,
     ExecutionCancelled,
@@ -50,7 +52,9 @@ from workflow_engine.webhooks import call_webhook
 
 log = logging.getLogger(__name__)
 RESEND_WITHIN = timedelta(seconds=TASKS_DUPLICATE_WINDOW_S / 2)  # well inside the broker's de-duplication
-ACTS_ON = frozenset({"StepScheduled", "RetryScheduled", "ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled"})
+ACTS_ON = frozenset(
+    cls.type_name for cls in (StepScheduled, RetryScheduled, ExecutionCompleted, ExecutionFailed, ExecutionCancelled)
+)
 
 
 class Executor:
@@ -88,6 +92,41 @@ class Executor:
         for record in commit.events:
             if record.type in ACTS_ON:
                 await self._act(record, resend=resend, carried=carried)
+
+    async def give_up(self, commit: Commit, error: Exception) -> None:
+        """The relay's word that acting on ``commit`` failed time after time (not for want of the broker or the
+        database): the attempts it starts are abandoned (AbandonStep), so that their execution fails where it can
+        be seen instead of waiting for ever. Read from the events' raw data, as decoding them may be what fails. An
+        execution's end needs nothing: the timers it would drop are ignored when they fire."""
+        if commit.stream.aggregate != execution.AGGREGATE:
+            return
+        ws, execution_id = commit.stream.workspace_id, commit.stream.aggregate_id
+        for record in commit.events:
+            data = record.data
+            starts = record.type == RetryScheduled.type_name or (
+                record.type == StepScheduled.type_name and (data.get("timeout_at") or data.get("wake_at"))
+            )
+            if not starts:
+                continue  # a condition, a fan-out or a join: nothing was left to carry out
+            try:
+                command = AbandonStep.model_validate(
+                    {
+                        "execution_id": execution_id,
+                        "step_id": data.get("step_id"),
+                        "attempt": data.get("attempt"),
+                        "error": f"the engine could not carry out this attempt (commit {commit.commit_id})",
+                    }
+                )
+            except ValidationError:
+                log.error("cannot abandon the attempt of event %s: it names no valid step attempt", record.event_id)
+                continue
+            envelope = envelope_for(
+                command,
+                workspace_id=ws,
+                command_id=f"abandon-{record.event_id}",
+                actor=Actor(kind="service", id=SERVICE),
+            )
+            await publish_command(self._bus, SERVICE, envelope)
 
     async def _act(self, record: EventRecord, *, resend: bool, carried: frozenset[str]) -> None:
         event = decode(record)

@@ -7,6 +7,7 @@ from typing import TypeVar
 from contracts import Event
 from contracts.errors import DomainError
 from contracts.workflows import (
+    AbandonStep,
     ArchiveWorkflow,
     CancelExecution,
     CreateWorkflow,
@@ -30,6 +31,7 @@ Clock = Callable[[], datetime]
 W = TypeVar("W", UpdateWorkflow, ArchiveWorkflow)
 E = TypeVar(
     "E",
+    AbandonStep,
     PauseExecution,
     ResumeExecution,
     CancelExecution,
@@ -135,4 +137,5 @@ def build_router(
     execution_change(DecideApproval, execution.decide_approval)
     execution_change(RecordTaskResult, execution.record_result)
     execution_change(FireTimer, execution.fire_timer)
+    execution_change(AbandonStep, execution.abandon_step)
     return router

@@ -50,7 +50,7 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
         serve_projection(runtime.bus, SERVICE, executions, store, runtime.policy, types=SUMMARY_EVENTS)
         if runtime.relay is None:
             raise RuntimeError("the workflow engine needs its event store and relay")
-        runtime.relay.add_reactor(executor.react)
+        runtime.relay.add_reactor(executor.react, executor.give_up)
         serve_queries(runtime.bus, SERVICE, build_queries(store, workflows, executions))
         loop = TimerLoop(timers, runtime.bus, clock, settings.timer_poll_s, store, executions)
         runtime.on_start(loop.start)

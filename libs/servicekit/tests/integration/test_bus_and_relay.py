@@ -448,3 +448,44 @@ async def test_reactors_see_a_streams_commits_in_order_and_other_streams_meanwhi
     await eventually(lambda: _all_published(runtime))
     assert acted.index(first.commit_id) < acted.index(second.commit_id)
     assert acted.index(other.commit_id) < acted.index(first.commit_id), "another stream is not held up"
+
+
+async def test_a_reactor_that_can_never_act_on_a_commit_gives_up_on_it_visibly_and_no_commit_is_parked(
+    runtime: Runtime,
+) -> None:
+    """A validation error inside a reactor used to count as the publishing's permanent failure: the commit was
+    parked after five polls and nobody heard of it. Now the reactor's give_up is told, and the commit is done."""
+    store = runtime.store
+    tries: dict[str, int] = {}
+    given_up: list[tuple[str, str]] = []
+    away = {"waiting": 8}  # the database away for longer than the failures a reactor may have: never given up
+
+    async def react(commit: Commit) -> None:
+        name = commit.stream.aggregate_id
+        tries[name] = tries.get(name, 0) + 1
+        if name == "hopeless" and commit.first_version == 1:
+            raise ValueError("this commit makes no sense to the reactor")
+        if away.get(name, 0) > 0:
+            away[name] -= 1
+            raise ConnectionError("the database is away")
+
+    async def give_up(commit: Commit, error: Exception) -> None:
+        given_up.append((commit.stream.aggregate_id, repr(error)))
+
+    assert runtime.relay is not None
+    runtime.relay.add_reactor(react, give_up)
+    await runtime.start()
+    hopeless = await store.append(StreamRef("ws1", "bumpcounter", "hopeless"), 0, [Bumped(by=1)], META)
+    after = await store.append(StreamRef("ws1", "bumpcounter", "hopeless"), 1, [Bumped(by=2)], META)
+    await store.append(StreamRef("ws1", "bumpcounter", "waiting"), 0, [Bumped(by=3)], META)
+
+    await eventually(lambda: _all_published(runtime))
+    assert given_up == [("hopeless", "ValueError('this commit makes no sense to the reactor')")]
+    assert tries["hopeless"] == 5 + 1, "five failures of the first commit, then the stream's next commit"
+    assert tries["waiting"] == 9, "a reactor waiting for the database is retried until it is back, not given up"
+    for commit in (hopeless, after):
+        stored = await runtime.db["commits"].find_one({"_id": commit.commit_id})
+        assert stored is not None
+        assert "parked" not in stored
+    info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
+    assert info.state.messages == 3

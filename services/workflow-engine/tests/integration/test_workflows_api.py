@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 
 from conftest import Infra, Platform, running_platform
-from contracts.workflows import AgentTask
-from servicekit.eventstore import StreamRef
+from contracts import Actor
+from contracts.workflows import AgentTask, ExecuteWorkflow, StepScheduled, WorkflowSpec
+from servicekit.eventstore import EventStore, Metadata, StreamRef
 from servicekit.testing import eventually
+from workflow_engine.domain import execution
 from workflow_engine.main import build_app as build_engine
 from workflow_engine.settings import WorkflowEngineSettings
 
 Script = dict[str, Any]
+META = Metadata(correlation_id="c", actor=Actor(kind="system", id="test"))
 
 
 def scripted(script: Script) -> Any:
@@ -608,3 +611,30 @@ async def _true(value: bool) -> bool | None:
 
 async def _gone(collection: Any, doc_id: str) -> bool:
     return await collection.find_one({"_id": doc_id}) is None
+
+
+async def test_a_commit_the_engine_can_never_act_on_fails_its_execution_visibly(
+    api: Api, env_name: str, mongo: Any
+) -> None:
+    """The executor fails on a commit whatever it does (here a delay whose wake-up time cannot be read): after a
+    few tries the relay gives up on it, and the executor fails the attempt and the execution, rather than leaving
+    the commit parked and the execution running for ever."""
+    spec = WorkflowSpec.model_validate(
+        {"name": "Broken", "start": "wait", "steps": [{"id": "wait", "kind": "delay", "seconds": 60}]}
+    )
+    started, scheduled = execution.start(
+        ExecuteWorkflow(workflow_id="wf", execution_id="ex_broken"), spec, 1, datetime.now(UTC)
+    )
+    assert isinstance(scheduled, StepScheduled)
+    unreadable = scheduled.model_copy(update={"wake_at": "when the cows come home"})
+    # Written by an engine that died at once: the running engine takes its work over and acts on it.
+    db = mongo[f"{env_name}_workflow_engine"]
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    await db["relay_writers"].insert_one({"_id": "dead-writer", "done_before": long_ago, "alive_at": long_ago})
+    dead = EventStore(db, writer="dead-writer")
+    await dead.append(StreamRef(api.workspace_id, "execution", "ex_broken"), 0, [started, unreadable], META)
+
+    failed = await api.wait_for("ex_broken", "failed")
+    step = steps_by_id(failed)["wait"]
+    assert (step["status"], step["error_kind"]) == ("failed", "unactionable")
+    assert failed["error"].startswith("the engine could not carry out this attempt")

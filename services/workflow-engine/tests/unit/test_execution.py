@@ -7,6 +7,7 @@ import pytest
 
 from contracts import Event
 from contracts.workflows import (
+    AbandonStep,
     CancelExecution,
     Comparison,
     DecideApproval,
@@ -105,6 +106,29 @@ def test_results_for_stale_attempts_or_finished_executions_change_nothing() -> N
     run.result("a")
     again = RecordTaskResult(execution_id="e1", step_id="a", attempt=1, ok=True)
     assert ex.record_result(run.state, again, run.now) == [], "a duplicate result after completion is ignored"
+
+
+def test_an_abandoned_attempt_fails_its_execution_without_a_retry_and_a_retry_starts_it_again() -> None:
+    run = Run([agent("a", retry={"max_attempts": 3})])
+    abandon = AbandonStep(execution_id="e1", step_id="a", attempt=1, error="the engine could not carry it out")
+    events = run.apply(ex.abandon_step(run.state, abandon, run.now))
+    assert [type(e).__name__ for e in events] == ["StepFailed", "ExecutionFailed"]
+    assert (run.state.steps["a"].error_kind, run.state.status) == ("unactionable", ExecutionStatus.FAILED)
+    assert ex.abandon_step(run.state, abandon, run.now) == [], "once"
+    run.apply(ex.retry(run.state, RetryExecution(execution_id="e1"), run.now))
+    assert (run.status("a"), run.state.steps["a"].attempt) == (StepStatus.SCHEDULED, 2)
+
+
+def test_an_abandoned_retry_fails_its_execution_and_a_stale_abandon_changes_nothing() -> None:
+    run = Run([agent("a", retry={"max_attempts": 3, "backoff_s": 5})])
+    run.result("a", ok=False)
+    assert run.status("a") is StepStatus.RETRY_SCHEDULED
+    stale = AbandonStep(execution_id="e1", step_id="a", attempt=1, error="x")
+    assert ex.abandon_step(run.state, stale, run.now) == [], "the step moved past that attempt"
+    retry = AbandonStep(execution_id="e1", step_id="a", attempt=2, error="its backoff could not be kept")
+    events = run.apply(ex.abandon_step(run.state, retry, run.now))
+    assert [type(e).__name__ for e in events] == ["ExecutionFailed"]
+    assert run.state.status is ExecutionStatus.FAILED
 
 
 def test_retry_succeeds_on_the_second_attempt_after_a_durable_backoff() -> None:
