@@ -10,7 +10,8 @@ a surviving relay, or the next process to start, takes over its checkpoint and p
 
 A commit that keeps failing because of what it holds (a subject or a size the broker refuses) is parked after a
 few tries (kept, with the reason) so it cannot hold up the checkpoint; any other failure is retried every poll.
-Commits stored before writers were recorded carry ``published: false``; the sweep publishes and marks those.
+The checkpoints are ``servicekit.checkpoints``'s; commits stored before writers were recorded are adopted by a dead
+writer there once, at start-up, and so published like any other.
 
 Reactors are a service's in-process reactions to its own commits (the workflow engine's dispatch of tasks and
 timers). They run beside the publishing, with its guarantee: a commit counts as done only once its events are
@@ -38,6 +39,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from servicekit.bus import Bus
+from servicekit.checkpoints import WriterCheckpoints
 from servicekit.eventstore import Commit, EventStore, utcnow
 
 log = logging.getLogger(__name__)
@@ -91,9 +93,11 @@ class Relay:
         dead_after_s: float | None = None,
         batch: int = 500,
         tracer: Tracer | None = None,
+        checkpoints: WriterCheckpoints | None = None,
     ) -> None:
         self._tracer = tracer or trace.get_tracer(__name__)
         self._store = store
+        self._checkpoints = checkpoints or WriterCheckpoints(store.db, store.writer)
         self._bus = bus
         self._poll = poll_interval_s
         self._dead_after = timedelta(seconds=dead_after_s or max(3.0, 5 * poll_interval_s))
@@ -138,7 +142,11 @@ class Relay:
             self._pending.pop(commit.commit_id, None)
 
     async def register(self) -> None:
-        """Write this writer's first checkpoint; call before the store appends anything."""
+        """Write this writer's first checkpoint; call before the store appends anything. (Also adopts, once, the
+        commits stored before writers were recorded.)"""
+        adopted = await self._checkpoints.adopt_legacy_commits(self._store)
+        if adopted:
+            log.warning("%d commits from before writers were recorded are left to be published", adopted)
         await self._checkpoint()
 
     def start(self) -> None:
@@ -159,7 +167,7 @@ class Relay:
             if self._pending:
                 await self._checkpoint()  # what is left is taken over once this writer is seen to be gone
             else:
-                await self._store.forget_checkpoint(self._store.writer)
+                await self._checkpoints.forget(self._store.writer)
 
     def _done_before(self) -> datetime:
         oldest = min(self._pending.values(), default=None)
@@ -167,7 +175,7 @@ class Relay:
         return now if oldest is None else min(oldest, now)
 
     async def _checkpoint(self) -> None:
-        await self._store.save_checkpoint(self._done_before(), utcnow())
+        await self._checkpoints.save(self._done_before(), utcnow())
 
     async def _beat(self) -> None:
         while not self._stopping:
@@ -223,26 +231,17 @@ class Relay:
                 self._retry[commit.commit_id] = commit
 
     async def sweep(self) -> int:
-        """Publish what dead writers left behind, and any commit still flagged ``published: false``; returns how
-        many commits it found."""
+        """Publish what dead writers left behind; returns how many commits it found."""
         found = 0
         now = utcnow()
-        for writer in await self._store.dead_writers(now - self._dead_after):
+        for writer in await self._checkpoints.dead(now - self._dead_after):
             found += await self._take_over(writer, now)
-        legacy = await self._store.unpublished(self._batch)
-        done = []
-        for commit, failure in await self._publish_all(legacy):
-            if failure is None:
-                done.append(commit.commit_id)
-            elif isinstance(failure, PERMANENT):
-                await self._count_failure(commit, failure)
-        await self._store.mark_published(done)
-        return found + len(legacy)
+        return found
 
     async def _take_over(self, writer: str, now: datetime) -> int:
         """Publish (and react to) the commits of a dead ``writer`` from its checkpoint on, then drop the checkpoint.
         A failure stops at that commit; the checkpoint keeps where to go on from, for this or another relay."""
-        since = await self._store.take_over_writer(writer, now - self._dead_after, now)
+        since = await self._checkpoints.take_over(writer, now - self._dead_after, now)
         if since is None:
             return 0  # alive again, or taken over by another relay that is alive
         log.warning("taking over the commits of writer %s from %s", writer, since.isoformat())
@@ -255,13 +254,13 @@ class Relay:
                 if failure is not None and not (
                     isinstance(failure, PERMANENT) and await self._count_failure(commit, failure)
                 ):
-                    await self._store.advance_taken_over(writer, commit.recorded_at, utcnow())
+                    await self._checkpoints.advance_taken_over(writer, commit.recorded_at, utcnow())
                     return found
             if len(commits) < self._batch:
-                await self._store.forget_checkpoint(writer)
+                await self._checkpoints.forget(writer)
                 return found
             after = commits[-1]
-            await self._store.advance_taken_over(writer, commits[-1].recorded_at, utcnow())
+            await self._checkpoints.advance_taken_over(writer, commits[-1].recorded_at, utcnow())
 
     async def _publish_all(self, commits: list[Commit]) -> list[tuple[Commit, BaseException | None]]:
         """Publish ``commits`` and run the reactors on them; returns each commit with its failure, or None when it

@@ -10,10 +10,10 @@ attempt is harmless.
 Each attempt's task is sent at most once. It is published with Nats-Msg-Id = the attempt's key, and the TASKS
 stream drops a repeat within its de-duplication window; so a commit is (re)sent only while it is well inside that
 window (RESEND_WITHIN), and acting on an older one sends nothing: the attempt's timeout fails it if its task never
-went out (and retries it, per the step's policy). Most timers ride in the commit itself (see ``timers``); one due
-soon is written as a document beside the send, not before it, so the hand-over from one step to the next waits for
-no database write of the executor's. A webhook is not de-duplicated by anyone, so its timer is written first, as a
-claim, and only the writer of the claim makes the call: a webhook call is never repeated.
+went out (and retries it, per the step's policy). Most timers are carried by the commit itself (see ``timers``);
+one due soon is written as a timer document beside the send, not before it, so the hand-over from one step to the
+next waits for no database write of the executor's. A webhook is not de-duplicated by anyone, so its timer is
+written first, as a claim, and only the writer of the claim makes the call: a webhook call is never repeated.
 """
 
 import asyncio
@@ -47,7 +47,7 @@ from workflow_engine.domain import execution
 from workflow_engine.domain.addresses import DEFAULT_POLICY, AddressPolicy
 from workflow_engine.domain.execution import timers_started
 from workflow_engine.handlers import execution_stream
-from workflow_engine.timers import CARRY_AFTER, SERVICE, Timers, may_have_timer_documents, timer_id
+from workflow_engine.timers import CARRY_AFTER, SERVICE, TimerDocuments, carried_by, may_have_timer_documents, timer_id
 from workflow_engine.webhooks import call_webhook
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Executor:
         self,
         store: EventStore,
         bus: Bus,
-        timers: Timers,
+        timers: TimerDocuments,
         cache: StateCache,
         *,
         webhook_concurrency: int = 32,
@@ -88,7 +88,7 @@ class Executor:
         if commit.stream.aggregate != execution.AGGREGATE:
             return
         resend = utcnow() - commit.recorded_at < RESEND_WITHIN
-        carried = frozenset(alarm.alarm_id for alarm in commit.alarms)
+        carried = frozenset(timer.timer_id for timer in carried_by(commit))
         for record in commit.events:
             if record.type in ACTS_ON:
                 await self._act(record, resend=resend, carried=carried)
@@ -187,7 +187,7 @@ class Executor:
         version: int,
         carried: frozenset[str],
     ) -> bool:
-        """Write as documents the timers ``event`` starts (``timers_started``) that do not ride in its commit;
+        """Write as timer documents the timers ``event`` starts (``timers_started``) that its commit does not carry;
         False when one was written already (a webhook's claim, held by whoever wrote it first)."""
         claimed = True
         for timer in timers_started(spec, [event]):

@@ -25,7 +25,7 @@ from servicekit.eventstore import StateCache, StreamRef, load_state
 from workflow_engine.domain import definition, execution
 from workflow_engine.domain.addresses import DEFAULT_POLICY, AddressPolicy
 from workflow_engine.templates import TEMPLATES
-from workflow_engine.timers import CARRY_AFTER, carried_alarms
+from workflow_engine.timers import CARRY_AFTER, carried_timers, carry
 
 Clock = Callable[[], datetime]
 W = TypeVar("W", UpdateWorkflow, ArchiveWorkflow)
@@ -83,8 +83,8 @@ def build_router(
             execution.evolve,
             lambda state: decide(state, now),
             new_stream=new_stream,
-            alarms=lambda state, events: carried_alarms(
-                ctx.workspace_id, execution_id, state.spec, events, now, carry_after
+            carried=lambda state, events: carry(
+                carried_timers(ctx.workspace_id, execution_id, state.spec, events, now, carry_after)
             ),
         )
         return {"execution_id": execution_id}

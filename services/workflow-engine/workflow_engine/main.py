@@ -15,7 +15,7 @@ from workflow_engine.handlers import build_router
 from workflow_engine.projections import STATUS_EVENTS, ExecutionsProjection, WorkflowsProjection
 from workflow_engine.queries import build_queries
 from workflow_engine.settings import WorkflowEngineSettings
-from workflow_engine.timers import SERVICE, TimerLoop, Timers
+from workflow_engine.timers import SERVICE, CarriedTimers, TimerDocuments, TimerLoop
 
 SUMMARY_EVENTS = sorted({"ExecutionStarted", *STATUS_EVENTS})
 
@@ -25,8 +25,9 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
         store, db = runtime.store, runtime.db
         workflows = WorkflowsProjection(db["workflows"])
         executions = ExecutionsProjection(db["executions"])
-        timers = Timers(db["timers"])
-        for part in (workflows, executions, timers):
+        timers = TimerDocuments(db["timers"])
+        carried = CarriedTimers(store)
+        for part in (workflows, executions, timers, carried):
             await part.ensure_indexes()
         decided = StateCache()  # the aggregates the handlers decided on; the executor reads their definitions
         carry_after = timedelta(seconds=settings.timer_carry_after_s)
@@ -52,7 +53,7 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
             raise RuntimeError("the workflow engine needs its event store and relay")
         runtime.relay.add_reactor(executor.react, executor.give_up)
         serve_queries(runtime.bus, SERVICE, build_queries(store, workflows, executions))
-        loop = TimerLoop(timers, runtime.bus, clock, settings.timer_poll_s, store, executions)
+        loop = TimerLoop(timers, carried, runtime.bus, clock, settings.timer_poll_s, executions)
         runtime.on_start(loop.start)
         runtime.on_stop(loop.stop)
         runtime.on_stop(executor.stop)

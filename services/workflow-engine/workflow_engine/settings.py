@@ -20,9 +20,9 @@ class WorkflowEngineSettings(ServiceSettings):
     timer_carry_after_s: float = Field(
         default=30.0,
         gt=0,
-        description="A timer due at least this long after its decision rides in the commit that starts it (no write "
-        "of its own); a sooner one is a document. Commits must be written, and the replicas' clocks agree, well "
-        "within it.",
+        description="A timer due at least this long after its decision is a carried timer, riding in the commit that "
+        "starts it (no write of its own); a sooner one is a timer document. Commits must be written, and the "
+        "replicas' clocks agree, well within it.",
     )
 
     @field_validator("webhook_allowed_hosts", mode="before")
