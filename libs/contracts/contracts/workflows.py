@@ -461,6 +461,10 @@ class ExecutionFailed(Event):
     at: str
 
 
+EXECUTION_AGGREGATE = ExecutionStarted.aggregate  # the aggregate of these events: subjects evt.execution.<ws>.<id>.*
+EXECUTION_ENDS = frozenset(cls.type_name for cls in (ExecutionCompleted, ExecutionFailed, ExecutionCancelled))
+
+
 # Tasks (TASKS stream) and queries -------------------------------------------------------------------------------
 
 

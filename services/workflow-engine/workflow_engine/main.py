@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
+from contracts.workflows import ExecutionStarted
 from servicekit.commands import serve_commands
 from servicekit.eventstore import StateCache, utcnow
 from servicekit.projections import serve_projection
@@ -17,7 +18,7 @@ from workflow_engine.queries import build_queries
 from workflow_engine.settings import WorkflowEngineSettings
 from workflow_engine.timers import SERVICE, CarriedTimers, TimerDocuments, TimerLoop
 
-SUMMARY_EVENTS = sorted({"ExecutionStarted", *STATUS_EVENTS})
+SUMMARY_EVENTS = sorted({ExecutionStarted.type_name, *STATUS_EVENTS})
 
 
 def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = utcnow) -> FastAPI:

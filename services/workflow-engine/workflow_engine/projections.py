@@ -101,7 +101,7 @@ class ExecutionsProjection(RowProjection):
         )
 
     async def handle(self, record: EventRecord, store: EventStore) -> int:
-        if record.type != "ExecutionStarted" and record.type not in STATUS_EVENTS:
+        if record.type != ExecutionStarted.type_name and record.type not in STATUS_EVENTS:
             return 0
         if await self.apply(record):
             return 1

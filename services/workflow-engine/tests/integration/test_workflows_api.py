@@ -480,12 +480,18 @@ async def _sse(api: Api, execution_id: str, last_event_id: str | None = None) ->
     return events
 
 
-async def test_sse_streams_every_event_of_a_run_in_order_and_resumes(api: Api) -> None:
+async def test_sse_streams_the_public_events_of_a_run_in_order_and_resumes(api: Api) -> None:
     workflow_id = await api.workflow(
         {
             "name": "Watched",
             "start": "gate",
-            "steps": [{"id": "gate", "kind": "approval", "next": "a"}, agent("a", "b"), agent("b")],
+            "steps": [
+                {"id": "gate", "kind": "approval", "next": "fan"},
+                {"id": "fan", "kind": "parallel", "branches": ["a", "b"], "join": "meet"},
+                agent("a", "meet"),
+                agent("b", "meet"),
+                {"id": "meet", "kind": "join"},
+            ],
         }
     )
     execution_id = await api.execute(workflow_id)
@@ -497,10 +503,25 @@ async def test_sse_streams_every_event_of_a_run_in_order_and_resumes(api: Api) -
     events = await asyncio.wait_for(live, 20)
 
     final = await api.execution(execution_id)
-    assert [e["id"] for e in events] == list(range(1, final["version"] + 1)), "every event, in order, once"
-    assert events[0]["event"] == "ExecutionStarted"
-    assert events[-1]["event"] == "ExecutionCompleted"
-    assert [e["data"]["data"]["step_id"] for e in events if e["event"] == "StepSucceeded"] == ["gate", "a", "b"]
+    ids = [e["id"] for e in events]
+    assert ids == sorted(set(ids)), "in order, once"
+    assert len(ids) == final["version"] - 2, "every event but the two branches' arrivals at the join (internal)"
+    assert {e["event"] for e in events} == {
+        "execution.started",
+        "step.started",
+        "approval.decided",
+        "step.succeeded",
+        "execution.completed",
+    }
+    assert events[0]["data"] == {
+        "version": 1,
+        "type": "execution.started",
+        "data": {"workflow_id": workflow_id, "workflow_version": 1, "input": {}, "at": final["started_at"]},
+    }, "the public start, without the engine's copy of the definition"
+    assert events[-1]["event"] == "execution.completed"
+    succeeded = [e["data"]["data"]["step_id"] for e in events if e["event"] == "step.succeeded"]
+    assert succeeded[:2] == ["gate", "fan"]
+    assert sorted(succeeded[2:]) == ["a", "b", "meet"]
 
     resumed = await _sse(api, execution_id, last_event_id=str(events[2]["id"]))
     assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
