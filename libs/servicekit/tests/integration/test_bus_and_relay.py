@@ -24,7 +24,7 @@ from contracts import (
     new_id,
 )
 from contracts.errors import DomainError
-from servicekit.bus import ConsumerPolicy
+from servicekit.bus import ConsumerPolicy, ensure_streams
 from servicekit.commands import CommandContext, CommandRouter, serve_commands
 from servicekit.eventstore import Commit, EventStore, Metadata, StreamRef, load_state, utcnow
 from servicekit.projections import StreamProjection, serve_projection
@@ -181,6 +181,10 @@ async def test_poison_and_hopeless_messages_end_in_the_dead_letter_subject(runti
     assert dead.data == b"{not json"
     assert "malformed command envelope" in dead.headers["X-Failure-Reason"]
     assert dead.headers["X-Original-Subject"] == poison_subject
+    assert dead.headers["X-Original-Msg-Id"] == "poison-1"
+    poison = await eventually(lambda: last_message(runtime, s.outcomes_stream, s.outcome("ws1", "poison-1")))
+    told_poison = CommandOutcome.model_validate_json(poison.data)
+    assert (told_poison.status, told_poison.command_type) == (OutcomeStatus.REJECTED, "Bump"), "answered from headers"
 
     hopeless = envelope(Bump(counter_id="c2", by=1), workspace_id="ws2")
     await send(runtime, hopeless)
@@ -197,6 +201,22 @@ async def test_poison_and_hopeless_messages_end_in_the_dead_letter_subject(runti
         s.command(SERVICE, "ws1", "Teleport"), unknown.model_dump_json().encode(), msg_id="u1", stream=s.commands_stream
     )
     assert (await outcome_of(runtime, unknown)).error_code is ErrorCode.UNKNOWN_COMMAND
+
+
+async def test_a_dead_letter_whose_sender_could_not_be_told_is_delivered_again_until_it_is(
+    runtime: Runtime,
+) -> None:
+    serve_commands(runtime.bus, SERVICE, CommandRouter(), runtime.store, ConsumerPolicy(max_deliver=2, max_delay_s=0.2))
+    s = runtime.subjects
+    await runtime.bus.js.delete_stream(s.outcomes_stream)  # nowhere to tell the sender: the publish fails
+    await runtime.start()
+    subject = s.command(SERVICE, "ws1", "Bump")
+    await runtime.bus.publish(subject, b"{not json", msg_id="poison-told", stream=s.commands_stream)
+    await eventually(lambda: last_message(runtime, s.dead_letter_stream, s.dead_letter(subject)))
+
+    await ensure_streams(runtime.bus.js, s)
+    told = await eventually(lambda: last_message(runtime, s.outcomes_stream, s.outcome("ws1", "poison-told")))
+    assert CommandOutcome.model_validate_json(told.data).status is OutcomeStatus.REJECTED
 
 
 async def test_relay_publishes_what_a_crash_left_unpublished_exactly_once(runtime: Runtime) -> None:

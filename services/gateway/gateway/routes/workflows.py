@@ -32,11 +32,12 @@ from contracts.workflows import (
     UpdateWorkflow,
     WorkflowSpec,
 )
+from gateway.body import JsonBodyRoute
 from gateway.deps import BusDep, CurrentPrincipal, Queries
 from gateway.errors import ApiError
 from gateway.routes.common import CommandResponse, ResourceId, Send
 
-router = APIRouter(tags=["workflows"])
+router = APIRouter(tags=["workflows"], route_class=JsonBodyRoute)
 Limit = Annotated[int, Query(ge=1, le=500)]
 KEEPALIVE_S = 15.0
 
