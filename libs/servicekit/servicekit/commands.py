@@ -7,7 +7,7 @@ state; anything else propagates so the bus redelivers with backoff and finally d
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -30,7 +30,6 @@ from contracts import (
 from contracts.errors import DomainError
 from servicekit.bus import MSG_ID, Bus, ConsumerPolicy, DeadLetter, PermanentFailure
 from servicekit.eventstore import (
-    Alarm,
     ConcurrencyError,
     DuplicateCommand,
     EventStore,
@@ -84,7 +83,7 @@ class CommandContext:
         decide: Callable[[S], Sequence[Event]],
         *,
         new_stream: bool = False,
-        alarms: Callable[[S, Sequence[Event]], Sequence[Alarm]] | None = None,
+        carried: Callable[[S, Sequence[Event]], Mapping[str, Any]] | None = None,
     ) -> int:
         """Rebuild ``stream``, decide on its state and append the result, at most once per command; returns the
         stream's version after it (the version this command wrote, when it wrote).
@@ -93,7 +92,8 @@ class CommandContext:
         decision is tried on it without reading: an append that succeeds at that version proves the state was
         current. A conflict, a rejection or a decision to do nothing is never trusted on such a state: the stream
         is read and the command decided again. A redelivered command whose commit is in the stream is not decided
-        again. ``alarms(state, events)`` names the wake-ups the decided events ask for; they ride in the commit.
+        again. ``carried(state, events)`` is what the commit carries beside the decided events (the workflow engine's
+        carried timers).
         """
         known = self.cache.get(stream, evolve) if self.cache is not None else None
         if known is None and new_stream:
@@ -105,7 +105,7 @@ class CommandContext:
                 events = []
             if events:
                 try:
-                    return await self._append(stream, known, evolve, events, alarms)
+                    return await self._append(stream, known, evolve, events, carried)
                 except (ConcurrencyError, DuplicateCommand):
                     pass
         loaded = await load_state(self.store, stream, initial, evolve, self.cache)
@@ -113,7 +113,7 @@ class CommandContext:
             return loaded.version
         events = decide(loaded.state)
         if events:
-            return await self._append(stream, loaded, evolve, events, alarms)
+            return await self._append(stream, loaded, evolve, events, carried)
         return loaded.version
 
     async def _append(
@@ -122,7 +122,7 @@ class CommandContext:
         known: "Loaded[S]",
         evolve: Callable[[S, Event], S],
         events: Sequence[Event],
-        alarms: Callable[[S, Sequence[Event]], Sequence[Alarm]] | None,
+        carried: Callable[[S, Sequence[Event]], Mapping[str, Any]] | None,
     ) -> int:
         await self.store.append(
             stream,
@@ -131,7 +131,7 @@ class CommandContext:
             self.meta,
             command_id=self.command_id,
             trace=self.trace(),
-            alarms=alarms(known.state, events) if alarms is not None else (),
+            carried=carried(known.state, events) if carried is not None else None,
         )
         if self.cache is not None:
             state = known.state
