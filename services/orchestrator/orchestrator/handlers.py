@@ -2,6 +2,7 @@
 
 import uuid
 
+from contracts import ErrorCode
 from contracts.agents import (
     RegisterAgent,
     RetireAgent,
@@ -11,11 +12,20 @@ from contracts.agents import (
     fits,
 )
 from contracts.budgets import SetWorkspaceBudget
-from orchestrator.domain import agent, budget
+from contracts.teams import (
+    AddTeamMember,
+    ArchiveTeam,
+    CreateTeam,
+    CreateTeamFromTemplate,
+    RemoveTeamMember,
+    UpdateTeam,
+)
+from orchestrator.domain import agent, budget, team
 from orchestrator.domain.roles import sheet_for
+from orchestrator.domain.team_templates import TEAM_TEMPLATES, instantiate
 from orchestrator.projections import AgentsProjection, spec_of
 from servicekit.commands import CommandContext, CommandRouter
-from servicekit.eventstore import StreamRef
+from servicekit.eventstore import StreamRef, load_state
 
 STAFF_NAMESPACE = uuid.UUID("6f1d7c52-55c1-4b5e-9a57-3f5b7f0c1a2e")
 
@@ -23,6 +33,11 @@ STAFF_NAMESPACE = uuid.UUID("6f1d7c52-55c1-4b5e-9a57-3f5b7f0c1a2e")
 def staff_agent_id(workspace_id: str, role: str | None, capability: str | None) -> str:
     """The id of the agent staffing creates for a need: the same need in a workspace always names the same agent."""
     return "agt_" + uuid.uuid5(STAFF_NAMESPACE, f"{workspace_id}|{role}|{capability}").hex[:24]
+
+
+def team_agent_id(team_id: str, key: str) -> str:
+    """The id of the agent a team template creates for its member ``key``."""
+    return "agt_" + uuid.uuid5(STAFF_NAMESPACE, f"team|{team_id}|{key}").hex[:24]
 
 
 def build_router(agents: AgentsProjection) -> CommandRouter:
@@ -85,6 +100,85 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
             existing.append((agent_id, register.spec))
             created[agent_id] = sheet.role
         return created
+
+    async def agents_named(ctx: CommandContext, agent_ids: list[str]) -> dict[str, bool]:
+        """Which of ``agent_ids`` are agents of the workspace (from their streams, the truth): id -> retired."""
+        found: dict[str, bool] = {}
+        for agent_id in agent_ids:
+            loaded = await load_state(ctx.store, stream(ctx, agent_id), agent.Agent(), agent.evolve)
+            if loaded.state.exists:
+                found[agent_id] = loaded.state.retired
+        return found
+
+    def team_stream(ctx: CommandContext, team_id: str) -> StreamRef:
+        return StreamRef(ctx.workspace_id, team.AGGREGATE, team_id)
+
+    @router.register(CreateTeam)
+    async def create_team(command: CreateTeam, ctx: CommandContext) -> dict[str, str]:
+        known = await agents_named(ctx, [m.agent_id for m in command.spec.members])
+        await ctx.execute(
+            team_stream(ctx, command.team_id),
+            team.Team(),
+            team.evolve,
+            lambda s: team.decide_create(s, command, known),
+            new_stream=True,
+        )
+        return {"team_id": command.team_id}
+
+    @router.register(CreateTeamFromTemplate)
+    async def create_team_from_template(command: CreateTeamFromTemplate, ctx: CommandContext) -> dict[str, str]:
+        template = TEAM_TEMPLATES.get(command.request.template)
+        if template is None:
+            raise team.InvalidTeam(f"no team template {command.request.template!r}", code=ErrorCode.TEMPLATE_NOT_FOUND)
+        new_agents, spec = instantiate(template, command.request, lambda key: team_agent_id(command.team_id, key))
+        for agent_id, agent_spec in new_agents:
+            register = RegisterAgent(agent_id=agent_id, spec=agent_spec)
+            await ctx.execute(
+                stream(ctx, agent_id),
+                agent.Agent(),
+                agent.evolve,
+                lambda s, r=register: [] if s.exists else agent.decide_register(s, r),  # type: ignore[misc]
+                new_stream=True,
+            )
+        create = CreateTeam(team_id=command.team_id, spec=spec)
+        known = {agent_id: False for agent_id, _ in new_agents}
+        await ctx.execute(
+            team_stream(ctx, command.team_id),
+            team.Team(),
+            team.evolve,
+            lambda s: team.decide_create(s, create, known, template=template.slug),
+            new_stream=True,
+        )
+        return {"team_id": command.team_id, **{agent_id: spec.role for agent_id, spec in new_agents}}
+
+    @router.register(UpdateTeam)
+    async def update_team(command: UpdateTeam, ctx: CommandContext) -> dict[str, str]:
+        await ctx.execute(
+            team_stream(ctx, command.team_id), team.Team(), team.evolve, lambda s: team.decide_update(s, command)
+        )
+        return {"team_id": command.team_id}
+
+    @router.register(ArchiveTeam)
+    async def archive_team(command: ArchiveTeam, ctx: CommandContext) -> dict[str, str]:
+        await ctx.execute(
+            team_stream(ctx, command.team_id), team.Team(), team.evolve, lambda s: team.decide_archive(s, command)
+        )
+        return {"team_id": command.team_id}
+
+    @router.register(AddTeamMember)
+    async def add_member(command: AddTeamMember, ctx: CommandContext) -> dict[str, str]:
+        known = await agents_named(ctx, [command.member.agent_id])
+        await ctx.execute(
+            team_stream(ctx, command.team_id), team.Team(), team.evolve, lambda s: team.decide_add(s, command, known)
+        )
+        return {"team_id": command.team_id, "agent_id": command.member.agent_id}
+
+    @router.register(RemoveTeamMember)
+    async def remove_member(command: RemoveTeamMember, ctx: CommandContext) -> dict[str, str]:
+        await ctx.execute(
+            team_stream(ctx, command.team_id), team.Team(), team.evolve, lambda s: team.decide_remove(s, command)
+        )
+        return {"team_id": command.team_id, "agent_id": command.agent_id}
 
     @router.register(SetWorkspaceBudget)
     async def set_budget(command: SetWorkspaceBudget, ctx: CommandContext) -> dict[str, str]:

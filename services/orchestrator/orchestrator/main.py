@@ -1,4 +1,4 @@
-"""Composition root of the orchestrator: agents and the workspaces' budget caps (commands, read models, queries).
+"""Composition root of the orchestrator: agents, teams and the workspaces' budget caps (commands, read models, queries).
 The agent runtime that runs tasks is its own process of this package (``orchestrator.runtime``)."""
 
 from collections.abc import Callable
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from fastapi import FastAPI
 
 from orchestrator.handlers import build_router
-from orchestrator.projections import AgentsProjection, WorkspaceBudgetsProjection
+from orchestrator.projections import AgentsProjection, TeamsProjection, WorkspaceBudgetsProjection
 from orchestrator.queries import build_queries
 from orchestrator.runtime.budgets import Budgets
 from orchestrator.runtime.ledger import UsageLedger
@@ -27,15 +27,18 @@ def build_app(settings: OrchestratorSettings, clock: Callable[[], datetime] = ut
     async def setup(runtime: Runtime, app: FastAPI) -> None:
         db = runtime.db
         agents = AgentsProjection(db["agents"])
+        teams = TeamsProjection(db["teams"])
         caps = WorkspaceBudgetsProjection(db["workspace_budgets"])
         slots, usage = Slots(db["slots"]), UsageLedger(db["usage"])
-        for part in (agents, slots, usage):
+        for part in (agents, teams, slots, usage):
             await part.ensure_indexes()
         serve_commands(runtime.bus, SERVICE, build_router(agents), runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, agents, runtime.store, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, teams, runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, caps, runtime.store, runtime.policy)
         queries = build_queries(
             agents,
+            teams,
             caps,
             slots,
             Workers(db["workers"]),

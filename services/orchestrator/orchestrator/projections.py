@@ -1,4 +1,4 @@
-"""The orchestrator's read models: agents (one row per agent) and the workspaces' monthly budget caps."""
+"""The orchestrator's read models: agents and teams (one row each) and the workspaces' monthly budget caps."""
 
 from typing import Any
 
@@ -17,9 +17,19 @@ from contracts.agents import (
     AgentUpdated,
 )
 from contracts.budgets import Budget, WorkspaceBudgetSet
+from contracts.teams import (
+    TeamArchived,
+    TeamCreated,
+    TeamMember,
+    TeamMemberAdded,
+    TeamMemberRemoved,
+    TeamUpdated,
+    TeamView,
+)
 from orchestrator.domain.agent import AGGREGATE
 from orchestrator.domain.budget import AGGREGATE as BUDGET_AGGREGATE
 from orchestrator.domain.routing import Candidate
+from orchestrator.domain.team import AGGREGATE as TEAM_AGGREGATE
 from servicekit.eventstore import decode
 from servicekit.projections import RowProjection
 
@@ -105,3 +115,67 @@ class WorkspaceBudgetsProjection(RowProjection):
     async def cap(self, workspace_id: str) -> Budget | None:
         doc = await self.collection.find_one({"workspace_id": workspace_id}, {"budget": 1})
         return None if doc is None or doc.get("budget") is None else Budget.model_validate(doc["budget"])
+
+
+class TeamsProjection(RowProjection):
+    """One row per team, with its members."""
+
+    aggregate = TEAM_AGGREGATE
+    name = "teams"
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("workspace_id", ASCENDING), ("team_id", ASCENDING)], unique=True)
+        await self.collection.create_index([("workspace_id", ASCENDING), ("created_at", ASCENDING)])
+
+    async def apply(self, record: EventRecord) -> bool:
+        event = decode(record)
+        stamp = record.occurred_at.isoformat()
+        if isinstance(event, TeamCreated):
+            row = {
+                "team_id": event.team_id,
+                "name": event.spec.name,
+                "department": event.spec.department.value,
+                "description": event.spec.description,
+                "members": [m.model_dump(mode="json") for m in event.spec.members],
+                "template": event.template,
+                "archived": False,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            return await self.insert_row(record, row)
+        doc = await self.collection.find_one({"_id": record.stream_id}, {"members": 1})
+        members = [TeamMember.model_validate(m) for m in (doc or {}).get("members", [])]
+        changes: Document = {"updated_at": stamp}
+        match event:
+            case TeamUpdated(details=details):
+                changes.update(details.model_dump(mode="json"))
+            case TeamArchived():
+                changes["archived"] = True
+            case TeamMemberAdded(member=member):
+                kept = [m.model_copy(update={"lead": False}) if member.lead else m for m in members]
+                changes["members"] = [m.model_dump(mode="json") for m in (*kept, member)]
+            case TeamMemberRemoved(agent_id=agent_id):
+                changes["members"] = [m.model_dump(mode="json") for m in members if m.agent_id != agent_id]
+        return await self.update_row(record, changes)
+
+    async def get(self, workspace_id: str, team_id: str) -> TeamView | None:
+        doc = await self.collection.find_one({"workspace_id": workspace_id, "team_id": team_id})
+        return None if doc is None else team_view(doc)
+
+    async def list(
+        self, workspace_id: str, department: str | None, include_archived: bool, limit: int
+    ) -> list[TeamView]:
+        query: Document = {"workspace_id": workspace_id}
+        if department is not None:
+            query["department"] = department
+        if not include_archived:
+            query["archived"] = False
+        cursor = self.collection.find(query, sort=[("created_at", ASCENDING), ("team_id", ASCENDING)], limit=limit)
+        return [team_view(doc) async for doc in cursor]
+
+
+def team_view(doc: Document) -> TeamView:
+    members = [TeamMember.model_validate(m) for m in doc["members"]]
+    fields = {k: v for k, v in doc.items() if k not in {"_id", "members"}}
+    lead = next((m.agent_id for m in members if m.lead), "")
+    return TeamView.model_validate({**fields, "members": members, "lead": lead})

@@ -17,8 +17,11 @@ from contracts.agents import (
     can_take,
 )
 from contracts.budgets import MICROS_PER_USD
+from contracts.teams import GetTeam, GetTeamStatus, ListTeams, ListTeamTemplates
 from orchestrator.domain.agent import AgentNotFound
-from orchestrator.projections import AgentsProjection, WorkspaceBudgetsProjection, spec_of
+from orchestrator.domain.team import TeamNotFound
+from orchestrator.domain.team_templates import TEAM_TEMPLATES
+from orchestrator.projections import AgentsProjection, TeamsProjection, WorkspaceBudgetsProjection, spec_of
 from orchestrator.runtime.budgets import Budgets
 from orchestrator.runtime.ledger import UsageLedger
 from orchestrator.runtime.slots import Slots
@@ -42,6 +45,7 @@ def status_of(doc: Document, in_flight: int, online: bool) -> AgentStatus:
 
 def build_queries(
     agents: AgentsProjection,
+    teams: TeamsProjection,
     caps: WorkspaceBudgetsProjection,
     slots: Slots,
     workers: Workers,
@@ -114,6 +118,49 @@ def build_queries(
                 ).model_dump(mode="json")
             )
         return answer
+
+    @router.register(GetTeam)
+    async def get_team(query: GetTeam, workspace_id: str) -> Document:
+        found = await teams.get(workspace_id, query.team_id)
+        if found is None:
+            raise TeamNotFound(f"team {query.team_id} not found")
+        return found.model_dump(mode="json")
+
+    @router.register(ListTeams)
+    async def list_teams(query: ListTeams, workspace_id: str) -> list[Document]:
+        department = query.department.value if query.department else None
+        found = await teams.list(workspace_id, department, query.include_archived, query.limit)
+        return [t.model_dump(mode="json") for t in found]
+
+    @router.register(GetTeamStatus)
+    async def team_status(query: GetTeamStatus, workspace_id: str) -> Document:
+        found = await teams.get(workspace_id, query.team_id)
+        if found is None:
+            raise TeamNotFound(f"team {query.team_id} not found")
+        in_flight, online = await live(workspace_id)
+        members = []
+        for member in found.members:
+            doc = await agents.get(workspace_id, member.agent_id)
+            n = in_flight.get(member.agent_id, 0)
+            members.append(
+                {
+                    **member.model_dump(mode="json"),
+                    "name": doc["name"] if doc else None,
+                    "status": status_of(doc, n, online).value if doc else AgentStatus.RETIRED.value,
+                    "in_flight": n,
+                    "limit": int(doc.get("concurrency_limit", 4)) if doc else 0,
+                }
+            )
+        now = clock()
+        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        usage_total, _ = await usage.totals(
+            workspace_id, since=month_start, agent_ids=[m.agent_id for m in found.members]
+        )
+        return {"team": found.model_dump(mode="json"), "members": members, "usage_this_month": usage_total.model_dump()}
+
+    @router.register(ListTeamTemplates)
+    async def team_templates(query: ListTeamTemplates, workspace_id: str) -> list[Document]:
+        return [t.model_dump(mode="json") for t in TEAM_TEMPLATES.values()]
 
     @router.register(GetUsage)
     async def get_usage(query: GetUsage, workspace_id: str) -> Document:

@@ -108,7 +108,42 @@ ROLES: tuple[RoleSheet, ...] = (
         ("escalation", "support"),
     ),
 )
-BY_ROLE = {sheet.role: sheet for sheet in ROLES}
+TEAM_ROLES: tuple[RoleSheet, ...] = (
+    RoleSheet(
+        "resolution specialist",
+        "Resolution specialist",
+        "You resolve support tickets end to end: reproduce the problem, give the customer a clear fix or workaround, "
+        "and note what should change so it does not happen again.",
+        ("support", "resolution"),
+    ),
+    RoleSheet(
+        "escalation manager",
+        "Escalation manager",
+        "You lead the support team: plan how tickets are handled, take the urgent and unhappy ones, decide what "
+        "goes to engineering, and summarise the outcome for the customer and the team.",
+        ("escalation", "coordination"),
+    ),
+    RoleSheet(
+        "process analyst",
+        "Process analyst",
+        "You lead operations work: map the process in question, find the bottlenecks and the steps to automate, "
+        "and plan who does what.",
+        ("process analysis", "coordination"),
+    ),
+    RoleSheet(
+        "scheduler",
+        "Scheduler",
+        "You turn plans into schedules: tasks, owners, dates and dependencies, with the risks to the timeline.",
+        ("scheduling", "planning"),
+    ),
+    RoleSheet(
+        "reporting analyst",
+        "Reporting analyst",
+        "You report on operations: the key figures, what changed and why, and what to watch next.",
+        ("reporting", "analysis"),
+    ),
+)
+BY_ROLE = {sheet.role: sheet for sheet in (*ROLES, *TEAM_ROLES)}
 
 
 def sheet_for(role: str | None, capability: str | None) -> RoleSheet:

@@ -109,6 +109,7 @@ class UsageLedger:
         since: datetime | None = None,
         until: datetime | None = None,
         agent_id: str | None = None,
+        agent_ids: list[str] | None = None,
         execution_id: str | None = None,
         group_by: str | None = None,
     ) -> tuple[UsageTotals, dict[str, UsageTotals]]:
@@ -122,6 +123,8 @@ class UsageLedger:
             match["at"] = period
         if agent_id is not None:
             match["agent_id"] = agent_id
+        elif agent_ids is not None:
+            match["agent_id"] = {"$in": agent_ids}
         if execution_id is not None:
             match["execution_id"] = execution_id
         key: Any = None
