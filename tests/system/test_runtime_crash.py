@@ -2,10 +2,6 @@
 execution complete, the model was called at most twice for the attempt, no answered call is counted twice, and no
 reservation or slot is left behind."""
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,39 +10,12 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from conftest import Api, Infra, running_platform
-from servicekit.devstack import free_port, http_ok, wait_until
 from servicekit.testing import eventually
 from tests.support.openai_server import Hold, OpenAICompatibleServer, Reply
+from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.system
 Document = dict[str, Any]
-
-
-class RuntimeProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log, self.port = env, log, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.runtime"],
-                env={**self.env, "HTTP_PORT": str(self.port)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        proc = self.proc
-        wait_until(lambda: proc.poll() is None and http_ok(f"http://127.0.0.1:{self.port}/readyz"), 60, "runtime")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
 
 
 @pytest.fixture
@@ -56,7 +25,7 @@ async def server() -> AsyncIterator[OpenAICompatibleServer]:
 
 
 @pytest.fixture
-def runtime(service_env: dict[str, str], tmp_path: Path, server: OpenAICompatibleServer) -> Iterator[RuntimeProcess]:
+def runtime(service_env: dict[str, str], tmp_path: Path, server: OpenAICompatibleServer) -> Iterator[ServiceProcess]:
     env = {
         **service_env,
         "OPENAI_BASE_URL": server.base_url,
@@ -66,20 +35,20 @@ def runtime(service_env: dict[str, str], tmp_path: Path, server: OpenAICompatibl
         "SLOT_LEASE_S": "3",
         "HEARTBEAT_S": "0.5",
     }
-    process = RuntimeProcess(env, tmp_path / "runtime.log")
+    process = ServiceProcess("orchestrator.runtime", env, tmp_path / "runtime.log")
     process.start()
     yield process
     process.stop()
 
 
 @pytest.fixture
-async def api(infra: Infra, env_name: str, runtime: RuntimeProcess) -> AsyncIterator[Api]:
+async def api(infra: Infra, env_name: str, runtime: ServiceProcess) -> AsyncIterator[Api]:
     async with running_platform(infra, env_name, behaviour=None) as platform:
         yield Api(platform, await platform.new_workspace())
 
 
 async def test_a_runtime_killed_mid_call_completes_the_task_after_restart_without_double_counting(
-    api: Api, server: OpenAICompatibleServer, runtime: RuntimeProcess, mongo: AsyncMongoClient[Document], env_name: str
+    api: Api, server: OpenAICompatibleServer, runtime: ServiceProcess, mongo: AsyncMongoClient[Document], env_name: str
 ) -> None:
     server.behave("held", Hold(Reply('{"summary": "answered"}', prompt_tokens=40, completion_tokens=10)))
     agent = {

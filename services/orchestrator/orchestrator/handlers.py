@@ -1,8 +1,9 @@
 """Command handlers: rebuild the aggregate from its stream, decide, append."""
 
 import uuid
+from collections.abc import Callable
 
-from contracts import ErrorCode
+from contracts import ErrorCode, Event
 from contracts.agents import (
     RegisterAgent,
     RetireAgent,
@@ -46,6 +47,15 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
     def stream(ctx: CommandContext, agent_id: str) -> StreamRef:
         return StreamRef(ctx.workspace_id, agent.AGGREGATE, agent_id)
 
+    def team_stream(ctx: CommandContext, team_id: str) -> StreamRef:
+        return StreamRef(ctx.workspace_id, team.AGGREGATE, team_id)
+
+    async def on_agent(ctx: CommandContext, agent_id: str, decide: Callable[[agent.Agent], list[Event]]) -> int:
+        return await ctx.execute(stream(ctx, agent_id), agent.Agent(), agent.evolve, decide)
+
+    async def on_team(ctx: CommandContext, team_id: str, decide: Callable[[team.Team], list[Event]]) -> int:
+        return await ctx.execute(team_stream(ctx, team_id), team.Team(), team.evolve, decide)
+
     @router.register(RegisterAgent)
     async def register_agent(command: RegisterAgent, ctx: CommandContext) -> dict[str, str]:
         await ctx.execute(
@@ -59,23 +69,17 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
 
     @router.register(UpdateAgent)
     async def update_agent(command: UpdateAgent, ctx: CommandContext) -> dict[str, str]:
-        version = await ctx.execute(
-            stream(ctx, command.agent_id), agent.Agent(), agent.evolve, lambda s: agent.decide_update(s, command)
-        )
+        version = await on_agent(ctx, command.agent_id, lambda s: agent.decide_update(s, command))
         return {"agent_id": command.agent_id, "version": str(version)}
 
     @router.register(RetireAgent)
     async def retire_agent(command: RetireAgent, ctx: CommandContext) -> dict[str, str]:
-        await ctx.execute(
-            stream(ctx, command.agent_id), agent.Agent(), agent.evolve, lambda s: agent.decide_retire(s, command)
-        )
+        await on_agent(ctx, command.agent_id, lambda s: agent.decide_retire(s, command))
         return {"agent_id": command.agent_id}
 
     @router.register(SetAgentState)
     async def set_state(command: SetAgentState, ctx: CommandContext) -> dict[str, str]:
-        await ctx.execute(
-            stream(ctx, command.agent_id), agent.Agent(), agent.evolve, lambda s: agent.decide_state(s, command)
-        )
+        await on_agent(ctx, command.agent_id, lambda s: agent.decide_state(s, command))
         return {"agent_id": command.agent_id}
 
     @router.register(StaffAgents)
@@ -109,9 +113,6 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
             if loaded.state.exists:
                 found[agent_id] = loaded.state.retired
         return found
-
-    def team_stream(ctx: CommandContext, team_id: str) -> StreamRef:
-        return StreamRef(ctx.workspace_id, team.AGGREGATE, team_id)
 
     @router.register(CreateTeam)
     async def create_team(command: CreateTeam, ctx: CommandContext) -> dict[str, str]:
@@ -153,31 +154,23 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
 
     @router.register(UpdateTeam)
     async def update_team(command: UpdateTeam, ctx: CommandContext) -> dict[str, str]:
-        await ctx.execute(
-            team_stream(ctx, command.team_id), team.Team(), team.evolve, lambda s: team.decide_update(s, command)
-        )
+        await on_team(ctx, command.team_id, lambda s: team.decide_update(s, command))
         return {"team_id": command.team_id}
 
     @router.register(ArchiveTeam)
     async def archive_team(command: ArchiveTeam, ctx: CommandContext) -> dict[str, str]:
-        await ctx.execute(
-            team_stream(ctx, command.team_id), team.Team(), team.evolve, lambda s: team.decide_archive(s, command)
-        )
+        await on_team(ctx, command.team_id, lambda s: team.decide_archive(s, command))
         return {"team_id": command.team_id}
 
     @router.register(AddTeamMember)
     async def add_member(command: AddTeamMember, ctx: CommandContext) -> dict[str, str]:
         known = await agents_named(ctx, [command.member.agent_id])
-        await ctx.execute(
-            team_stream(ctx, command.team_id), team.Team(), team.evolve, lambda s: team.decide_add(s, command, known)
-        )
+        await on_team(ctx, command.team_id, lambda s: team.decide_add(s, command, known))
         return {"team_id": command.team_id, "agent_id": command.member.agent_id}
 
     @router.register(RemoveTeamMember)
     async def remove_member(command: RemoveTeamMember, ctx: CommandContext) -> dict[str, str]:
-        await ctx.execute(
-            team_stream(ctx, command.team_id), team.Team(), team.evolve, lambda s: team.decide_remove(s, command)
-        )
+        await on_team(ctx, command.team_id, lambda s: team.decide_remove(s, command))
         return {"team_id": command.team_id, "agent_id": command.agent_id}
 
     @router.register(SetWorkspaceBudget)
