@@ -15,7 +15,9 @@ class Budget(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tokens: int | None = Field(default=None, gt=0, le=10**12, description="Prompt plus completion tokens.")
-    cost_usd: float | None = Field(default=None, gt=0, le=10**9, description="Cost at the configured model prices.")
+    cost_usd: float | None = Field(
+        default=None, ge=0.000001, le=10**9, description="Cost at the configured model prices (at least a millionth)."
+    )
 
     @model_validator(mode="after")
     def _some_limit(self) -> "Budget":

@@ -10,9 +10,15 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 MAX_SCHEMA_CHARS = 20_000
+BASE = "urn:agentplatform:output-schema"
 REFUSED_KEYWORDS = frozenset({"pattern", "patternProperties", "$dynamicRef", "$recursiveRef"})
+BOUNDED_KEYWORDS = {"minItems": 1000, "minLength": 100_000, "minProperties": 1000, "minContains": 1000}
+"""A schema's lower bounds above these ask for answers no model call should produce."""
 
 
 def _keywords(node: Any) -> Iterator[tuple[str, Any]]:
@@ -40,10 +46,26 @@ def check_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"output schemas may not use {', '.join(refused)}")
     if any(key == "$ref" and not (isinstance(ref, str) and ref.startswith("#")) for key, ref in keywords):
         raise ValueError("an output schema may refer only to its own definitions ($ref starting with #)")
+    for key, value in keywords:
+        bound = BOUNDED_KEYWORDS.get(key)
+        if bound is not None and isinstance(value, int | float) and value > bound:
+            raise ValueError(f"an output schema's {key} may be at most {bound}")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    refs = sorted({ref for key, ref in keywords if key == "$ref"})
+    resolver = Registry().with_resource(BASE, Resource.from_contents(schema, DRAFT202012)).resolver(base_uri=BASE)
+    for ref in refs:
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise ValueError(f"the output schema's $ref {ref!r} does not resolve") from None
+    if refs:
+        try:  # a recursive reference could make validation recurse without end: try it on an empty answer
+            list(Draft202012Validator(schema).iter_errors({}))
+        except RecursionError:
+            raise ValueError("the output schema's references are recursive") from None
     return schema
 
 

@@ -113,6 +113,12 @@ class Defer(Exception):
 _delivery: ContextVar[Msg | None] = ContextVar("servicekit_delivery", default=None)
 
 
+def deliveries() -> int:
+    """How many times the message being handled (in this task) has been delivered, this time included."""
+    msg = _delivery.get()
+    return (msg.metadata.num_delivered or 1) if msg is not None else 1
+
+
 async def in_progress() -> None:
     """Tell the broker that the message being handled (in this task) is still being worked on, which restarts its
     ack wait; for a handler that takes long, such as a model call."""

@@ -31,9 +31,11 @@ from servicekit.eventstore import StreamRef, load_state
 STAFF_NAMESPACE = uuid.UUID("6f1d7c52-55c1-4b5e-9a57-3f5b7f0c1a2e")
 
 
-def staff_agent_id(workspace_id: str, role: str | None, capability: str | None) -> str:
-    """The id of the agent staffing creates for a need: the same need in a workspace always names the same agent."""
-    return "agt_" + uuid.uuid5(STAFF_NAMESPACE, f"{workspace_id}|{role}|{capability}").hex[:24]
+def staff_agent_id(workspace_id: str, role: str | None, capability: str | None, generation: int = 0) -> str:
+    """The id of the agent staffing creates for a need: the same need in a workspace names the same agent (its
+    next generation once that one is retired), so a redelivered command creates nothing twice."""
+    suffix = f"|{generation}" if generation else ""
+    return "agt_" + uuid.uuid5(STAFF_NAMESPACE, f"{workspace_id}|{role}|{capability}{suffix}").hex[:24]
 
 
 def team_agent_id(team_id: str, key: str) -> str:
@@ -86,12 +88,16 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
     async def staff(command: StaffAgents, ctx: CommandContext) -> dict[str, str]:
         """Create an agent for each need no agent of the workspace meets; answers ``{agent id: role}`` of those
         created (or found created by an earlier delivery of this command)."""
-        existing = [(doc["agent_id"], spec_of(doc)) for doc in await agents.rows(ctx.workspace_id, retired=False)]
+        rows = await agents.rows(ctx.workspace_id)
+        existing = [(doc["agent_id"], spec_of(doc)) for doc in rows if not doc.get("retired")]
+        taken = {doc["agent_id"] for doc in rows}  # ids in use, retired agents' too: a retired one is not revived
         created: dict[str, str] = {}
         for need in command.needs:
-            agent_id = staff_agent_id(ctx.workspace_id, need.role, need.capability)
             if any(fits(spec, need.role, need.capability) for _, spec in existing):
                 continue
+            generation = 0
+            while (agent_id := staff_agent_id(ctx.workspace_id, need.role, need.capability, generation)) in taken:
+                generation += 1
             sheet = sheet_for(need.role, need.capability)
             register = RegisterAgent(agent_id=agent_id, spec=sheet.spec())
             await ctx.execute(
@@ -102,6 +108,7 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
                 new_stream=True,
             )
             existing.append((agent_id, register.spec))
+            taken.add(agent_id)
             created[agent_id] = sheet.role
         return created
 

@@ -29,7 +29,7 @@ class RuntimeSettings(OrchestratorSettings):
     )
     task_workers: int = Field(default=64, ge=1, le=1024, description="Tasks a runtime replica works on at once.")
     task_max_deliver: int = Field(
-        default=2000, ge=10, description="Deliveries of a task (waiting for a free agent counts) before dead-letter."
+        default=20_000, ge=10, description="Deliveries of a task (waiting for a free agent counts) before dead-letter."
     )
     heartbeat_s: float = Field(default=5.0, gt=0, description="How often a worker says it is alive.")
     slot_lease_s: float = Field(

@@ -1,5 +1,6 @@
 """Workflow definitions, executions, approvals, live events (SSE) and templates."""
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -40,6 +41,7 @@ from gateway.deps import BusDep, CurrentPrincipal, Queries
 from gateway.errors import ApiError
 from gateway.routes.common import CommandResponse, ResourceId, Send
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["workflows"], route_class=JsonBodyRoute)
 Limit = Annotated[int, Query(ge=1, le=500)]
 KEEPALIVE_S = 15.0
@@ -215,26 +217,17 @@ class WorkflowCreated(CommandResponse):
     unstaffed_steps: list[str] = Field(default_factory=list)
 
 
-@router.post(
-    "/workflows",
-    response_model=WorkflowCreated,
-    status_code=201,
-    summary="Create a workflow from a spec or a template (a template's missing agents are created)",
-    responses={202: {"model": WorkflowCreated}},
-)
-async def create_workflow(
+async def _staffing(
     body: WorkflowCreate, send: Send, principal: CurrentPrincipal, queries: Queries
-) -> WorkflowCreated:
-    if (body.spec is None) == (body.template is None):
-        raise ApiError(ErrorCode.VALIDATION_FAILED, "Give exactly one of 'spec' and 'template'.")
-    command_id = send.command_id
-    workflow_id = f"wf_{command_id[:24]}"
-    command = CreateWorkflow(workflow_id=workflow_id, spec=body.spec, template=body.template, name=body.name)
-    answer = await send(command, created=f"/api/v1/workflows/{workflow_id}")
+) -> tuple[list[StaffedAgent], list[str]]:
+    """The agents staffing created for a template's steps, and the agent steps no agent can take yet."""
     spec = body.spec
     if spec is None:
         templates = await queries.ask(principal, ListWorkflowTemplates())
-        spec = next(WorkflowSpec.model_validate(t["spec"]) for t in templates if t["slug"] == body.template)
+        found = next((t for t in templates if t["slug"] == body.template), None)
+        if found is None:
+            return [], []
+        spec = WorkflowSpec.model_validate(found["spec"])
     steps = [step for step in spec.steps if isinstance(step, AgentStep)]
     staffed: list[StaffedAgent] = []
     covered: set[str] = set()  # steps whose agents staffing created or found (the read model may not show them yet)
@@ -255,6 +248,31 @@ async def create_workflow(
         if s.id not in covered
         and not (s.agent_id in ids if s.agent_id else any(can_take(a, s.role, s.capability) for a in specs))
     ]
+    return staffed, unstaffed
+
+
+@router.post(
+    "/workflows",
+    response_model=WorkflowCreated,
+    status_code=201,
+    summary="Create a workflow from a spec or a template (a template's missing agents are created)",
+    responses={202: {"model": WorkflowCreated}},
+)
+async def create_workflow(
+    body: WorkflowCreate, send: Send, principal: CurrentPrincipal, queries: Queries
+) -> WorkflowCreated:
+    if (body.spec is None) == (body.template is None):
+        raise ApiError(ErrorCode.VALIDATION_FAILED, "Give exactly one of 'spec' and 'template'.")
+    command_id = send.command_id
+    workflow_id = f"wf_{command_id[:24]}"
+    command = CreateWorkflow(workflow_id=workflow_id, spec=body.spec, template=body.template, name=body.name)
+    answer = await send(command, created=f"/api/v1/workflows/{workflow_id}")
+    try:
+        staffed, unstaffed = await _staffing(body, send, principal, queries)
+    except ApiError as exc:  # the workflow exists: answer that, and say why the lists are missing
+        log.warning("staffing workflow %s failed: %s", workflow_id, exc.detail)
+        staffed, unstaffed = [], []
+        answer = answer.model_copy(update={"links": {**answer.links, "staffing": "unavailable"}})
     return WorkflowCreated(**answer.model_dump(), staffed_agents=staffed, unstaffed_steps=unstaffed)
 
 

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from contracts.agents import AgentSpec
 from contracts.teams import (
+    MAX_MEMBERS,
     Department,
     MemberChange,
     TeamFromTemplate,
@@ -88,6 +89,8 @@ def instantiate(
     if unknown:
         raise InvalidTeam(f"the {template.slug} template has no member {', '.join(unknown)} (it has {sorted(keys)})")
     members = [m for m in template.members if m.key not in set(request.drop)] + list(request.add)
+    if not members or len(members) > MAX_MEMBERS:
+        raise InvalidTeam(f"a team has 1 to {MAX_MEMBERS} members; this request makes {len(members)}")
     if len({m.key for m in members}) != len(members):
         raise InvalidTeam("each member of a team needs its own key")
     agents: list[tuple[str, AgentSpec]] = []

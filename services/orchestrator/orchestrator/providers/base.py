@@ -106,6 +106,17 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
+def worst_case_prompt_tokens(messages: list[ChatMessage], output_schema: dict[str, Any] | None = None) -> int:
+    """An upper bound of what a model's tokenizer counts for the prompt: a byte-level BPE token is at least one
+    byte of UTF-8, so the bytes of the messages, of the output schema (sent again as the response format) and the
+    chat template's overhead per message. Budgets reserve this for real models (the local provider counts
+    ``estimate_prompt_tokens`` itself)."""
+    total = REQUEST_OVERHEAD_TOKENS + sum(MESSAGE_OVERHEAD_TOKENS + len(m.content.encode()) for m in messages)
+    if output_schema is not None:
+        total += len(json.dumps(output_schema).encode())
+    return total
+
+
 def estimate_prompt_tokens(messages: list[ChatMessage], tools: list[Tool] | None = None) -> int:
     """The prompt's size in estimated tokens: its messages with their chat-template overhead, plus the tools'
     schemas. Budgets reserve this plus the call's max output tokens before the call."""

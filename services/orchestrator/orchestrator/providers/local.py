@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from orchestrator.providers.base import (
+    CHARS_PER_TOKEN,
     ModelRequest,
     ModelResponse,
     Usage,
@@ -20,6 +21,8 @@ from orchestrator.providers.base import (
     estimate_tokens,
 )
 
+MAX_ITEMS = 20  # what the stand-in writes at most: an array's items, a string's characters
+MAX_TEXT = 2000
 INPUT_BLOCK = re.compile(r"## Input\n```json\n(.*?)\n```", re.DOTALL)
 
 HOT_WORDS = ("enterprise", "budget approved", "ready to buy", "demo", "urgent", "decision maker", "contract", "pilot")
@@ -123,7 +126,7 @@ def _fill(schema: dict[str, Any], known: dict[str, Any], seed: int, name: str = 
         props: dict[str, Any] = schema.get("properties", {})
         return {key: _fill(sub, known, seed + i, key) for i, (key, sub) in enumerate(props.items())}
     if kind == "array":
-        count = max(int(schema.get("minItems", 1)), 1)
+        count = min(max(int(schema.get("minItems", 1)), 1), MAX_ITEMS)
         count = min(count, int(schema.get("maxItems", count)))
         return [_fill(schema.get("items", {}), known, seed + i) for i in range(count)]
     if kind in {"integer", "number"}:
@@ -136,7 +139,8 @@ def _fill(schema: dict[str, Any], known: dict[str, Any], seed: int, name: str = 
     if kind == "null":
         return None
     text = str(known.get("summary", "ok"))
-    low_len, high_len = int(schema.get("minLength", 0)), int(schema.get("maxLength", 2000))
+    low_len = min(int(schema.get("minLength", 0)), MAX_TEXT)
+    high_len = int(schema.get("maxLength", MAX_TEXT))
     return (text + " " * low_len)[: max(low_len, min(high_len, len(text)))]
 
 
@@ -169,9 +173,11 @@ class LocalProvider:
         known = answer_for(request.role, data)
         output = known if request.output_schema is None else _fill(request.output_schema, known, _digest(prompt))
         text = json.dumps(output, ensure_ascii=False)
-        while estimate_tokens(text) > request.max_output_tokens and isinstance(output, dict) and "summary" in output:
+        while estimate_tokens(text) > request.max_output_tokens and isinstance(output, dict) and output.get("summary"):
             output = {**output, "summary": output["summary"][: len(output["summary"]) // 2]}
             text = json.dumps(output, ensure_ascii=False)
+        if estimate_tokens(text) > request.max_output_tokens:  # as a model stops at its limit: the answer is cut
+            text, output = text[: request.max_output_tokens * CHARS_PER_TOKEN], None
         usage = Usage(estimate_prompt_tokens(request.messages, request.tools), estimate_tokens(text))
         return ModelResponse(text=text, usage=usage, model=request.model, output=output)
 

@@ -95,12 +95,20 @@ class Budgets:
                 )
         return False
 
-    async def settle(self, budget_id: str, hold_key: str, tokens: int, micros: int) -> None:
-        """Turn the hold into what the call used (a hold settled or released already is left alone)."""
+    async def settle(self, budget_id: str, hold_key: str, tokens: int, micros: int, *, counted: bool = False) -> None:
+        """Turn the hold into what the call used. A hold settled or released already is left alone, unless the
+        usage is ``counted`` here for the first time (its usage row was just written): then it is added to what
+        was used even with no hold left (a hold released while its call was still answering)."""
         path = f"holds.{hold_key}"
         doc = await self.collection.find_one({"_id": budget_id}, {path: 1})
-        held = (doc or {}).get("holds", {}).get(hold_key)
+        if doc is None:
+            return
+        held = doc.get("holds", {}).get(hold_key)
         if held is None:
+            if counted and (tokens or micros):
+                await self.collection.update_one(
+                    {"_id": budget_id}, {"$inc": {"used_tokens": tokens, "used_micros": micros}}
+                )
             return
         await self.collection.update_one(
             {"_id": budget_id, f"{path}.until": held["until"]},

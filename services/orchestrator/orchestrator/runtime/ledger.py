@@ -26,7 +26,23 @@ class AttemptRecord:
     first_seen_at: datetime
     calls: int
     agent_id: str | None
+    agent_spec: Document | None
+    """The agent's spec as the attempt's first call used it: a redelivery keeps it, whatever was updated since."""
+    answer: Document | None
+    """The model's answer to the last call, kept as soon as it came: a redelivery concludes from it, no new call."""
     result: Document | None
+
+
+def _record(doc: Document) -> AttemptRecord:
+    return AttemptRecord(
+        key=doc["key"],
+        first_seen_at=doc["first_seen_at"],
+        calls=int(doc["calls"]),
+        agent_id=doc.get("agent_id"),
+        agent_spec=doc.get("agent_spec"),
+        answer=doc.get("answer"),
+        result=doc.get("result"),
+    )
 
 
 class Attempts:
@@ -45,22 +61,22 @@ class Attempts:
             return_document=ReturnDocument.AFTER,
         )
         assert doc is not None
-        return AttemptRecord(key, doc["first_seen_at"], doc["calls"], doc.get("agent_id"), doc.get("result"))
+        return _record(doc)
 
     async def calling(
-        self, ws: str, key: str, agent_id: str, agent_version: int, holder: str, now: datetime, lease: timedelta
+        self, ws: str, key: str, agent_id: str, agent_spec: Document, holder: str, now: datetime, lease: timedelta
     ) -> int | None:
         """Count a model call about to be made and take the attempt's call lease for ``holder`` (one handling of
         one delivery); the call's number (1 for the first), or None while another handling holds a live lease (a
-        delivery repeated while the first is still at work: it must not call too)."""
+        delivery repeated while the first is still at work: it must not call too) or the attempt has an answer."""
         free: Document = {"$or": [{"calling_until": None}, {"calling_until": {"$lt": now}}]}
         doc = await self.collection.find_one_and_update(
-            {"_id": self._id(ws, key), "result": None, **free},
+            {"_id": self._id(ws, key), "result": None, "answer": None, **free},
             {
                 "$inc": {"calls": 1},
                 "$set": {
                     "agent_id": agent_id,
-                    "agent_version": agent_version,
+                    "agent_spec": agent_spec,
                     "called_at": now,
                     "calling_by": holder,
                     "calling_until": now + lease,
@@ -75,11 +91,23 @@ class Attempts:
             {"_id": self._id(ws, key), "calling_by": holder}, {"$set": {"calling_until": now + lease}}
         )
 
-    async def finish(self, ws: str, key: str, result: Document, now: datetime) -> None:
+    async def answered(self, ws: str, key: str, answer: Document) -> None:
+        """Keep the model's answer (its text, usage, provider and model, the call's number) the moment it came."""
         await self.collection.update_one(
+            {"_id": self._id(ws, key), "result": None}, {"$set": {"answer": answer, "calling_until": None}}
+        )
+
+    async def finish(self, ws: str, key: str, result: Document, now: datetime) -> Document:
+        """Record the attempt's result (the first one recorded stays); the result recorded."""
+        written = await self.collection.update_one(
             {"_id": self._id(ws, key), "result": None},
             {"$set": {"result": result, "finished_at": now, "calling_until": None}},
         )
+        if written.modified_count:
+            return result
+        doc = await self.collection.find_one({"_id": self._id(ws, key)}, {"result": 1})
+        stored: Document = (doc or {}).get("result") or result
+        return stored
 
 
 class UsageLedger:

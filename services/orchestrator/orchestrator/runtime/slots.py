@@ -47,14 +47,13 @@ class Slots:
             await self.collection.insert_many(blank, ordered=False)
         return await self.collection.find_one_and_update(free, {"$set": lease}, projection={"_id": 1}) is not None
 
-    async def renew(self, ws: str, agent_id: str, key: str, now: datetime) -> None:
-        await self.collection.update_many(
-            {"workspace_id": ws, "agent_id": agent_id, "holder": key}, {"$set": {"until": now + self.lease}}
-        )
+    async def renew(self, ws: str, key: str, now: datetime) -> None:
+        await self.collection.update_many({"workspace_id": ws, "holder": key}, {"$set": {"until": now + self.lease}})
 
-    async def release(self, ws: str, agent_id: str, key: str) -> None:
+    async def release(self, ws: str, key: str) -> None:
+        """Free every slot the task ``key`` holds, of whichever agent (a redelivery may have been routed anew)."""
         await self.collection.update_many(
-            {"workspace_id": ws, "agent_id": agent_id, "holder": key}, {"$set": {"holder": None, "until": None}}
+            {"workspace_id": ws, "holder": key}, {"$set": {"holder": None, "until": None}}
         )
 
     async def in_flight(self, ws: str, now: datetime) -> dict[str, int]:

@@ -209,3 +209,17 @@ async def test_updating_or_retiring_an_unknown_or_retired_agent_is_refused(api: 
     view = await eventually(retired)
     assert view["name"] == "A2"  # its history stays readable
     assert view["spec_version"] == 2
+
+
+async def test_staffing_replaces_a_staffed_agent_that_was_retired(api: Api) -> None:
+    first = await from_template(api, "support-ticket")
+    triage = next(a for a in first["staffed_agents"] if a["role"] == "support triage")
+    await api.post(f"/api/v1/agents/{triage['agent_id']}/retire", expect=200)
+
+    async def retired() -> bool:
+        return bool((await api.get(f"/api/v1/agents/{triage['agent_id']}"))["status"] == "retired")
+
+    await eventually(retired)
+    again = await from_template(api, "support-ticket")
+    assert [a["role"] for a in again["staffed_agents"]] == ["support triage"]
+    assert again["staffed_agents"][0]["agent_id"] != triage["agent_id"]

@@ -147,3 +147,24 @@ async def test_a_provider_outage_is_retried_per_the_step_policy_with_the_error_o
     assert [a["status"] for a in attempts] == ["failed", "failed", "succeeded"]
     assert "500" in attempts[0]["error"]
     assert len(server.requests_for("flaky")) == 3
+
+
+async def test_an_answer_mongodb_cannot_store_fails_invalid_output_once(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    server.behave("unstorable", reply_json({"$where": "sleep(1000)", "n": 2**70}))
+    await api.post("/api/v1/agents", openai_agent("unstorable", 2), expect=201)
+    run = await api.execute(await api.workflow(ONE_STEP))
+    failed = await api.wait_for(run, "failed", timeout_s=20)
+    assert failed["steps"][0]["error_kind"] == "invalid_output"
+    assert len(server.requests_for("unstorable")) == 1  # concluded once: the model is not asked again
+
+
+async def test_a_money_budget_is_not_kept_on_a_model_without_a_price(api: Api, server: OpenAICompatibleServer) -> None:
+    await api.post("/api/v1/agents", openai_agent("unpriced", 2), expect=201)
+    workflow_id = await api.workflow(ONE_STEP)
+    started = await api.post(f"/api/v1/workflows/{workflow_id}/executions", {"budget": {"cost_usd": 1.0}}, expect=201)
+    failed = await api.wait_for(started["resource_ids"]["execution_id"], "failed", timeout_s=20)
+    assert failed["steps"][0]["error_kind"] == "budget_exceeded"
+    assert "MODEL_PRICES" in failed["steps"][0]["error"]
+    assert server.requests_for("unpriced") == []

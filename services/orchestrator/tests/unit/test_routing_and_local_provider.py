@@ -10,6 +10,7 @@ from orchestrator.domain.routing import Candidate, Verdict, route
 from orchestrator.providers.base import ModelRequest, estimate_prompt_tokens, estimate_tokens
 from orchestrator.providers.local import LocalProvider
 from orchestrator.runtime.prompt import build_messages
+from orchestrator.runtime.worker import unstorable
 
 
 def agent(agent_id: str, role: str, caps: list[str], *, in_flight: int = 0, limit: int = 2, **extra: Any) -> Candidate:
@@ -111,3 +112,45 @@ async def test_the_local_provider_fills_a_declared_schema() -> None:
 def test_output_schemas_that_are_invalid_or_unsafe_are_refused(schema: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"schema|pattern|\$ref"):
         check_output_schema(schema)
+
+
+async def test_the_local_provider_stops_at_its_output_limit_as_a_model_would() -> None:
+    task = _task({"ticket": "The site is down"})
+    messages = build_messages(AgentSpec(name="A", role="support triage"), task, [])
+    request = ModelRequest(model="local-deterministic", messages=messages, max_output_tokens=1, timeout_s=5)
+    response = await LocalProvider().complete(request)
+    assert response.output is None  # cut off: not JSON any more
+    assert response.usage.completion_tokens <= 1
+    wide = {"type": "array", "minItems": 1000, "items": {"type": "string", "minLength": 100_000}}
+    request = ModelRequest(
+        model="local-deterministic", messages=messages, max_output_tokens=50, timeout_s=5, output_schema=wide
+    )
+    assert (await LocalProvider().complete(request)).usage.completion_tokens <= 50
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$ref": "#/$defs/nope"},
+        {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+        {"type": "array", "minItems": 100_000_000},
+        {"type": "string", "minLength": 10**12},
+    ],
+)
+def test_schemas_that_cannot_be_checked_or_met_are_refused(schema: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"resolve|recursive|at most"):
+        check_output_schema(schema)
+
+
+@pytest.mark.parametrize(
+    ("value", "bad"),
+    [
+        ({"$where": "1"}, True),
+        ({"a": {"b\x00": 1}}, True),
+        ({"n": 2**64}, True),
+        ({"s": "\ud800"}, True),
+        ({"a": [1, 2.5, None, True, "ok", {"b.c": -(2**63)}]}, False),
+    ],
+)
+def test_unstorable_answers_are_found(value: Any, bad: bool) -> None:
+    assert bool(unstorable(value)) is bad
