@@ -169,7 +169,9 @@ class CommandRouter:
         try:
             command = REGISTRY.load(envelope.type, envelope.schema_version, envelope.payload)
         except (ValidationError, UnknownMessageType) as exc:
-            return _rejected(envelope, ErrorCode.VALIDATION_FAILED, str(exc))
+            errors = validation_errors(exc) if isinstance(exc, ValidationError) else None
+            message = f"The command does not match version {envelope.schema_version} of the {envelope.type} schema."
+            return _rejected(envelope, ErrorCode.VALIDATION_FAILED, message, errors)
         ctx = CommandContext(envelope, store, self._cache)
         for _attempt in range(CONFLICT_RETRIES):
             try:
@@ -187,6 +189,11 @@ class CommandRouter:
                 resource_ids=ids,
             )
         raise ConcurrencyError(f"command {envelope.message_id} lost {CONFLICT_RETRIES} races in a row")
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Where and why a message failed validation, without the input values the error's text repeats."""
+    return [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
 def _rejected(
@@ -263,8 +270,15 @@ def serve_commands(bus: Bus, service: str, router: CommandRouter, store: EventSt
             envelope = Envelope.model_validate_json(body)
         except ValidationError:
             return  # no envelope, so no submitter to answer
-        code = ErrorCode.UNKNOWN_COMMAND if reason.startswith("no handler") else ErrorCode.INTERNAL_ERROR
-        outcome = _rejected(envelope, code, f"The command could not be processed: {reason}")
+        if reason.startswith("no handler"):
+            outcome = _rejected(envelope, ErrorCode.UNKNOWN_COMMAND, f"The {service} service has no {envelope.type}.")
+        else:  # what went wrong is for the logs, found by the command id; the submitter learns that it failed
+            log.error("command %s (%s) dead-lettered: %s", envelope.message_id, envelope.type, reason)
+            message = (
+                f"The command could not be processed; the {service} service's logs have the details under its id, "
+                f"{envelope.message_id}."
+            )
+            outcome = _rejected(envelope, ErrorCode.INTERNAL_ERROR, message)
         await bus.publish(
             subjects.outcome(envelope.workspace_id, envelope.message_id),
             outcome.model_dump_json().encode(),
