@@ -1,6 +1,7 @@
 """Composition root of the gateway."""
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from gateway.commands import CommandGateway
 from gateway.errors import BodyLimitMiddleware, install_error_handlers
@@ -27,10 +28,12 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         settings,
         setup,
         routers=[router],
+        middleware=[
+            Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, timeout_s=settings.body_read_timeout_s)
+        ],
         title="Agent Platform API",
         version="0.1.0",
         description="Run teams of AI agents: agents, teams, workflows, memory and Neptune, per workspace.",
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     return app

@@ -7,6 +7,9 @@ class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
     http_port: int = 8000
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest accepted request body.")
+    body_read_timeout_s: float = Field(
+        default=15.0, gt=0, description="How long a request body may take to arrive (408 after)."
+    )
     command_wait_s: float = Field(default=5.0, ge=0, description="How long a command request waits for its outcome.")
     query_timeout_s: float = Field(default=5.0, gt=0)
     memory_max_entry_chars: int = Field(default=10_000, ge=1, description="Longest memory entry (characters).")

@@ -73,6 +73,7 @@ async def submit(
             status.outcome.error_message or "The command was rejected.",
             status=STATUS_OF.get(code),
             errors=status.outcome.error_details or None,
+            command_id=status.command_id,
         )
     if created:
         response.status_code = 201
