@@ -11,10 +11,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from nats.errors import Error as NatsError
 from pydantic import BaseModel
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import ErrorCode
@@ -137,6 +139,15 @@ def _validation_problem(exc: RequestValidationError) -> JSONResponse:
     return problem(422, ErrorCode.VALIDATION_FAILED, "The request does not match the schema.", errors)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -162,7 +173,11 @@ def install_error_handlers(app: FastAPI) -> None:
             request_id = request_id_of(request.scope)
             log.error("request %s answered %d: %s", request_id, exc.status_code, exc.detail)
             return problem(exc.status_code, ErrorCode.INTERNAL_ERROR, GENERIC_500, request_id=request_id)
-        return problem(exc.status_code, known.get(exc.status_code, ErrorCode.BAD_REQUEST), str(exc.detail))
+        code = known.get(exc.status_code, ErrorCode.BAD_REQUEST)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of one route; a path has a route per method
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return problem(exc.status_code, code, str(exc.detail), headers=headers)
 
     async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
         request_id = request_id_of(request.scope)

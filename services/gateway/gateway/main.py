@@ -7,6 +7,7 @@ from gateway.commands import CommandGateway
 from gateway.errors import BodyLimitMiddleware, install_error_handlers
 from gateway.queries import QueryClient
 from gateway.routes import router
+from gateway.schema import exact_openapi
 from gateway.settings import GatewaySettings
 from gateway.workspaces import WorkspaceStore
 from servicekit.runtime import Runtime, create_app
@@ -36,4 +37,5 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         description="Run teams of AI agents: agents, teams, workflows, memory and Neptune, per workspace.",
     )
     install_error_handlers(app)
+    app.openapi = exact_openapi(app, settings)  # type: ignore[method-assign]
     return app

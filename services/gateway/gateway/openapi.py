@@ -19,7 +19,11 @@ def openapi_spec() -> dict[str, Any]:
 
 
 def _schema_name(ref_holder: dict[str, Any]) -> str:
-    schema = ref_holder.get("content", {}).get("application/json", {}).get("schema", {})
+    content = ref_holder.get("content", {})
+    schema = (content.get("application/json") or content.get("application/problem+json") or {}).get("schema", {})
+    if "anyOf" in schema:
+        names = [_schema_name({"content": {"application/json": {"schema": s}}}) for s in schema["anyOf"]]
+        return " or ".join(name for name in names if name)
     ref = schema.get("$ref") or schema.get("items", {}).get("$ref", "")
     return str(ref).rsplit("/", 1)[-1] if ref else ""
 
