@@ -16,7 +16,12 @@ import pytest
 
 from conftest import Infra, Platform, running_platform
 from contracts import Query
+from contracts.agents import RegisterAgent
 from gateway.workspaces import Principal
+from servicekit.bus import ConsumerPolicy
+from servicekit.commands import CommandContext, CommandRouter, serve_commands
+from servicekit.runtime import Runtime
+from servicekit.settings import ServiceSettings
 from servicekit.testing import served
 
 SECRET = "MongoDB can only handle up to 8-byte ints"
@@ -153,6 +158,55 @@ async def test_a_service_that_is_not_there_is_a_503_with_a_request_id(gateway: S
         body = _problem(resp, 503, "service_unavailable")
         assert body["request_id"] == resp.headers["x-request-id"]
         assert (await client.get("/healthz")).status_code == 200
+
+
+class BrokenOrchestrator:
+    """A stand-in orchestrator whose RegisterAgent handler fails the way a bug would, so that the command goes
+    through the real dead-letter path."""
+
+    def __init__(self, infra: Infra, env_name: str) -> None:
+        settings = ServiceSettings(
+            service_name="orchestrator",
+            platform_env=env_name,
+            nats_url=infra.nats_url,
+            mongodb_url=infra.mongodb_url,
+            shutdown_grace_s=0,
+        )
+        self.runtime = Runtime(settings, event_store=True)
+        self.router = CommandRouter()
+
+        @self.router.register(RegisterAgent)
+        async def overflow(command: RegisterAgent, ctx: CommandContext) -> dict[str, str]:
+            raise OverflowError(SECRET)
+
+    async def __aenter__(self) -> "BrokenOrchestrator":
+        await self.runtime.open()
+        policy = ConsumerPolicy(max_deliver=2, base_delay_s=0.05)
+        serve_commands(self.runtime.bus, "orchestrator", self.router, self.runtime.store, policy)
+        await self.runtime.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.runtime.stop()
+
+
+async def test_a_command_that_fails_inside_a_service_is_a_500_naming_its_ids_and_nothing_internal(
+    infra: Infra, env_name: str
+) -> None:
+    async with (
+        BrokenOrchestrator(infra, env_name),
+        running_platform(infra, env_name, orchestrator=False, engine=False, behaviour=None) as platform,
+    ):
+        headers = platform.auth(await platform.new_workspace())
+        resp = await platform.client.post("/api/v1/agents", json={"name": "A", "role": "r"}, headers=headers)
+        body = _problem(resp, 500, "internal_error")
+        assert body["command_id"] in body["detail"], "the id under which the service logged the failure"
+        assert body["request_id"] == resp.headers["x-request-id"]
+        for internal in (SECRET, "OverflowError", "Traceback"):
+            assert internal not in resp.text
+        status = await platform.client.get(f"/api/v1/commands/{body['command_id']}", headers=headers)
+        assert (status.json()["status"], status.json()["error_code"]) == ("rejected", "internal_error")
+        assert SECRET not in status.text
 
 
 # Transport limits ----------------------------------------------------------------------------------------------
