@@ -19,8 +19,8 @@ def openapi_spec() -> dict[str, Any]:
 
 
 def _schema_name(ref_holder: dict[str, Any]) -> str:
-    content = ref_holder.get("content", {})
-    schema = (content.get("application/json") or content.get("application/problem+json") or {}).get("schema", {})
+    schemas = [media.get("schema") for media in ref_holder.get("content", {}).values()]
+    schema: dict[str, Any] = next((found for found in schemas if found), {})
     if "anyOf" in schema:
         names = [_schema_name({"content": {"application/json": {"schema": s}}}) for s in schema["anyOf"]]
         return " or ".join(name for name in names if name)

@@ -10,6 +10,9 @@ class GatewaySettings(ServiceSettings):
     body_read_timeout_s: float = Field(
         default=15.0, gt=0, description="How long a request body may take to arrive (408 after)."
     )
+    max_json_depth: int = Field(
+        default=32, ge=2, le=64, description="Deepest nesting of a JSON body (MongoDB: 100 levels, wrapping included)."
+    )
     command_wait_s: float = Field(default=5.0, ge=0, description="How long a command request waits for its outcome.")
     query_timeout_s: float = Field(default=5.0, gt=0)
     memory_max_entry_chars: int = Field(default=10_000, ge=1, description="Longest memory entry (characters).")
