@@ -1,15 +1,14 @@
 """Agent commands, events and queries (owned by the orchestrator)."""
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.messages import Command, Event, Id, Query
+from contracts.messages import Command, Event, Id, Label, Name, Number, Query
 from contracts.registry import REGISTRY
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
-Capability = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+Capability = Label
 
 
 class AgentStatus(StrEnum):
@@ -23,9 +22,9 @@ class ModelSetting(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    provider: str = Field(default="local", pattern="^(local|openai)$")
+    provider: Literal["local", "openai"] = "local"
     model: str = Field(default="local-deterministic", min_length=1, max_length=120)
-    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    temperature: Number = Field(default=0.2, ge=0.0, le=2.0)
 
 
 class AgentSpec(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from contracts import REGISTRY, ErrorCode, Query, QueryReply, UnknownMessageType
 from contracts.errors import DomainError
 from servicekit.bus import Bus
+from servicekit.http import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 Q = TypeVar("Q", bound=Query)
@@ -42,8 +43,9 @@ class QueryRouter:
             return QueryReply(ok=False, error_code=ErrorCode.NOT_FOUND, error_message=f"unknown query {query_type}")
         try:
             query = REGISTRY.get(query_type).model_validate_json(body or b"{}")
-        except (ValidationError, UnknownMessageType) as exc:
-            return QueryReply(ok=False, error_code=ErrorCode.VALIDATION_FAILED, error_message=str(exc)[:2000])
+        except (ValidationError, UnknownMessageType):
+            message = f"The query does not match the {query_type} schema."
+            return QueryReply(ok=False, error_code=ErrorCode.VALIDATION_FAILED, error_message=message)
         try:
             return QueryReply(ok=True, result=await fn(query, workspace_id))
         except DomainError as exc:
@@ -63,8 +65,9 @@ def serve_queries(bus: Bus, service: str, router: QueryRouter) -> None:
         try:
             reply = await router.answer(query_type, workspace_id, msg.raw_message.data)
         except Exception:
-            log.exception("query %s failed", query_type)
-            reply = QueryReply(ok=False, error_code=ErrorCode.INTERNAL_ERROR, error_message="query failed")
+            request_id = (msg.raw_message.headers or {}).get(REQUEST_ID_HEADER)
+            log.exception("query %s failed (request %s)", query_type, request_id)
+            reply = QueryReply(ok=False, error_code=ErrorCode.INTERNAL_ERROR, error_message="The query failed.")
         body = reply.model_dump_json().encode()
         if len(body) > bus.nc.max_payload:
             too_large = "The result is larger than a message may be; ask for fewer items (a smaller limit)."

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 from contracts.agents import AgentSpec, AgentStatus, AgentView, ChangeAgentStatus, GetAgent, ListAgents, RegisterAgent
 from gateway.body import JsonBodyRoute
 from gateway.deps import CurrentPrincipal, Queries
-from gateway.routes.common import CommandResponse, ResourceId, Send
+from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send
 
 router = APIRouter(tags=["agents"], route_class=JsonBodyRoute)
 
@@ -26,7 +26,7 @@ class StatusChange(BaseModel):
     response_model=CommandResponse,
     status_code=201,
     summary="Create an agent",
-    responses={202: {"model": CommandResponse, "description": "Accepted; poll the command's status link."}},
+    responses=PENDING,
 )
 async def create_agent(spec: AgentSpec, send: Send) -> CommandResponse:
     command_id = send.command_id
@@ -51,6 +51,11 @@ async def list_agents(
     return AgentList.model_validate({"items": items})
 
 
-@router.post("/agents/{agent_id}/status", response_model=CommandResponse, summary="Change an agent's availability")
+@router.post(
+    "/agents/{agent_id}/status",
+    response_model=CommandResponse,
+    summary="Change an agent's availability",
+    responses=PENDING,
+)
 async def change_agent_status(agent_id: ResourceId, change: StatusChange, send: Send) -> CommandResponse:
     return await send(ChangeAgentStatus(agent_id=agent_id, status=change.status))
