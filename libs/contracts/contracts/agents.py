@@ -7,11 +7,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from contracts.budgets import Budget, UsageTotals
-from contracts.messages import Command, Event, Id, Query
+from contracts.messages import Command, Event, Id, Integer, Label, Name, Number, Query
 from contracts.registry import REGISTRY
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
-Capability = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+Capability = Label
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,119}$")]
 LOCAL_MODEL = "local-deterministic"
 
@@ -45,8 +44,8 @@ class ModelSetting(BaseModel):
 
     provider: Literal["auto", "local", "openai"] = "auto"
     model: ModelName | None = None
-    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
-    max_output_tokens: int = Field(default=1024, ge=1, le=32_768)
+    temperature: Number = Field(default=0.2, ge=0.0, le=2.0)
+    max_output_tokens: Integer = Field(default=1024, ge=1, le=32_768)
 
     @model_validator(mode="after")
     def _known_model(self) -> "ModelSetting":
@@ -65,7 +64,7 @@ class AgentSpec(BaseModel):
     instructions: str = Field(default="", max_length=20_000)
     capabilities: list[Capability] = Field(default_factory=list, max_length=50)
     model: ModelSetting = Field(default_factory=ModelSetting)
-    concurrency_limit: int = Field(default=4, ge=1, le=100, description="Tasks the agent works on at once.")
+    concurrency_limit: Integer = Field(default=4, ge=1, le=100, description="Tasks the agent works on at once.")
     budget: Budget | None = Field(default=None, description="A hard limit on each task of this agent.")
 
 
@@ -229,7 +228,7 @@ class ListAgents(Query):
     status: AgentStatus | None = None
     role: Name | None = None
     capability: Capability | None = None
-    limit: int = Field(default=100, ge=1, le=500)
+    limit: Integer = Field(default=100, ge=1, le=500)
 
 
 @REGISTRY.register

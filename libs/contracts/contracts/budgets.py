@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.messages import Command, Event
+from contracts.messages import Command, Event, Integer, Number
 from contracts.registry import REGISTRY
 
 MICROS_PER_USD = 1_000_000
@@ -14,8 +14,8 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tokens: int | None = Field(default=None, gt=0, le=10**12, description="Prompt plus completion tokens.")
-    cost_usd: float | None = Field(
+    tokens: Integer | None = Field(default=None, gt=0, le=10**12, description="Prompt plus completion tokens.")
+    cost_usd: Number | None = Field(
         default=None, ge=0.000001, le=10**9, description="Cost at the configured model prices (at least a millionth)."
     )
 

@@ -42,6 +42,8 @@ class ErrorCode(StrEnum):
     RESULT_TOO_LARGE = "result_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
 
 
 class DomainError(Exception):

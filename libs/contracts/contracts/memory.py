@@ -6,14 +6,14 @@ searchable, editable, deletable).
 """
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from contracts.messages import Command, Event, Id, Query
+from contracts.messages import Command, Event, Id, Label, Number, Query
 from contracts.registry import REGISTRY
 
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+Tag = Label
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 
 
@@ -43,6 +43,19 @@ class Scope(BaseModel):
         return f"{self.kind.value}-{self.id}"
 
 
+class ShortTermScope(BaseModel):
+    """What a short-term entry belongs to: a conversation, a team run or a workflow execution (a team has working
+    memory, not short-term)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal[ScopeKind.CONVERSATION, ScopeKind.TEAM_RUN, ScopeKind.EXECUTION]
+    id: Id
+
+    def scope(self) -> Scope:
+        return Scope(kind=self.kind, id=self.id)
+
+
 SHORT_TERM_SCOPES = frozenset({ScopeKind.CONVERSATION, ScopeKind.TEAM_RUN, ScopeKind.EXECUTION})
 
 
@@ -54,7 +67,7 @@ class LongTermFields(BaseModel):
     content: str = Field(min_length=1)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     source: str = Field(default="", max_length=500)
-    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+    importance: Number = Field(default=0.5, ge=0.0, le=1.0)
 
 
 # Commands -------------------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from contracts.agents import Capability, ModelSetting, Name
+from contracts.agents import Capability, ModelSetting
 from contracts.budgets import Budget
-from contracts.messages import Command, Event, Id, Query
+from contracts.messages import Boolean, Command, Event, Id, Integer, Name, Query
 from contracts.registry import REGISTRY
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
@@ -33,7 +33,7 @@ class TeamMember(BaseModel):
 
     agent_id: Id
     role: Name
-    lead: bool = False
+    lead: Boolean = False
 
 
 def _one_lead(members: list[TeamMember]) -> list[TeamMember]:
@@ -80,7 +80,7 @@ class TemplateMember(BaseModel):
     role: Name
     instructions: str = Field(default="", max_length=20_000)
     capabilities: list[Capability] = Field(default_factory=list, max_length=50)
-    lead: bool = False
+    lead: Boolean = False
     model: ModelSetting = Field(default_factory=ModelSetting)
     budget: Budget | None = None
 
@@ -230,8 +230,8 @@ class GetTeam(Query):
 class ListTeams(Query):
     service = "orchestrator"
     department: Department | None = None
-    include_archived: bool = False
-    limit: int = Field(default=100, ge=1, le=500)
+    include_archived: Boolean = False
+    limit: Integer = Field(default=100, ge=1, le=500)
 
 
 @REGISTRY.register

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from contracts import patterns
 from contracts.budgets import Budget
-from contracts.messages import Command, Event, Id, Query
+from contracts.messages import Command, Event, Id, Integer, Number, Query, Title
 from contracts.outputs import check_output_schema
 from contracts.registry import REGISTRY
 
@@ -35,10 +35,10 @@ class RetryPolicy(Model):
     to the power of (attempt - 1), capped at ``max_backoff_s``. ``retry_on`` lists the error kinds that are retried
     (empty: every kind but those in ``NEVER_RETRIED``)."""
 
-    max_attempts: int = Field(default=1, ge=1, le=20)
-    backoff_s: float = Field(default=1.0, ge=0, le=3600)
-    multiplier: float = Field(default=2.0, ge=1, le=10)
-    max_backoff_s: float = Field(default=300.0, ge=0, le=86_400)
+    max_attempts: Integer = Field(default=1, ge=1, le=20)
+    backoff_s: Number = Field(default=1.0, ge=0, le=3600)
+    multiplier: Number = Field(default=2.0, ge=1, le=10)
+    max_backoff_s: Number = Field(default=300.0, ge=0, le=86_400)
     retry_on: list[str] = Field(default_factory=list, max_length=20)
 
     def delay(self, attempt: int) -> float:
@@ -91,14 +91,14 @@ class Branch(Model):
 class StepBase(Model):
     id: StepId
     name: str = Field(default="", max_length=200)
-    timeout_s: float = Field(default=300.0, gt=0, le=7 * 86_400)
+    timeout_s: Number = Field(default=300.0, gt=0, le=7 * 86_400)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
 
 
 class AgentStep(StepBase):
     """Work done by an agent, chosen by id or by role/capability."""
 
-    kind: Literal["agent"] = "agent"
+    kind: Literal["agent"]
     agent_id: Id | None = None
     role: str | None = None
     capability: str | None = None
@@ -120,7 +120,7 @@ class AgentStep(StepBase):
 class ConditionStep(StepBase):
     """Routes to the first branch whose predicate holds, else to ``default`` (or ends the path)."""
 
-    kind: Literal["condition"] = "condition"
+    kind: Literal["condition"]
     branches: list[Branch] = Field(min_length=1, max_length=50)
     default: StepId | None = None
 
@@ -128,7 +128,7 @@ class ConditionStep(StepBase):
 class ParallelStep(StepBase):
     """Starts every branch at once; the branches meet again at ``join``."""
 
-    kind: Literal["parallel"] = "parallel"
+    kind: Literal["parallel"]
     branches: list[StepId] = Field(min_length=2, max_length=20)
     join: StepId
 
@@ -136,30 +136,30 @@ class ParallelStep(StepBase):
 class JoinStep(StepBase):
     """Waits until every branch of its parallel step has arrived."""
 
-    kind: Literal["join"] = "join"
+    kind: Literal["join"]
     next: StepId | None = None
 
 
 class ApprovalStep(StepBase):
     """Waits for a person to approve or reject through the API."""
 
-    kind: Literal["approval"] = "approval"
-    timeout_s: float = Field(default=7 * 86_400, gt=0, le=90 * 86_400)
+    kind: Literal["approval"]
+    timeout_s: Number = Field(default=7 * 86_400, gt=0, le=90 * 86_400)
     prompt: str = Field(default="", max_length=5000)
     next: StepId | None = None
     on_reject: StepId | None = Field(default=None, description="Where a rejection goes; none fails the execution.")
 
 
 class DelayStep(StepBase):
-    kind: Literal["delay"] = "delay"
-    seconds: float = Field(ge=0, le=30 * 86_400)
+    kind: Literal["delay"]
+    seconds: Number = Field(ge=0, le=30 * 86_400)
     next: StepId | None = None
 
 
 class WebhookStep(StepBase):
     """An HTTP call; a 2xx answer succeeds with the parsed JSON (or text) as output."""
 
-    kind: Literal["webhook"] = "webhook"
+    kind: Literal["webhook"]
     url: str = Field(
         pattern=r"^https?://",
         max_length=2000,
@@ -181,7 +181,7 @@ Step = Annotated[
 class WorkflowSpec(Model):
     """A workflow definition as a caller writes it."""
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Title
     description: str = Field(default="", max_length=5000)
     input_fields: list[str] | None = Field(
         default=None, description="Top-level input fields; when given, conditions may only read these."

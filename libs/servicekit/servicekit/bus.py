@@ -295,7 +295,8 @@ class Bus:
             await self._give_up(msg, headers, str(exc), delivered, policy, on_give_up)
         except Exception as exc:
             if delivered >= policy.max_deliver:
-                log.exception("giving up on %s after %d deliveries", msg.subject, delivered)
+                message_id = headers.get("Nats-Msg-Id")
+                log.exception("giving up on %s (message %s) after %d deliveries", msg.subject, message_id, delivered)
                 await self._give_up(msg, headers, repr(exc), delivered, policy, on_give_up)
             else:
                 log.warning("retrying %s (delivery %d): %r", msg.subject, delivered, exc)

@@ -172,7 +172,9 @@ class CommandRouter:
         try:
             command = REGISTRY.load(envelope.type, envelope.schema_version, envelope.payload)
         except (ValidationError, UnknownMessageType) as exc:
-            return _rejected(envelope, ErrorCode.VALIDATION_FAILED, str(exc))
+            errors = validation_errors(exc) if isinstance(exc, ValidationError) else None
+            message = f"The command does not match version {envelope.schema_version} of the {envelope.type} schema."
+            return _rejected(envelope, ErrorCode.VALIDATION_FAILED, message, errors)
         ctx = CommandContext(envelope, store, self._cache)
         for _attempt in range(CONFLICT_RETRIES):
             try:
@@ -190,6 +192,11 @@ class CommandRouter:
                 resource_ids=ids,
             )
         raise ConcurrencyError(f"command {envelope.message_id} lost {CONFLICT_RETRIES} races in a row")
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Where and why a message failed validation, without the input values the error's text repeats."""
+    return [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
 def _rejected(
@@ -283,17 +290,24 @@ def serve_commands(bus: Bus, service: str, router: CommandRouter, store: EventSt
         """Tell the submitter: a dead-lettered command is rejected, never left pending. A message whose envelope
         cannot be read is answered from what the broker knows of it: its command id (Nats-Msg-Id) and the
         workspace and command type its subject names."""
-        code = ErrorCode.UNKNOWN_COMMAND if dead.reason.startswith("no handler") else ErrorCode.INTERNAL_ERROR
-        message = f"The command could not be processed: {dead.reason}"
         try:
             envelope = Envelope.model_validate_json(dead.body)
-        except ValidationError:
-            outcome = _rejected_unread(subjects, dead, message)
+        except ValidationError:  # the reason is ours: why the envelope could not be read
+            outcome = _rejected_unread(subjects, dead, f"The command could not be read: {dead.reason}")
             if outcome is None:
                 log.warning("dead-lettered %s names no command id; nobody to tell", dead.subject)
                 return
         else:
-            outcome = _rejected(envelope, code, message)
+            if dead.reason.startswith("no handler"):
+                message = f"The {service} service has no {envelope.type}."
+                outcome = _rejected(envelope, ErrorCode.UNKNOWN_COMMAND, message)
+            else:  # what went wrong is for the logs, found by the command id; the submitter learns that it failed
+                log.error("command %s (%s) dead-lettered: %s", envelope.message_id, envelope.type, dead.reason)
+                message = (
+                    f"The command could not be processed; the {service} service's logs have the details under its "
+                    f"id, {envelope.message_id}."
+                )
+                outcome = _rejected(envelope, ErrorCode.INTERNAL_ERROR, message)
         await bus.publish(
             subjects.outcome(outcome.workspace_id, outcome.command_id),
             outcome.model_dump_json().encode(),

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from contracts import REGISTRY, ErrorCode, Query, QueryReply, UnknownMessageType
 from contracts.errors import DomainError
 from servicekit.bus import Bus
+from servicekit.http import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 Q = TypeVar("Q", bound=Query)
@@ -44,8 +45,9 @@ class QueryRouter:
             return QueryReply(ok=False, error_code=ErrorCode.NOT_FOUND, error_message=f"unknown query {query_type}")
         try:
             query = REGISTRY.get(query_type).model_validate_json(body or b"{}")
-        except (ValidationError, UnknownMessageType) as exc:
-            return QueryReply(ok=False, error_code=ErrorCode.VALIDATION_FAILED, error_message=str(exc)[:2000])
+        except (ValidationError, UnknownMessageType):
+            message = f"The query does not match the {query_type} schema."
+            return QueryReply(ok=False, error_code=ErrorCode.VALIDATION_FAILED, error_message=message)
         try:
             return QueryReply(ok=True, result=await fn(query, workspace_id))
         except DomainError as exc:
@@ -65,8 +67,9 @@ def serve_queries(bus: Bus, service: str, router: QueryRouter) -> None:
         try:
             reply = await router.answer(query_type, workspace_id, msg.raw_message.data)
         except Exception:
-            log.exception("query %s failed", query_type)
-            reply = QueryReply(ok=False, error_code=ErrorCode.INTERNAL_ERROR, error_message="query failed")
+            request_id = (msg.raw_message.headers or {}).get(REQUEST_ID_HEADER)
+            log.exception("query %s failed (request %s)", query_type, request_id)
+            reply = QueryReply(ok=False, error_code=ErrorCode.INTERNAL_ERROR, error_message="The query failed.")
         body = reply.model_dump_json().encode()
         if len(body) > bus.nc.max_payload:
             too_large = "The result is larger than a message may be; ask for fewer items (a smaller limit)."
@@ -86,11 +89,13 @@ class QueryFailed(Exception):
         self.code = code
 
 
-async def ask(bus: Bus, workspace_id: str, query: Query, timeout_s: float) -> Any:
+async def ask(
+    bus: Bus, workspace_id: str, query: Query, timeout_s: float, headers: dict[str, str] | None = None
+) -> Any:
     """Ask another service's read models over NATS request/reply, scoped to ``workspace_id``; the result."""
     subject = bus.subjects.query(query.service, workspace_id, query.type_name)
     try:
-        msg = await bus.nc.request(subject, query.model_dump_json().encode(), timeout=timeout_s)
+        msg = await bus.nc.request(subject, query.model_dump_json().encode(), timeout=timeout_s, headers=headers)
     except (NatsTimeout, NoRespondersError) as exc:
         raise QueryFailed(ErrorCode.SERVICE_UNAVAILABLE, f"the {query.service} service did not answer") from exc
     reply = QueryReply.model_validate_json(msg.data)

@@ -1,11 +1,14 @@
 """The composition root shared by every service: clients, event store, relay, bus and the HTTP app."""
 
 import asyncio
+import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
@@ -14,9 +17,12 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from servicekit.bus import Bus, ConsumerPolicy
 from servicekit.eventstore import EventStore
+from servicekit.http import HttpLimits, RequestMiddleware, protocol_class
 from servicekit.mongo import connect_mongo, ping
 from servicekit.relay import Relay
 from servicekit.settings import ServiceSettings
@@ -176,13 +182,15 @@ def create_app(
     setup: Setup | None = None,
     *,
     routers: Sequence[APIRouter] = (),
+    middleware: Sequence[Middleware] = (),
     title: str | None = None,
     tracer_provider: TracerProvider | None = None,
     event_store: bool = False,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """An HTTP app with /healthz and /readyz whose lifespan opens the runtime, lets ``setup`` register the
-    service's subscribers and state, then starts consuming."""
+    service's subscribers and state, then starts consuming. ``middleware`` runs inside servicekit.http's
+    RequestMiddleware, which is always the outermost (request ids, and a problem document for any exception)."""
     holder: dict[str, Runtime] = {}
 
     @asynccontextmanager
@@ -199,7 +207,12 @@ def create_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title or settings.service_name, lifespan=lifespan, **fastapi_kwargs)
+    app = FastAPI(
+        title=title or settings.service_name,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestMiddleware), *middleware],
+        **fastapi_kwargs,
+    )
     app.include_router(health_router(lambda: holder["runtime"]))
     for router in routers:
         app.include_router(router)
@@ -212,15 +225,31 @@ def create_app(
     return app
 
 
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Run the service until SIGINT/SIGTERM, then shut down through the lifespan."""
-    import uvicorn
-
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
+def server_config(app: ASGIApp, settings: ServiceSettings) -> uvicorn.Config:
+    """uvicorn's configuration of a service: its h11 implementation (chosen, not whatever happens to be installed)
+    held to the settings' transport limits (see servicekit.http)."""
+    limits = HttpLimits(
+        max_header_bytes=settings.http_max_header_bytes,
+        max_headers=settings.http_max_headers,
+        header_timeout_s=settings.http_header_timeout_s,
+        discard_bytes=settings.http_discard_bytes,
+    )
+    return uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.http_port,
+        http=protocol_class(limits),
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
         log_level=settings.log_level.lower(),
         access_log=settings.access_log,
     )
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run the service until SIGINT/SIGTERM, then shut down through the lifespan."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = uvicorn.Server(server_config(app, settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's exit status for a failed start-up

@@ -40,6 +40,19 @@ class ServiceSettings(BaseSettings):
     relay_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the relay saves its checkpoint and looks for dead writers' work."
     )
+    http_max_header_bytes: int = Field(
+        default=32_768, ge=1024, description="Largest request head (request line and header fields; 431 beyond)."
+    )
+    http_max_headers: int = Field(default=100, ge=8, description="Most header fields in a request (431 beyond).")
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a request head may take to arrive (408 after)."
+    )
+    http_discard_bytes: int = Field(
+        default=16 * 1_048_576,
+        ge=0,
+        description="How much of a request answered before it was read (an error: 413, 431, 408) is read and "
+        "thrown away, so that a client that sends everything before it reads still sees the answer.",
+    )
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str | None = None
     log_level: str = "INFO"

@@ -1,8 +1,16 @@
 """Helpers for tests and benchmarks that drive the real services."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from servicekit.devstack import free_port
+from servicekit.runtime import server_config
+from servicekit.settings import ServiceSettings
 
 T = TypeVar("T")
 
@@ -17,3 +25,26 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(every_s)
+
+
+@asynccontextmanager
+async def served(app: ASGIApp, settings: ServiceSettings) -> AsyncIterator[str]:
+    """Serve ``app`` (its lifespan already entered by the caller) on a free port of this host, with the server
+    configuration of a service (``server_config``), in this event loop; yields the base URL."""
+    port = free_port()
+    config = server_config(app, settings.model_copy(update={"http_host": "127.0.0.1", "http_port": port}))
+    config.lifespan = "off"
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if task.done():
+            task.result()  # start-up failed: say why
+        return server.started
+
+    await eventually(started)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

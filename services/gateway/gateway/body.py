@@ -38,7 +38,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from contracts import ErrorCode
-from gateway.errors import PROBLEM, ApiError
+from gateway.errors import ApiError
+from servicekit.http import PROBLEM
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_VALUE_BSON_BYTES = 4 * 1024 * 1024  # a quarter of MongoDB's 16 MiB: a commit may hold a value more than once

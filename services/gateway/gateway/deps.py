@@ -2,7 +2,8 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from contracts import ErrorCode
 from gateway.commands import CommandGateway
@@ -45,14 +46,17 @@ BusDep = Annotated[Bus, Depends(_bus)]
 Settings = Annotated[GatewaySettings, Depends(_settings)]
 
 
+API_KEY = HTTPBearer(
+    scheme_name="apiKey", description="A workspace API key: `Authorization: Bearer <key>`.", auto_error=False
+)
+
+
 async def _principal(
-    workspaces: Workspaces,
-    authorization: Annotated[str | None, Header(description="Bearer <workspace API key>")] = None,
+    workspaces: Workspaces, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY)]
 ) -> Principal:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials.strip():
         raise ApiError(ErrorCode.UNAUTHORIZED, "Send the workspace API key as 'Authorization: Bearer <key>'.")
-    principal = await workspaces.authenticate(token.strip())
+    principal = await workspaces.authenticate(credentials.credentials.strip())
     if principal is None:
         raise ApiError(ErrorCode.UNAUTHORIZED, "The API key is not valid.")
     return principal

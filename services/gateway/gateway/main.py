@@ -1,11 +1,13 @@
 """Composition root of the gateway."""
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from gateway.commands import CommandGateway
 from gateway.errors import BodyLimitMiddleware, install_error_handlers
 from gateway.queries import QueryClient
 from gateway.routes import router
+from gateway.schema import exact_openapi
 from gateway.settings import GatewaySettings
 from gateway.workspaces import WorkspaceStore
 from servicekit.runtime import Runtime, create_app
@@ -27,10 +29,13 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         settings,
         setup,
         routers=[router],
+        middleware=[
+            Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, timeout_s=settings.body_read_timeout_s)
+        ],
         title="Agent Platform API",
         version="0.1.0",
         description="Run teams of AI agents: agents, teams, workflows, memory and Neptune, per workspace.",
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.openapi = exact_openapi(app, settings)  # type: ignore[method-assign]
     return app

@@ -21,6 +21,9 @@ def openapi_spec() -> dict[str, Any]:
 def _schema_name(ref_holder: dict[str, Any]) -> str:
     schemas = [media.get("schema") for media in ref_holder.get("content", {}).values()]
     schema: dict[str, Any] = next((found for found in schemas if found), {})
+    if "anyOf" in schema:
+        names = [_schema_name({"content": {"application/json": {"schema": s}}}) for s in schema["anyOf"]]
+        return " or ".join(name for name in names if name)
     ref = schema.get("$ref") or schema.get("items", {}).get("$ref", "")
     return str(ref).rsplit("/", 1)[-1] if ref else ""
 

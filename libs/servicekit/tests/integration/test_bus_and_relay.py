@@ -203,6 +203,31 @@ async def test_poison_and_hopeless_messages_end_in_the_dead_letter_subject(runti
     assert (await outcome_of(runtime, unknown)).error_code is ErrorCode.UNKNOWN_COMMAND
 
 
+async def test_a_command_that_fails_inside_is_rejected_in_general_terms_and_logged_under_its_id(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    router = CommandRouter()
+
+    @router.register(Bump)
+    async def overflows(command: Bump, ctx: CommandContext) -> dict[str, str]:
+        raise OverflowError("MongoDB can only handle up to 8-byte ints")
+
+    serve_commands(runtime.bus, SERVICE, router, runtime.store, ConsumerPolicy(max_deliver=2, base_delay_s=0.05))
+    await runtime.start()
+    failing = envelope(Bump(counter_id="c4", by=1))
+    with caplog.at_level("ERROR", logger="servicekit"):
+        await send(runtime, failing)
+        told = await outcome_of(runtime, failing)
+
+    assert (told.status, told.error_code) == (OutcomeStatus.REJECTED, ErrorCode.INTERNAL_ERROR)
+    message = told.error_message or ""
+    assert failing.message_id in message, "the id that finds the details in the logs"
+    for internal in ("OverflowError", "8-byte", "Traceback"):
+        assert internal not in message
+    logged = [r for r in caplog.records if failing.message_id in r.getMessage()]
+    assert any("8-byte ints" in r.getMessage() for r in logged), "the details are logged under the command id"
+
+
 async def test_a_dead_letter_whose_sender_could_not_be_told_is_delivered_again_until_it_is(
     runtime: Runtime,
 ) -> None:

@@ -18,7 +18,6 @@ from contracts.agents import (
     GetAvailability,
     GetUsage,
     ListAgents,
-    Name,
     RegisterAgent,
     RetireAgent,
     SetAgentState,
@@ -27,14 +26,12 @@ from contracts.agents import (
     UsageReport,
 )
 from contracts.budgets import Budget, SetWorkspaceBudget
+from contracts.messages import Name
 from gateway.body import JsonBodyRoute
 from gateway.deps import CurrentPrincipal, Queries
-from gateway.routes.common import CommandResponse, ResourceId, Send
+from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send
 
 router = APIRouter(tags=["agents"], route_class=JsonBodyRoute)
-ACCEPTED: dict[int | str, dict[str, Any]] = {
-    202: {"model": CommandResponse, "description": "Accepted; poll the command's status link."}
-}
 IdFilter = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
@@ -61,7 +58,7 @@ class WorkspaceBudget(BaseModel):
     budget: Budget | None = Field(description="The monthly cap on model usage; null removes it.")
 
 
-@router.post("/agents", response_model=CommandResponse, status_code=201, summary="Create an agent", responses=ACCEPTED)
+@router.post("/agents", response_model=CommandResponse, status_code=201, summary="Create an agent", responses=PENDING)
 async def create_agent(spec: AgentSpec, send: Send) -> CommandResponse:
     agent_id = f"agt_{send.command_id[:24]}"
     return await send(RegisterAgent(agent_id=agent_id, spec=spec), created=f"/api/v1/agents/{agent_id}")
@@ -100,7 +97,7 @@ async def list_agents(
     "/agents/{agent_id}",
     response_model=CommandResponse,
     summary="Replace an agent's spec (a new version; tasks in flight keep theirs)",
-    responses=ACCEPTED,
+    responses=PENDING,
 )
 async def update_agent(agent_id: ResourceId, spec: AgentSpec, send: Send) -> CommandResponse:
     return await send(UpdateAgent(agent_id=agent_id, spec=spec))
@@ -110,7 +107,7 @@ async def update_agent(agent_id: ResourceId, spec: AgentSpec, send: Send) -> Com
     "/agents/{agent_id}/retire",
     response_model=CommandResponse,
     summary="Retire an agent (no new tasks; its history stays readable)",
-    responses=ACCEPTED,
+    responses=PENDING,
 )
 async def retire_agent(agent_id: ResourceId, send: Send) -> CommandResponse:
     return await send(RetireAgent(agent_id=agent_id))
@@ -120,7 +117,7 @@ async def retire_agent(agent_id: ResourceId, send: Send) -> CommandResponse:
     "/agents/{agent_id}/status",
     response_model=CommandResponse,
     summary="Take an agent out of service (paused) or back (active)",
-    responses=ACCEPTED,
+    responses=PENDING,
 )
 async def change_agent_state(agent_id: ResourceId, change: StateChange, send: Send) -> CommandResponse:
     return await send(SetAgentState(agent_id=agent_id, state=change.status))
@@ -144,7 +141,7 @@ async def usage(
     "/workspace/budget",
     response_model=CommandResponse,
     summary="Set the workspace's monthly cap on model usage (tokens and/or USD)",
-    responses=ACCEPTED,
+    responses=PENDING,
 )
 async def set_workspace_budget(body: WorkspaceBudget, send: Send) -> CommandResponse:
     return await send(SetWorkspaceBudget(budget=body.budget))

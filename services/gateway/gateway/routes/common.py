@@ -1,11 +1,14 @@
 """What every command endpoint shares: the response model and the submit-and-answer flow."""
 
+import re
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request, Response
 from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from contracts import Command, ErrorCode, OutcomeStatus
 from gateway.commands import CommandStatus, fingerprint
@@ -14,6 +17,29 @@ from gateway.errors import STATUS_OF, ApiError
 
 FOLLOW_UP_NAMESPACE = uuid.UUID("1b0f7a0e-8f43-4c0e-9a43-5d7a8b2f6c11")
 ResourceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class _Segment(Convertor[str]):
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def segment(name: str, *, one_of: Iterable[str] = (), not_one_of: Iterable[str] = ()) -> str:
+    """``{name:name}``: a path parameter that matches only ``one_of`` the given values, or anything but
+    ``not_one_of`` them, so that a route does not take a request meant for a sibling path (``DELETE
+    /short-term/{entry_id}/promote`` is 405, not a clear of scope kind "{entry_id}"). Its value is validated as
+    usual after that."""
+    if one_of:
+        regex = "|".join(re.escape(value) for value in one_of)
+    else:
+        regex = "".join(f"(?!{re.escape(value)}(?![^/]))" for value in not_one_of) + "[^/]+"
+    register_url_convertor(name, type(f"{name}_segment", (_Segment,), {"regex": regex})())
+    return f"{{{name}:{name}}}"
 
 
 class CommandResponse(BaseModel):
@@ -27,6 +53,16 @@ class CommandResponse(BaseModel):
     error_code: ErrorCode | None = None
     error_message: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
+
+
+PENDING: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": CommandResponse,
+        "description": "Pending: the outcome did not come within COMMAND_WAIT_S; poll the command's status link "
+        "(also in Location).",
+    }
+}
+"""The answer every command endpoint may give besides its own."""
 
 
 def command_response(status: CommandStatus, links: dict[str, str] | None = None) -> CommandResponse:
@@ -75,6 +111,7 @@ async def submit(
             status.outcome.error_message or "The command was rejected.",
             status=STATUS_OF.get(code),
             errors=status.outcome.error_details or None,
+            command_id=status.command_id,
         )
     if created:
         response.status_code = 201

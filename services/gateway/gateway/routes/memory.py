@@ -23,16 +23,17 @@ from contracts.memory import (
     RetrieveMemory,
     Scope,
     ScopeKind,
+    ShortTermScope,
     StoreShortTerm,
     Tag,
     Tier,
     UpdateLongTerm,
 )
-from contracts.messages import Id
+from contracts.messages import A_NUMBER, Id, Integer, Number
 from gateway.body import BodyError, JsonBodyRoute, parse_json
 from gateway.deps import CurrentPrincipal, Queries, Settings
 from gateway.errors import ApiError
-from gateway.routes.common import CommandResponse, ResourceId, Send
+from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send, segment
 
 router = APIRouter(prefix="/memory", tags=["memory"], route_class=JsonBodyRoute)
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -40,6 +41,7 @@ ScopeKindPath = Annotated[ScopeKind, Path()]
 ScopeIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 NDJSON = "application/x-ndjson"
 KeyPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+LONG_TERM_ID = segment("entry_id", not_one_of=["import"])
 
 
 class Model(BaseModel):
@@ -47,20 +49,20 @@ class Model(BaseModel):
 
 
 class ShortTermIn(Model):
-    scope: Scope
+    scope: ShortTermScope
     content: str = Field(min_length=1)
-    ttl_s: float | None = Field(default=None, gt=0, le=90 * 86_400)
+    ttl_s: Annotated[Number, Field(gt=0, le=90 * 86_400)] | None = None
 
 
 class Promotion(Model):
     tags: list[Tag] = Field(default_factory=list, max_length=50)
-    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+    importance: Number = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class WorkingIn(Model):
     value: Any
-    expected_version: int | None = Field(
-        default=None, ge=0, description="The version you read (0: the key must not exist yet); a stale one is 409."
+    expected_version: Annotated[int, Field(ge=0), A_NUMBER] | None = Field(
+        default=None, description="The version you read (0: the key must not exist yet); a stale one is 409."
     )
 
 
@@ -68,7 +70,7 @@ class LongTermPatch(Model):
     content: str | None = Field(default=None, min_length=1)
     tags: list[Tag] | None = None
     source: str | None = Field(default=None, max_length=500)
-    importance: float | None = Field(default=None, ge=0.0, le=1.0)
+    importance: Annotated[Number, Field(ge=0.0, le=1.0)] | None = None
 
 
 class RetrieveIn(Model):
@@ -81,7 +83,7 @@ class RetrieveIn(Model):
     execution_id: Id | None = None
     conversation_id: Id | None = None
     tiers: list[Tier] = Field(default_factory=lambda: list(Tier))
-    limit: int = Field(default=10, ge=1, le=100)
+    limit: Integer = Field(default=10, ge=1, le=100)
 
     def scopes(self) -> list[Scope]:
         pairs = [
@@ -113,13 +115,22 @@ def _check_size(settings: Settings, text: str | None) -> None:
 # Short-term ----------------------------------------------------------------------------------------------------
 
 
-@router.post("/short-term", response_model=CommandResponse, status_code=201, summary="Store a short-term entry")
+@router.post(
+    "/short-term",
+    response_model=CommandResponse,
+    status_code=201,
+    summary="Store a short-term entry",
+    responses=PENDING,
+)
 async def store_short_term(body: ShortTermIn, send: Send, settings: Settings) -> CommandResponse:
     _check_size(settings, body.content)
     command_id = send.command_id
     entry_id = f"stm_{command_id[:24]}"
     command = StoreShortTerm(
-        entry_id=entry_id, scope=body.scope, content=body.content, ttl_s=body.ttl_s or settings.memory_default_ttl_s
+        entry_id=entry_id,
+        scope=body.scope.scope(),
+        content=body.content,
+        ttl_s=body.ttl_s or settings.memory_default_ttl_s,
     )
     return await send(command, created=f"/api/v1/memory/short-term/{entry_id}")
 
@@ -141,14 +152,19 @@ async def get_short_term(entry_id: ResourceId, principal: CurrentPrincipal, quer
     return await queries.ask(principal, GetMemory(tier=Tier.SHORT_TERM, entry_id=entry_id))
 
 
-@router.delete("/short-term/{entry_id}", response_model=CommandResponse, summary="Delete a short-term entry")
+@router.delete(
+    "/short-term/{entry_id}", response_model=CommandResponse, summary="Delete a short-term entry", responses=PENDING
+)
 async def delete_short_term(entry_id: ResourceId, send: Send) -> CommandResponse:
     command = DeleteShortTerm(entry_id=entry_id)
     return await send(command)
 
 
 @router.delete(
-    "/short-term/{scope_kind}/{scope_id}", response_model=CommandResponse, summary="Clear a scope's short-term memory"
+    f"/short-term/{segment('scope_kind', one_of=ScopeKind)}/{{scope_id}}",
+    response_model=CommandResponse,
+    summary="Clear a scope's short-term memory",
+    responses=PENDING,
 )
 async def clear_short_term(scope_kind: ScopeKindPath, scope_id: ScopeIdPath, send: Send) -> CommandResponse:
     command = ClearShortTerm(scope=Scope(kind=scope_kind, id=scope_id))
@@ -160,6 +176,7 @@ async def clear_short_term(scope_kind: ScopeKindPath, scope_id: ScopeIdPath, sen
     response_model=CommandResponse,
     status_code=201,
     summary="Keep a short-term entry as long-term knowledge",
+    responses=PENDING,
 )
 async def promote(entry_id: ResourceId, send: Send, body: Promotion | None = None) -> CommandResponse:
     command_id = send.command_id
@@ -179,6 +196,7 @@ async def promote(entry_id: ResourceId, send: Send, body: Promotion | None = Non
     "/working/{scope_kind}/{scope_id}/{key}",
     response_model=CommandResponse,
     summary="store_shared_context: write a working entry (optimistic concurrency with expected_version)",
+    responses=PENDING,
 )
 async def put_working(
     scope_kind: ScopeKindPath, scope_id: ScopeIdPath, key: KeyPath, body: WorkingIn, send: Send, settings: Settings
@@ -218,7 +236,9 @@ async def get_working(
     return row
 
 
-@router.delete("/working/{scope_kind}/{scope_id}/{key}", response_model=CommandResponse, summary="Delete")
+@router.delete(
+    "/working/{scope_kind}/{scope_id}/{key}", response_model=CommandResponse, summary="Delete", responses=PENDING
+)
 async def delete_working(
     scope_kind: ScopeKindPath,
     scope_id: ScopeIdPath,
@@ -233,7 +253,13 @@ async def delete_working(
 # Long-term ------------------------------------------------------------------------------------------------------
 
 
-@router.post("/long-term", response_model=CommandResponse, status_code=201, summary="Remember a long-term entry")
+@router.post(
+    "/long-term",
+    response_model=CommandResponse,
+    status_code=201,
+    summary="Remember a long-term entry",
+    responses=PENDING,
+)
 async def remember(body: LongTermFields, send: Send, settings: Settings) -> CommandResponse:
     _check_size(settings, body.content)
     command_id = send.command_id
@@ -299,19 +325,23 @@ async def list_long_term(
     return Items(items=await queries.ask(principal, ListMemory(tier=Tier.LONG_TERM, tag=tag, limit=limit)))
 
 
-@router.get("/long-term/{entry_id}", summary="A long-term entry")
+@router.get(f"/long-term/{LONG_TERM_ID}", summary="A long-term entry")
 async def get_long_term(entry_id: ResourceId, principal: CurrentPrincipal, queries: Queries) -> Any:
     return await queries.ask(principal, GetMemory(tier=Tier.LONG_TERM, entry_id=entry_id))
 
 
-@router.patch("/long-term/{entry_id}", response_model=CommandResponse, summary="Edit a long-term entry")
+@router.patch(
+    f"/long-term/{LONG_TERM_ID}", response_model=CommandResponse, summary="Edit a long-term entry", responses=PENDING
+)
 async def edit_long_term(entry_id: ResourceId, body: LongTermPatch, send: Send, settings: Settings) -> CommandResponse:
     _check_size(settings, body.content)
     command = UpdateLongTerm(entry_id=entry_id, **body.model_dump(exclude_none=True))
     return await send(command)
 
 
-@router.delete("/long-term/{entry_id}", response_model=CommandResponse, summary="Delete a long-term entry")
+@router.delete(
+    f"/long-term/{LONG_TERM_ID}", response_model=CommandResponse, summary="Delete a long-term entry", responses=PENDING
+)
 async def forget(entry_id: ResourceId, send: Send) -> CommandResponse:
     command = ForgetLongTerm(entry_id=entry_id)
     return await send(command)

@@ -27,12 +27,9 @@ from contracts.teams import (
 )
 from gateway.body import JsonBodyRoute
 from gateway.deps import CurrentPrincipal, Queries
-from gateway.routes.common import CommandResponse, ResourceId, Send
+from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send
 
 router = APIRouter(tags=["teams"], route_class=JsonBodyRoute)
-ACCEPTED: dict[int | str, dict[str, Any]] = {
-    202: {"model": CommandResponse, "description": "Accepted; poll the command's status link."}
-}
 
 
 class TeamCreate(BaseModel):
@@ -76,7 +73,7 @@ class TeamStatus(BaseModel):
     usage_this_month: dict[str, Any]
 
 
-@router.post("/teams", response_model=CommandResponse, status_code=201, summary="Create a team", responses=ACCEPTED)
+@router.post("/teams", response_model=CommandResponse, status_code=201, summary="Create a team", responses=PENDING)
 async def create_team(body: TeamCreate, send: Send) -> CommandResponse:
     team_id = f"team_{send.command_id[:24]}"
     command: CreateTeam | CreateTeamFromTemplate
@@ -120,13 +117,13 @@ async def team_status(team_id: ResourceId, principal: CurrentPrincipal, queries:
 
 
 @router.put(
-    "/teams/{team_id}", response_model=CommandResponse, summary="Rename or redescribe a team", responses=ACCEPTED
+    "/teams/{team_id}", response_model=CommandResponse, summary="Rename or redescribe a team", responses=PENDING
 )
 async def update_team(team_id: ResourceId, details: TeamDetails, send: Send) -> CommandResponse:
     return await send(UpdateTeam(team_id=team_id, details=details))
 
 
-@router.post("/teams/{team_id}/archive", response_model=CommandResponse, summary="Archive a team", responses=ACCEPTED)
+@router.post("/teams/{team_id}/archive", response_model=CommandResponse, summary="Archive a team", responses=PENDING)
 async def archive_team(team_id: ResourceId, send: Send) -> CommandResponse:
     return await send(ArchiveTeam(team_id=team_id))
 
@@ -135,7 +132,7 @@ async def archive_team(team_id: ResourceId, send: Send) -> CommandResponse:
     "/teams/{team_id}/members",
     response_model=CommandResponse,
     summary="Add an agent of the workspace to a team (lead true: it becomes the lead)",
-    responses=ACCEPTED,
+    responses=PENDING,
 )
 async def add_member(team_id: ResourceId, member: TeamMember, send: Send) -> CommandResponse:
     return await send(AddTeamMember(team_id=team_id, member=member))
@@ -145,7 +142,7 @@ async def add_member(team_id: ResourceId, member: TeamMember, send: Send) -> Com
     "/teams/{team_id}/members/{agent_id}",
     response_model=CommandResponse,
     summary="Remove a member (not the lead)",
-    responses=ACCEPTED,
+    responses=PENDING,
 )
 async def remove_member(team_id: ResourceId, agent_id: ResourceId, send: Send) -> CommandResponse:
     return await send(RemoveTeamMember(team_id=team_id, agent_id=agent_id))

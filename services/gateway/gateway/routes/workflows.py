@@ -10,9 +10,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts import ErrorCode, EventRecord, OutcomeStatus
+from contracts import EventRecord, OutcomeStatus
 from contracts.agents import AgentSpec, ListAgents, StaffAgents, StaffNeed, can_take
 from contracts.budgets import Budget
+from contracts.messages import Boolean, Title
 from contracts.public_events import describe, public_event
 from contracts.workflows import (
     EXECUTION_AGGREGATE,
@@ -39,27 +40,36 @@ from contracts.workflows import (
 from gateway.body import JsonBodyRoute
 from gateway.deps import BusDep, CurrentPrincipal, Queries
 from gateway.errors import ApiError
-from gateway.routes.common import CommandResponse, ResourceId, Send
+from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send, segment
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["workflows"], route_class=JsonBodyRoute)
 Limit = Annotated[int, Query(ge=1, le=500)]
 KEEPALIVE_S = 15.0
+WORKFLOW_ID = segment("workflow_id", not_one_of=["executions"])
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class WorkflowCreate(Model):
-    """Either a full ``spec``, or the slug of a ``template`` (optionally with a new ``name``)."""
+class WorkflowFromSpec(Model):
+    """A workflow from a full ``spec`` (optionally under another ``name``)."""
 
-    spec: WorkflowSpec | None = None
-    template: str | None = Field(default=None, min_length=1, max_length=100)
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    staff: bool = Field(
-        default=True, description="With a template: create the agents its steps need that the workspace lacks."
-    )
+    spec: WorkflowSpec
+    name: Title | None = None
+
+
+class WorkflowFromTemplate(Model):
+    """A workflow from the slug of a ``template`` (optionally under a new ``name``)."""
+
+    template: str = Field(min_length=1, max_length=100)
+    name: Title | None = None
+    staff: Boolean = Field(default=True, description="Create the agents its steps need that the workspace lacks.")
+
+
+WorkflowCreate = WorkflowFromSpec | WorkflowFromTemplate
+"""Exactly one of ``spec`` and ``template``: each shape forbids the other's field."""
 
 
 class ExecutionRequest(Model):
@@ -72,7 +82,7 @@ class Cancellation(Model):
 
 
 class ApprovalDecision(Model):
-    approved: bool
+    approved: Boolean
     comment: str = Field(default="", max_length=5000)
 
 
@@ -103,26 +113,35 @@ async def get_execution(execution_id: ResourceId, principal: CurrentPrincipal, q
     return await queries.ask(principal, GetExecution(execution_id=execution_id))
 
 
-@router.post("/workflows/executions/{execution_id}/pause", response_model=CommandResponse, summary="Pause")
+@router.post(
+    "/workflows/executions/{execution_id}/pause", response_model=CommandResponse, summary="Pause", responses=PENDING
+)
 async def pause(execution_id: ResourceId, send: Send) -> CommandResponse:
     command = PauseExecution(execution_id=execution_id)
     return await send(command)
 
 
-@router.post("/workflows/executions/{execution_id}/resume", response_model=CommandResponse, summary="Resume")
+@router.post(
+    "/workflows/executions/{execution_id}/resume", response_model=CommandResponse, summary="Resume", responses=PENDING
+)
 async def resume(execution_id: ResourceId, send: Send) -> CommandResponse:
     command = ResumeExecution(execution_id=execution_id)
     return await send(command)
 
 
-@router.post("/workflows/executions/{execution_id}/cancel", response_model=CommandResponse, summary="Cancel")
+@router.post(
+    "/workflows/executions/{execution_id}/cancel", response_model=CommandResponse, summary="Cancel", responses=PENDING
+)
 async def cancel(execution_id: ResourceId, send: Send, body: Cancellation | None = None) -> CommandResponse:
     command = CancelExecution(execution_id=execution_id, reason=body.reason if body else "")
     return await send(command)
 
 
 @router.post(
-    "/workflows/executions/{execution_id}/retry", response_model=CommandResponse, summary="Retry from the failed step"
+    "/workflows/executions/{execution_id}/retry",
+    response_model=CommandResponse,
+    summary="Retry from the failed step",
+    responses=PENDING,
 )
 async def retry(execution_id: ResourceId, send: Send) -> CommandResponse:
     command = RetryExecution(execution_id=execution_id)
@@ -133,6 +152,7 @@ async def retry(execution_id: ResourceId, send: Send) -> CommandResponse:
     "/workflows/executions/{execution_id}/approvals/{step_id}",
     response_model=CommandResponse,
     summary="Approve or reject a waiting approval step",
+    responses=PENDING,
 )
 async def decide_approval(
     execution_id: ResourceId, step_id: StepId, decision: ApprovalDecision, send: Send
@@ -159,10 +179,15 @@ async def execution_events(
     principal: CurrentPrincipal,
     queries: Queries,
     bus: BusDep,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern=r"^[0-9]{1,20}$",
+            description="The id of the last event received (a version number sent by this stream): resume after it.",
+        ),
+    ] = None,
 ) -> StreamingResponse:
-    if last_event_id is not None and not last_event_id.isdigit():
-        raise ApiError(ErrorCode.VALIDATION_FAILED, "Last-Event-ID must be an event number sent by this stream.")
     after = int(last_event_id or 0)
     await queries.ask(principal, GetExecution(execution_id=execution_id))  # 404 unless it is the caller's
     subjects = bus.subjects
@@ -221,17 +246,18 @@ async def _staffing(
     body: WorkflowCreate, send: Send, principal: CurrentPrincipal, queries: Queries
 ) -> tuple[list[StaffedAgent], list[str]]:
     """The agents staffing created for a template's steps, and the agent steps no agent can take yet."""
-    spec = body.spec
-    if spec is None:
+    if isinstance(body, WorkflowFromSpec):
+        spec, template = body.spec, None
+    else:
         templates = await queries.ask(principal, ListWorkflowTemplates())
         found = next((t for t in templates if t["slug"] == body.template), None)
         if found is None:
             return [], []
-        spec = WorkflowSpec.model_validate(found["spec"])
+        spec, template = WorkflowSpec.model_validate(found["spec"]), body
     steps = [step for step in spec.steps if isinstance(step, AgentStep)]
     staffed: list[StaffedAgent] = []
     covered: set[str] = set()  # steps whose agents staffing created or found (the read model may not show them yet)
-    if body.template is not None and body.staff:
+    if template is not None and template.staff:
         routed = [s for s in steps if not s.agent_id]
         needs = {(s.role, s.capability): StaffNeed(role=s.role, capability=s.capability) for s in routed}
         status = await send.follow_up(StaffAgents(needs=list(needs.values())), "staff")
@@ -256,16 +282,17 @@ async def _staffing(
     response_model=WorkflowCreated,
     status_code=201,
     summary="Create a workflow from a spec or a template (a template's missing agents are created)",
-    responses={202: {"model": WorkflowCreated}},
+    responses={202: {"model": WorkflowCreated, "description": "Accepted; poll the command's status link."}},
 )
 async def create_workflow(
     body: WorkflowCreate, send: Send, principal: CurrentPrincipal, queries: Queries
 ) -> WorkflowCreated:
-    if (body.spec is None) == (body.template is None):
-        raise ApiError(ErrorCode.VALIDATION_FAILED, "Give exactly one of 'spec' and 'template'.")
     command_id = send.command_id
     workflow_id = f"wf_{command_id[:24]}"
-    command = CreateWorkflow(workflow_id=workflow_id, spec=body.spec, template=body.template, name=body.name)
+    if isinstance(body, WorkflowFromSpec):
+        command = CreateWorkflow(workflow_id=workflow_id, spec=body.spec, name=body.name)
+    else:
+        command = CreateWorkflow(workflow_id=workflow_id, template=body.template, name=body.name)
     answer = await send(command, created=f"/api/v1/workflows/{workflow_id}")
     try:
         staffed, unstaffed = await _staffing(body, send, principal, queries)
@@ -284,7 +311,7 @@ async def list_workflows(
     return Items(items=items)
 
 
-@router.get("/workflows/{workflow_id}", summary="A workflow definition (latest version, or ?version=N)")
+@router.get(f"/workflows/{WORKFLOW_ID}", summary="A workflow definition (latest version, or ?version=N)")
 async def get_workflow(
     workflow_id: ResourceId,
     principal: CurrentPrincipal,
@@ -295,27 +322,30 @@ async def get_workflow(
 
 
 @router.put(
-    "/workflows/{workflow_id}",
+    f"/workflows/{WORKFLOW_ID}",
     response_model=CommandResponse,
     summary="Save a new version (running executions keep theirs)",
+    responses=PENDING,
 )
 async def update_workflow(workflow_id: ResourceId, spec: WorkflowSpec, send: Send) -> CommandResponse:
     command = UpdateWorkflow(workflow_id=workflow_id, spec=spec)
     return await send(command)
 
 
-@router.post("/workflows/{workflow_id}/archive", response_model=CommandResponse, summary="Archive a workflow")
+@router.post(
+    f"/workflows/{WORKFLOW_ID}/archive", response_model=CommandResponse, summary="Archive a workflow", responses=PENDING
+)
 async def archive_workflow(workflow_id: ResourceId, send: Send) -> CommandResponse:
     command = ArchiveWorkflow(workflow_id=workflow_id)
     return await send(command)
 
 
 @router.post(
-    "/workflows/{workflow_id}/executions",
+    f"/workflows/{WORKFLOW_ID}/executions",
     response_model=CommandResponse,
     status_code=201,
     summary="Execute a workflow with an input",
-    responses={202: {"model": CommandResponse}},
+    responses=PENDING,
 )
 async def execute_workflow(
     workflow_id: ResourceId, send: Send, body: ExecutionRequest | None = None
