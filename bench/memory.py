@@ -1,6 +1,7 @@
 """Memory retrieval latency and store throughput, beside raw driver figures measured in the same run.
 
     .venv/bin/python bench/memory.py [--quick] [--sizes 10000,100000] [--queries 200] [--stores 1000]
+        [--clients 1,10,50] [--concurrent-entries 10000] [--requests 300] [--only-concurrent] [--log-dir DIR]
 
 Retrieval: N long-term entries in one workspace (written straight into the read model, as the projection would
 leave them), then ``Retriever.retrieve`` for random queries: p50/p99 after the workspace's index is built (the
@@ -14,8 +15,10 @@ Concurrent queries: the memory service and the gateway run as processes (``pytho
 gateway``) over a workspace of N long-term entries; C clients (1, 10, 50) each send their share of the requests one
 after another, through the gateway (``GET /api/v1/memory/long-term/{id}``, ``POST /api/v1/memory/retrieve``) and
 straight over the NATS query path (the same queries as request/reply). Each line shows p50/p99 beside the
-single-client p50: a service that answers queries one at a time shows a p50 that grows with C. (Lists are left
-out: SecantusDB answers a sorted list by scanning the workspace, 1-2 s at 10,000 entries: only the database.)
+single-client p50. The NATS lines alternate with the same queries to a second memory service that answers one
+query at a time (QUERY_WORKERS=1, as every service did before its query subscriber had workers), so that both see
+the same load on the machine. (Lists are left out: SecantusDB answers a sorted list by scanning the workspace,
+1-2 s at 10,000 entries, which measures only the database.)
 Nothing is asserted: the figures are printed side by side.
 """
 
@@ -230,6 +233,7 @@ def service(module: str, env: dict[str, str], log_dir: Path) -> Iterator[str]:
     """``python -m <module>`` on a free port until the block ends; yields its base URL once it is live."""
     port = devstack.free_port()
     url = f"http://127.0.0.1:{port}"
+    log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / f"{module}.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", module],
@@ -258,7 +262,7 @@ def print_header(size: int, requests: int) -> None:
     print()
     print(f"Concurrent queries over {size} long-term entries ({requests} requests per line, shared by the clients)")
     header = (
-        f"{'path and query':<26} {'clients':>7} | {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7} {'failed':>6} |"
+        f"{'path and query':<34} {'clients':>7} | {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7} {'failed':>6} |"
         f" {'p50 / 1 client':>14}"
     )
     print(header)
@@ -271,7 +275,7 @@ def print_row(rows: list[Row]) -> None:
     single = next((s.p50_ms for s in rows if s.name == r.name and s.clients == 1 and s.p50_ms), None)
     ratio = f"{r.p50_ms / single:.1f}x" if single else "-"
     print(
-        f"{r.name:<26} {r.clients:>7} | {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.per_s:>7.0f} {r.failed:>6} | {ratio:>14}",
+        f"{r.name:<34} {r.clients:>7} | {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.per_s:>7.0f} {r.failed:>6} | {ratio:>14}",
         flush=True,
     )
 
@@ -304,30 +308,36 @@ async def timed(call: Call, clients: int, requests: int) -> tuple[list[float], i
 async def concurrent_queries(
     mongo_url: str, nats_url: str, log_dir: Path, size: int, clients: list[int], requests: int
 ) -> list[Row]:
-    """A row per path and query and number of clients, printed as it is measured."""
-    env = "bench" + uuid4().hex[:8]
+    """A row per path and query and number of clients, printed as it is measured. The NATS lines are measured
+    twice, alternately: against the memory service as configured and against one answering a query at a time
+    (QUERY_WORKERS=1, as every service did before its query subscriber had workers), each in its own environment
+    with the same entries, so that both see the same load on the machine."""
+    env, serial_env = "bench" + uuid4().hex[:8], "bench" + uuid4().hex[:8]
     settings = GatewaySettings(platform_env=env, mongodb_url=mongo_url, nats_url=nats_url)
     workspace = await create_workspace(settings, "Bench")
+    workspace_id = workspace["workspace_id"]
     mongo = connect_mongo(mongo_url, 120_000)
-    await seed(
-        mongo[Subjects(env).database("memory")], workspace["workspace_id"], size, random.Random(7), datetime.now(UTC)
-    )
+    for name in (env, serial_env):
+        await seed(mongo[Subjects(name).database("memory")], workspace_id, size, random.Random(7), datetime.now(UTC))
     await mongo.close()
+    common = {**os.environ, "MONGODB_URL": mongo_url, "NATS_URL": nats_url}
     env_vars = {
-        **os.environ,
+        **common,
         "PLATFORM_ENV": env,
-        "MONGODB_URL": mongo_url,
-        "NATS_URL": nats_url,
         "BACKEND_SERVICES": "memory",  # the gateway's /readyz asks only the service that runs here
         "QUERY_TIMEOUT_S": "60",  # measure how long a query waits, rather than a 503 after 5 s
     }
+    serial_vars = {**common, "PLATFORM_ENV": serial_env, "QUERY_WORKERS": "1"}
     rng = random.Random(11)
     rows: list[Row] = []
     nc = NatsClient()
     try:
-        with service("memory", env_vars, log_dir), service("gateway", env_vars, log_dir) as gateway:
+        with (
+            service("memory", env_vars, log_dir),
+            service("memory", serial_vars, log_dir / "one-at-a-time"),
+            service("gateway", env_vars, log_dir) as gateway,
+        ):
             await nc.connect(nats_url, connect_timeout=10)
-            subjects = Subjects(env)
             http = httpx.AsyncClient(
                 base_url=gateway,
                 headers={"Authorization": f"Bearer {workspace['api_key']}"},
@@ -335,13 +345,16 @@ async def concurrent_queries(
                 limits=httpx.Limits(max_connections=max(clients), max_keepalive_connections=max(clients)),
             )
 
-            async def over_nats(make: Callable[[], Query]) -> None:
-                query = make()
-                subject = subjects.query("memory", workspace["workspace_id"], query.type_name)
-                reply = QueryReply.model_validate_json(
-                    (await nc.request(subject, query.model_dump_json().encode(), timeout=60)).data
-                )
-                assert reply.ok, reply
+            def over_nats(subjects: Subjects, make: Callable[[], Query]) -> Call:
+                async def call() -> None:
+                    query = make()
+                    subject = subjects.query("memory", workspace_id, query.type_name)
+                    reply = QueryReply.model_validate_json(
+                        (await nc.request(subject, query.model_dump_json().encode(), timeout=60)).data
+                    )
+                    assert reply.ok, reply
+
+                return call
 
             def get_query() -> Query:
                 return GetMemory(tier=Tier.LONG_TERM, entry_id=f"e{rng.randrange(size)}")
@@ -356,28 +369,38 @@ async def concurrent_queries(
                 body = {"query": text(rng, 3), "tiers": ["long_term"], "limit": 10}
                 (await http.post("/api/v1/memory/retrieve", json=body)).raise_for_status()
 
-            calls: list[tuple[str, Call]] = [
-                ("gateway GET long-term/id", gateway_get),
-                ("gateway POST retrieve", gateway_retrieve),
-                ("NATS GetMemory", lambda: over_nats(get_query)),
-                ("NATS RetrieveMemory", lambda: over_nats(retrieve_query)),
+            ours, serial = Subjects(env), Subjects(serial_env)
+            groups: list[list[tuple[str, Call]]] = [
+                [("gateway GET long-term/id", gateway_get)],
+                [("gateway POST retrieve", gateway_retrieve)],
+                [
+                    ("NATS GetMemory", over_nats(ours, get_query)),
+                    ("NATS GetMemory, 1 at a time", over_nats(serial, get_query)),
+                ],
+                [
+                    ("NATS RetrieveMemory", over_nats(ours, retrieve_query)),
+                    ("NATS RetrieveMemory, 1 at a time", over_nats(serial, retrieve_query)),
+                ],
             ]
             devstack.wait_until(lambda: devstack.http_ok(gateway + "/readyz"), 60, "gateway /readyz")
-            for _, call in calls:  # warm up: the workspace's index, connections, key cache
-                await timed(call, 5, 10)
+            for group in groups:  # warm up: the workspace's index, connections, key cache
+                for _, call in group:
+                    await timed(call, 5, 10)
             print_header(size, requests)
-            for name, call in calls:
+            for group in groups:
                 for n in clients:
-                    t0 = time.perf_counter()
-                    latencies, failed = await timed(call, n, requests)
-                    elapsed = time.perf_counter() - t0
-                    p50, p99 = (pct(latencies, 0.5) * 1000, pct(latencies, 0.99) * 1000) if latencies else (0.0, 0.0)
-                    rows.append(Row(name, n, p50, p99, len(latencies) / elapsed, failed))
-                    print_row(rows)
+                    for name, call in group:
+                        t0 = time.perf_counter()
+                        latencies, failed = await timed(call, n, requests)
+                        elapsed = time.perf_counter() - t0
+                        p50, p99 = (pct(latencies, 0.5) * 1000, pct(latencies, 0.99) * 1000) if latencies else (0, 0)
+                        rows.append(Row(name, n, p50, p99, len(latencies) / elapsed, failed))
+                        print_row(rows)
             await http.aclose()
     finally:
         await nc.close()
-        await devstack.drop_environment(env, mongodb_url=mongo_url, nats_url=nats_url)
+        for name in (env, serial_env):
+            await devstack.drop_environment(name, mongodb_url=mongo_url, nats_url=nats_url)
     return rows
 
 
