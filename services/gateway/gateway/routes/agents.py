@@ -4,10 +4,11 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
 from contracts.agents import AgentSpec, AgentStatus, AgentView, ChangeAgentStatus, GetAgent, ListAgents, RegisterAgent
+from gateway.body import JsonBodyRoute
 from gateway.deps import CurrentPrincipal, Queries
 from gateway.routes.common import CommandResponse, ResourceId, Send
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(tags=["agents"], route_class=JsonBodyRoute)
 
 
 class AgentList(BaseModel):
