@@ -19,7 +19,7 @@ async def setup(runtime: Runtime, app: FastAPI) -> None:
     await agents.ensure_indexes()
     serve_commands(runtime.bus, SERVICE, commands, runtime.store, runtime.policy)
     serve_projection(runtime.bus, SERVICE, agents, runtime.store, runtime.policy)
-    serve_queries(runtime.bus, SERVICE, build_queries(agents))
+    serve_queries(runtime.bus, SERVICE, build_queries(agents), workers=runtime.settings.query_workers)
 
 
 def build_app(settings: OrchestratorSettings) -> FastAPI:
