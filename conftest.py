@@ -176,7 +176,18 @@ async def running_platform(
     (none when ``behaviour`` is None), all in this process."""
     common: dict[str, Any] = {"platform_env": env_name, "nats_url": infra.nats_url, "mongodb_url": infra.mongodb_url}
     fast: dict[str, Any] = {"relay_poll_interval_s": 0.2}
-    settings = GatewaySettings(**{"max_body_bytes": 4096, **common, **overrides})
+    running = [
+        name
+        for name, on in (
+            ("orchestrator", orchestrator),
+            ("workflow-engine", engine),
+            ("memory", memory),
+            ("agent-runtime", runtime is not None),
+        )
+        if on
+    ]
+    defaults = {"max_body_bytes": 4096, "backend_services": ",".join(running)}  # /readyz asks the services run here
+    settings = GatewaySettings(**{**defaults, **common, **overrides})
     gateway = build_gateway(settings)
     apps = [build_orchestrator(OrchestratorSettings(**common, **fast))] if orchestrator else []
     if engine:

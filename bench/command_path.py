@@ -398,7 +398,8 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             os.environ["DEVSTACK_PORT_BASE"] = str(free_port_base())
             try:
-                with devstack.services(service_env, logs) as urls:
+                with devstack.services(service_env, logs) as stack:
+                    urls = stack.urls
                     api_key = devstack.create_workspace(service_env, "bench")["api_key"]
                     print(
                         f"  services up in {time.perf_counter() - started:.0f}s; gateway at {urls['gateway']}",

@@ -1,6 +1,9 @@
-"""`make up`'s launcher started as a process: every service answers /readyz and the slice works over HTTP."""
+"""`make up`'s launcher started as a process: every service answers /readyz, the slice works over HTTP, the admin
+command finds the running stack by itself, and a killed service is restarted while the gateway's /readyz says it
+is gone."""
 
 import asyncio
+import json
 import os
 import random
 import select
@@ -9,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from conftest import Infra
 from servicekit.devstack import SERVICES, port_open
 
 pytestmark = pytest.mark.system
+BACKENDS = {"orchestrator", "workflow-engine", "memory", "neptune", "agent-runtime"}
 
 
 def _free_port_base() -> int:
@@ -30,27 +35,48 @@ def _free_port_base() -> int:
     raise RuntimeError("no free port range")
 
 
-def _read_until(proc: subprocess.Popen[bytes], marker: str, timeout_s: float) -> list[str]:
-    """Read the process's output (unbuffered, so select() tells the truth) until a line holds ``marker``."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    output = b""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            chunk = os.read(fd, 65536)
-            output += chunk
-            lines = output.decode(errors="replace").splitlines()
-            if any(marker in line for line in lines):
-                return lines
-            if not chunk:
-                break
-    raise AssertionError(f"{marker!r} not printed; output so far:\n{output.decode(errors='replace')}")
+@dataclass
+class Launcher:
+    proc: subprocess.Popen[bytes]
+    root: Path
+    env_name: str
+    output: bytes = b""
+    gateway: str = ""
+    key: str = ""
+    base: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def read_until(self, marker: str, timeout_s: float) -> list[str]:
+        """Read the launcher's output (unbuffered, so select() tells the truth) until a new line holds ``marker``;
+        the lines read so far."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        seen = len(self.lines)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                chunk = os.read(fd, 65536)
+                self.output += chunk
+                self.lines = self.output.decode(errors="replace").splitlines()
+                if any(marker in line for line in self.lines[seen:]):
+                    return self.lines
+                if not chunk:
+                    break
+        raise AssertionError(f"{marker!r} not printed; output so far:\n{self.output.decode(errors='replace')}")
+
+    @property
+    def state(self) -> dict[str, object]:
+        state: dict[str, object] = json.loads((self.root / ".data" / f"stack-{self.env_name}.json").read_text())
+        return state
+
+    def pid_of(self, service: str) -> int:
+        services: dict[str, dict[str, int]] = self.state["services"]  # type: ignore[assignment]
+        return services[service]["pid"]
 
 
 @pytest.fixture
-def stack(infra: Infra, env_name: str, tmp_path: Path) -> Iterator[tuple[str, str, int]]:
+def stack(infra: Infra, env_name: str, tmp_path: Path) -> Iterator[Launcher]:
     base = _free_port_base()
     env = {
         **os.environ,
@@ -65,11 +91,13 @@ def stack(infra: Infra, env_name: str, tmp_path: Path) -> Iterator[tuple[str, st
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    launcher = Launcher(proc, tmp_path, env_name, base=base)
     try:
-        lines = _read_until(proc, "API key:", 120)
-        key = next(line.split("API key:")[1].strip() for line in lines if "API key:" in line)
-        gateway = next(line.split("Gateway:")[1].split()[0] for line in lines if "Gateway:" in line)
-        yield gateway, key, base
+        lines = launcher.read_until("Press Ctrl-C", 120)
+        launcher.key = next(line.split("API key:")[1].strip() for line in lines if "API key:" in line)
+        launcher.gateway = next(line.split("Gateway:")[1].split()[0] for line in lines if "Gateway:" in line)
+        assert any(f"MongoDB:   {infra.mongodb_url}" in line for line in lines), "make up prints the MongoDB URL"
+        yield launcher
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -79,16 +107,18 @@ def stack(infra: Infra, env_name: str, tmp_path: Path) -> Iterator[tuple[str, st
             raise
     assert proc.returncode == 0
     assert not any(port_open("127.0.0.1", base + i) for i in range(len(SERVICES))), "Ctrl-C stops every service"
+    assert not (tmp_path / ".data" / f"stack-{env_name}.json").exists(), "the stack's state goes with it"
 
 
-async def test_every_service_is_ready_and_the_slice_works_over_http(stack: tuple[str, str, int]) -> None:
-    gateway, key, base = stack
-    headers = {"Authorization": f"Bearer {key}"}
+async def test_every_service_is_ready_and_the_slice_works_over_http(stack: Launcher) -> None:
+    gateway, base = stack.gateway, stack.base
+    headers = {"Authorization": f"Bearer {stack.key}"}
     async with httpx.AsyncClient(timeout=10) as client:
         for i, svc in enumerate(SERVICES):
             ready = await client.get(f"http://127.0.0.1:{base + i}/readyz")
             assert ready.status_code == 200, f"{svc.name}: {ready.text}"
-            assert ready.json()["checks"] == {"nats": True, "mongodb": True}
+            backends = BACKENDS if svc.name == "gateway" else set()
+            assert ready.json()["checks"] == {"nats": True, "mongodb": True, **dict.fromkeys(backends, True)}
 
         created = await client.post(
             f"{gateway}/api/v1/agents", json={"name": "Proposal writer", "role": "sales"}, headers=headers
@@ -118,12 +148,12 @@ async def _settled(client: httpx.AsyncClient, url: str, headers: dict[str, str])
         await asyncio.sleep(0.2)
 
 
-async def test_every_template_runs_to_completion_on_make_up_alone(stack: tuple[str, str, int]) -> None:
+async def test_every_template_runs_to_completion_on_make_up_alone(stack: Launcher) -> None:
     """What the README shows a new user, on the processes make up starts and nothing else: each workflow template,
     created on a fresh workspace (its agents are staffed), runs to ``completed`` with the local provider, and the
     branch taken follows the input."""
-    gateway, key, _ = stack
-    headers = {"Authorization": f"Bearer {key}"}
+    gateway = stack.gateway
+    headers = {"Authorization": f"Bearer {stack.key}"}
     inputs: dict[str, list[dict[str, Any]]] = {
         "support-ticket": [{"ticket": {"subject": "Cannot log in"}}, {"ticket": {"subject": "A question on exports"}}],
         "lead-to-customer": [
@@ -157,3 +187,44 @@ async def test_every_template_runs_to_completion_on_make_up_alone(stack: tuple[s
         assert "respond" in taken["support-ticket"][1]
         assert "proposal" in taken["lead-to-customer"][0]
         assert "nurture" in taken["lead-to-customer"][1]
+
+
+def test_the_admin_command_as_documented_uses_the_running_stack(stack: Launcher) -> None:
+    # As the README has it: from the checkout, no flags, no MONGODB_URL or NATS_URL; only the stack's environment.
+    env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URL", "NATS_URL"}}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.admin", "create-workspace", "Second team"],
+        cwd=stack.root,
+        env={**env, "PLATFORM_ENV": stack.env_name},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    created = json.loads(done.stdout)
+    resp = httpx.get(f"{stack.gateway}/api/v1/workspace", headers={"Authorization": f"Bearer {created['api_key']}"})
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["workspace_id"], resp.json()["name"]) == (created["workspace_id"], "Second team")
+
+
+def test_a_killed_service_is_restarted_and_the_gateway_reports_it_meanwhile(stack: Launcher) -> None:
+    engine = stack.pid_of("workflow-engine")
+    os.kill(engine, signal.SIGKILL)
+    with httpx.Client(timeout=10) as client:
+        deadline = time.monotonic() + 30
+        while (ready := client.get(f"{stack.gateway}/readyz")).status_code == 200:
+            assert time.monotonic() < deadline, "the gateway's /readyz never noticed the engine was gone"
+            time.sleep(0.1)
+        assert ready.status_code == 503
+        assert ready.json()["failing"] == ["workflow-engine"]
+        assert (client.get(f"{stack.gateway}/healthz")).status_code == 200
+
+        lines = stack.read_until("workflow-engine is ready again", 90)
+        assert any("workflow-engine killed by SIGKILL" in line for line in lines)
+        assert any("workflow-engine restarted (pid" in line for line in lines)
+        assert stack.pid_of("workflow-engine") != engine
+        deadline = time.monotonic() + 30
+        while (ready := client.get(f"{stack.gateway}/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, f"the gateway never saw the engine back: {ready.text}"
+            time.sleep(0.2)
+        assert ready.json()["failing"] == []

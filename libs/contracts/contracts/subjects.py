@@ -64,6 +64,10 @@ class Subjects:
     def query(self, service: str, workspace_id: str, query_type: str) -> str:
         return f"{self.env}.qry.{service}.{workspace_id}.{query_type}"
 
+    def ping(self, service: str) -> str:
+        """Where ``service`` answers a Ping: a query of no workspace (``_`` is no workspace's id)."""
+        return self.query(service, "_", "Ping")
+
     def queries_of(self, service: str) -> str:
         return f"{self.env}.qry.{service}.>"
 

@@ -1,16 +1,23 @@
-"""Request/reply queries answered from a service's read models (core NATS, queue group per service)."""
+"""Request/reply queries answered from a service's read models (core NATS, queue group per service).
+
+Each replica answers up to ``workers`` queries at once: a core NATS subscription hands its messages to one callback
+at a time, so a subscriber without workers answers one query after another, and one slow query holds up every query
+behind it. Every router answers ``Ping`` (``ping`` asks it), so a service whose query path is stuck or gone shows.
+"""
 
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from faststream.nats import NatsMessage
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import ValidationError
 
 from contracts import REGISTRY, ErrorCode, Query, QueryReply, UnknownMessageType
 from contracts.errors import DomainError
+from contracts.health import Ping
 from servicekit.bus import Bus
 from servicekit.http import REQUEST_ID_HEADER
 
@@ -28,9 +35,16 @@ async def the_message(msg: NatsMessage) -> NatsMessage:
     return msg
 
 
+async def pong(query: Ping, workspace_id: str) -> str:
+    return "pong"
+
+
 class QueryRouter:
+    """The service's query handlers by query type; ``Ping`` is answered by every router."""
+
     def __init__(self) -> None:
         self._handlers: dict[str, QueryFn] = {}
+        self.register(Ping)(pong)
 
     def register(self, query: type[Q]) -> Callable[[Callable[[Q, str], Awaitable[Any]]], QueryFn]:
         def decorate(fn: Callable[[Q, str], Awaitable[Any]]) -> QueryFn:
@@ -54,12 +68,17 @@ class QueryRouter:
             return QueryReply(ok=False, error_code=exc.code, error_message=str(exc))
 
 
-def serve_queries(bus: Bus, service: str, router: QueryRouter) -> None:
+def serve_queries(bus: Bus, service: str, router: QueryRouter, *, workers: int) -> None:
+    """Answer ``service``'s queries with ``router``, up to ``workers`` at once in this replica (the replicas share
+    the queries through a queue group)."""
     subjects = bus.subjects
     prefix_parts = len(subjects.queries_of(service).split(".")) - 1
 
     @bus.broker.subscriber(
-        subjects.queries_of(service), queue=subjects.durable(service, "queries"), decoder=the_message
+        subjects.queries_of(service),
+        queue=subjects.durable(service, "queries"),
+        decoder=the_message,
+        max_workers=workers,
     )
     async def _on_query(msg: NatsMessage) -> bytes:
         parts = msg.raw_message.subject.split(".")
@@ -102,3 +121,12 @@ async def ask(
     if not reply.ok:
         raise QueryFailed(reply.error_code or ErrorCode.INTERNAL_ERROR, reply.error_message or "query failed")
     return reply.result
+
+
+async def ping(bus: Bus, service: str, timeout_s: float) -> bool:
+    """Whether ``service`` answers a Ping within ``timeout_s`` (False when no replica of it is subscribed)."""
+    try:
+        msg = await bus.nc.request(bus.subjects.ping(service), b"{}", timeout=timeout_s)
+        return QueryReply.model_validate_json(msg.data).ok
+    except (NatsError, TimeoutError, ValidationError):
+        return False

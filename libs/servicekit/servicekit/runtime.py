@@ -74,6 +74,7 @@ class Runtime:
         self._relay: Relay | None = None
         self._on_start: list[Callable[[], None]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._checks: dict[str, Callable[[], Awaitable[bool]]] = {}
 
     def on_start(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` once consuming has started (e.g. to start a background loop)."""
@@ -82,6 +83,10 @@ class Runtime:
     def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Await ``hook`` on shutdown, once consumers have stopped and before the relay and the connections close."""
         self._on_stop.append(hook)
+
+    def check_ready(self, name: str, check: Callable[[], Awaitable[bool]]) -> None:
+        """Make ``/readyz`` also ask ``check`` (beside NATS and MongoDB); it must bound its own time."""
+        self._checks[name] = check
 
     @property
     def mongo(self) -> AsyncMongoClient[Document]:
@@ -152,8 +157,12 @@ class Runtime:
         self._mongo = None
 
     async def ready(self) -> dict[str, bool]:
+        """Every check by name, asked at once: NATS, MongoDB and those added with ``check_ready``."""
         timeout = self.settings.nats_timeout_s
-        return {"nats": await self.broker.ping(timeout), "mongodb": await ping(self.mongo)}
+        checks: dict[str, Awaitable[bool]] = {"nats": self.broker.ping(timeout), "mongodb": ping(self.mongo)}
+        checks.update((name, check()) for name, check in self._checks.items())
+        results = await asyncio.gather(*checks.values())
+        return dict(zip(checks, results, strict=True))
 
 
 Setup = Callable[[Runtime, FastAPI], Awaitable[None]]
@@ -166,12 +175,18 @@ def health_router(runtime_of: Callable[[], Runtime]) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="NATS and MongoDB are reachable", response_model=None)
+    @router.get(
+        "/readyz",
+        summary="NATS, MongoDB and the services this one depends on answer",
+        response_model=None,
+        responses={503: {"description": "Something it depends on does not answer; `failing` names it"}},
+    )
     async def readyz() -> JSONResponse:
         checks = await runtime_of().ready()
-        ok = all(checks.values())
+        failing = [name for name, ok in checks.items() if not ok]
         return JSONResponse(
-            {"status": "ready" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+            {"status": "unavailable" if failing else "ready", "checks": checks, "failing": failing},
+            status_code=503 if failing else 200,
         )
 
     return router

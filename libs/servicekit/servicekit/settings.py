@@ -32,6 +32,12 @@ class ServiceSettings(BaseSettings):
         description="Messages a command or reaction consumer handles at once per replica (handlers mostly wait for "
         "the database and the broker, so throughput needs many at once).",
     )
+    query_workers: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="Queries a replica answers at once (they mostly wait for the database).",
+    )
     shutdown_grace_s: float = Field(
         default=10.0,
         ge=0,

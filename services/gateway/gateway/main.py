@@ -1,5 +1,7 @@
 """Composition root of the gateway."""
 
+from functools import partial
+
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
@@ -10,6 +12,7 @@ from gateway.routes import router
 from gateway.schema import exact_openapi
 from gateway.settings import GatewaySettings
 from gateway.workspaces import WorkspaceStore
+from servicekit.queries import ping
 from servicekit.runtime import Runtime, create_app
 
 
@@ -24,6 +27,8 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         app.state.workspaces = workspaces
         app.state.commands = commands
         app.state.queries = QueryClient(runtime.bus, settings.query_timeout_s)
+        for backend in settings.backends:  # /readyz says which backend does not answer its queries
+            runtime.check_ready(backend, partial(ping, runtime.bus, backend, settings.backend_ping_timeout_s))
 
     app = create_app(
         settings,

@@ -15,7 +15,17 @@ class GatewaySettings(ServiceSettings):
     )
     command_wait_s: float = Field(default=5.0, ge=0, description="How long a command request waits for its outcome.")
     query_timeout_s: float = Field(default=5.0, gt=0)
+    backend_services: str = Field(
+        default="orchestrator,workflow-engine,memory,neptune,agent-runtime",
+        pattern=r"^[a-z0-9,-]*$",
+        description="Comma-separated services whose answer to a ping /readyz asks for.",
+    )
+    backend_ping_timeout_s: float = Field(default=1.0, gt=0, description="How long /readyz waits for each ping.")
     memory_max_entry_chars: int = Field(default=10_000, ge=1, description="Longest memory entry (characters).")
     memory_max_import_entries: int = Field(default=1000, ge=1, description="Most entries in one import.")
     memory_max_query_chars: int = Field(default=500, ge=1, description="Longest retrieval query (characters).")
     memory_default_ttl_s: float = Field(default=86_400.0, gt=0, description="Short-term expiry when none is given.")
+
+    @property
+    def backends(self) -> list[str]:
+        return [name for name in self.backend_services.split(",") if name]

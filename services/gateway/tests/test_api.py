@@ -155,7 +155,20 @@ async def test_health_and_readiness(platform: Platform) -> None:
     assert (await platform.client.get("/healthz")).json() == {"status": "ok"}
     ready = await platform.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"nats": True, "mongodb": True}
+    assert ready.json()["checks"] == {"nats": True, "mongodb": True, "orchestrator": True, "workflow-engine": True}
+    assert ready.json()["failing"] == []
+
+
+async def test_readiness_names_a_backend_service_that_does_not_answer(infra: Infra, env_name: str) -> None:
+    async with running_platform(
+        infra, env_name, engine=False, behaviour=None, backend_services="orchestrator,workflow-engine"
+    ) as platform:
+        ready = await platform.client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable"
+        assert ready.json()["checks"] == {"nats": True, "mongodb": True, "orchestrator": True, "workflow-engine": False}
+        assert ready.json()["failing"] == ["workflow-engine"]
+        assert (await platform.client.get("/healthz")).status_code == 200, "liveness does not depend on backends"
 
 
 async def test_a_slow_outcome_answers_202_and_the_command_can_be_polled(infra: Infra, env_name: str) -> None:

@@ -35,7 +35,8 @@ def build_app(settings: MemorySettings, clock: Callable[[], datetime] = utcnow) 
         serve_commands(runtime.bus, SERVICE, build_router(clock, projections[0]), runtime.store, runtime.policy)
         for projection in projections:
             serve_projection(runtime.bus, SERVICE, projection, runtime.store, runtime.policy)
-        serve_queries(runtime.bus, SERVICE, build_queries(runtime.store, rows, retriever, clock))
+        queries = build_queries(runtime.store, rows, retriever, clock)
+        serve_queries(runtime.bus, SERVICE, queries, workers=settings.query_workers)
 
         if settings.clear_short_term_on_scope_end:
 

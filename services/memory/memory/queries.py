@@ -37,6 +37,16 @@ def build_queries(
             query["expires_at"] = {"$gt": clock()}
         return query
 
+    def is_live(row: Document, workspace_id: str, tier: Tier) -> bool:
+        """What ``live`` asks of a row, asked of one in hand."""
+        expires_at = row.get("expires_at")
+        return (
+            row.get("workspace_id") == workspace_id
+            and row.get("tier") == tier.value
+            and row.get("deleted") is False
+            and (tier is not Tier.SHORT_TERM or (expires_at is not None and expires_at > clock()))
+        )
+
     @router.register(RetrieveMemory)
     async def retrieve(query: RetrieveMemory, workspace_id: str) -> list[Document]:
         return await retriever.retrieve(workspace_id, query, clock())
@@ -56,12 +66,14 @@ def build_queries(
     @router.register(GetMemory)
     async def get_entry(query: GetMemory, workspace_id: str) -> Document:
         aggregate = ENTRY_STREAMS.get(query.tier)
-        row_id = (  # a row's _id is its stream's id: one indexed lookup, within the workspace by construction
-            {"_id": StreamRef(workspace_id, aggregate, query.entry_id).stream_id}
-            if aggregate is not None
-            else {"entry_id": query.entry_id}
-        )
-        row = await rows.find_one({**live(workspace_id, query.tier), **row_id}, HIDDEN)
+        if aggregate is None:
+            row = await rows.find_one({**live(workspace_id, query.tier), "entry_id": query.entry_id}, HIDDEN)
+        else:
+            # A row's _id is its stream's id, within the workspace by construction. Looked up by _id alone: with more
+            # fields beside it SecantusDB scans the collection (1.2 s at 10,000 entries); the rest is checked here.
+            row = await rows.find_one({"_id": StreamRef(workspace_id, aggregate, query.entry_id).stream_id}, HIDDEN)
+            if row is not None and not is_live(row, workspace_id, query.tier):
+                row = None
         if row is None:
             raise d.MemoryNotFound(f"{query.tier.value} memory {query.entry_id} not found")
         return view(row)

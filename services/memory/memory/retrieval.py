@@ -50,6 +50,18 @@ def tokens(text: str) -> list[str]:
     return [t for t in (w.lower() for w in TOKEN.findall(text)) if t not in STOPWORDS]
 
 
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """A candidate's score and its components."""
+
+    row: Document
+    score: float
+    relevance: float
+    recency: float
+    importance: float
+    similarity: float | None
+
+
 @dataclass
 class WorkspaceIndex:
     stamp: str
@@ -118,17 +130,16 @@ class Retriever:
         found += _search(_index(scoped), scoped, words, CANDIDATES)
         semantic = await self._semantic(query.query, [row for row, _ in found])
         best = max((score for _, score in found), default=1.0) or 1.0
-        results = []
-        for (row, score), similarity in zip(found, semantic, strict=True):
-            if row.get("expires_at") is not None and _aware(row["expires_at"]) <= now:
-                continue
-            results.append(self._result(row, score / best, similarity, words, now))
-        results.sort(key=lambda r: (-r["score"], r["entry_id"]))
-        return results[: query.limit]
+        ranked = [
+            self._rank(row, score / best, similarity, now)
+            for (row, score), similarity in zip(found, semantic, strict=True)
+            if row.get("expires_at") is None or _aware(row["expires_at"]) > now
+        ]
+        ranked.sort(key=lambda r: (-r.score, r.row["entry_id"]))
+        # Only what is returned is explained (its matched terms need its content tokenised again).
+        return [self._result(r, words) for r in ranked[: query.limit]]
 
-    def _result(
-        self, row: Document, relevance: float, similarity: float | None, words: list[str], now: datetime
-    ) -> Document:
+    def _rank(self, row: Document, relevance: float, similarity: float | None, now: datetime) -> Ranked:
         w = self._weights
         age_days = max(0.0, (now - _aware(row["updated_at"])).total_seconds() / 86_400)
         recency = math.exp(-math.log(2) * age_days / w.half_life_days)
@@ -136,12 +147,16 @@ class Retriever:
         score = w.relevance * relevance + w.recency * recency + w.importance * importance
         if similarity is not None:
             score += w.semantic * similarity
+        return Ranked(row, round(score, 6), relevance, recency, importance, similarity)
+
+    def _result(self, ranked: Ranked, words: list[str]) -> Document:
+        row, importance, similarity = ranked.row, ranked.importance, ranked.similarity
         present = set(tokens(row["content"]))
         matched = sorted({t for t in words if t in present})
         why = {
             "matched_terms": matched,
-            "relevance": round(relevance, 4),
-            "recency": round(recency, 4),
+            "relevance": round(ranked.relevance, 4),
+            "recency": round(ranked.recency, 4),
             "importance": importance,
         }
         if similarity is not None:
@@ -149,7 +164,7 @@ class Retriever:
         return {
             "tier": row["tier"],
             "entry_id": row["entry_id"],
-            "score": round(score, 6),
+            "score": ranked.score,
             "why": why,
             "content": row["content"],
             "scope": {"kind": row["scope_kind"], "id": row["scope_id"]} if row.get("scope_kind") else None,

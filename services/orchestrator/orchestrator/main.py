@@ -47,6 +47,6 @@ def build_app(settings: OrchestratorSettings, clock: Callable[[], datetime] = ut
             offline_after=timedelta(seconds=settings.agent_offline_after_s),
             clock=clock,
         )
-        serve_queries(runtime.bus, SERVICE, queries)
+        serve_queries(runtime.bus, SERVICE, queries, workers=runtime.settings.query_workers)
 
     return create_app(settings, setup, title="orchestrator", event_store=True)

@@ -53,7 +53,8 @@ def build_app(settings: WorkflowEngineSettings, clock: Callable[[], datetime] = 
         if runtime.relay is None:
             raise RuntimeError("the workflow engine needs its event store and relay")
         runtime.relay.add_reactor(executor.react, executor.give_up)
-        serve_queries(runtime.bus, SERVICE, build_queries(store, workflows, executions))
+        queries = build_queries(store, workflows, executions)
+        serve_queries(runtime.bus, SERVICE, queries, workers=settings.query_workers)
         loop = TimerLoop(timers, carried, runtime.bus, clock, settings.timer_poll_s, executions)
         runtime.on_start(loop.start)
         runtime.on_stop(loop.stop)

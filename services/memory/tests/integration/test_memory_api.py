@@ -157,6 +157,7 @@ async def test_long_term_edit_delete_and_limits(api: Api, platform: Platform) ->
     assert [e["entry_id"] for e in (await api.call("GET", "/long-term?tag=acme", expect=200))["items"]] == [entry_id]
     await api.call("DELETE", f"/long-term/{entry_id}", expect=200)
     await api.until("/long-term", lambda b: b["items"] == [])
+    assert (await api.call("GET", f"/long-term/{entry_id}", expect=404))["code"] == "memory_not_found"
     assert (await api.call("DELETE", f"/long-term/{entry_id}", expect=404))["code"] == "memory_not_found"
 
     too_big = "x" * (platform.settings.memory_max_entry_chars + 1)

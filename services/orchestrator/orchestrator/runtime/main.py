@@ -18,6 +18,7 @@ from orchestrator.runtime.workers import Workers
 from orchestrator.settings import RuntimeSettings
 from servicekit.eventstore import utcnow
 from servicekit.loops import Every
+from servicekit.queries import QueryRouter, serve_queries
 from servicekit.runtime import Runtime, create_app
 
 SERVICE = "orchestrator"  # the runtime's consumer and database are the orchestrator's
@@ -64,6 +65,7 @@ def build_app(settings: RuntimeSettings, clock: Callable[[], datetime] = utcnow)
             policy=replace(runtime.policy, max_deliver=settings.task_max_deliver, max_workers=settings.task_workers),
             on_give_up=worker.give_up,
         )
+        serve_queries(runtime.bus, settings.service_name, QueryRouter(), workers=4)  # it answers the gateway's pings
         workers = Workers(db["workers"])
         heartbeat = Every(settings.heartbeat_s, lambda: workers.beat(worker_id, clock()), "runtime heartbeat")
         sweep = Every(SWEEP_S, lambda: budgets.sweep(clock()), "budget sweep")
