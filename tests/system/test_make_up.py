@@ -51,7 +51,7 @@ def _read_until(proc: subprocess.Popen[bytes], marker: str, timeout_s: float) ->
 def stack(infra: Infra, env_name: str, tmp_path: Path) -> Iterator[tuple[str, str, int]]:
     base = _free_port_base()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "LOCAL_LLM"},  # the real model has a test of its own
         "MONGODB_URL": infra.mongodb_url,
         "NATS_URL": infra.nats_url,
         "PLATFORM_ENV": env_name,

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,9 +153,11 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 @contextmanager
-def services(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, str]]:
+def services(
+    env: dict[str, str], log_dir: Path, only: Mapping[str, Mapping[str, str]] | None = None
+) -> Iterator[dict[str, str]]:
     """Starts the services (the five and the agent runtime); yields their base URLs by name once every /readyz
-    answers 200."""
+    answers 200. ``only`` adds variables to one service's environment, by service name."""
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     urls: dict[str, str] = {}
@@ -167,7 +169,12 @@ def services(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, str]]:
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", svc.module],
-                        env={**env, "HTTP_PORT": str(port), "OTEL_SERVICE_NAME": svc.name},
+                        env={
+                            **env,
+                            **(only or {}).get(svc.name, {}),
+                            "HTTP_PORT": str(port),
+                            "OTEL_SERVICE_NAME": svc.name,
+                        },
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )
@@ -211,6 +218,27 @@ def dev_workspace(env: dict[str, str], gateway_url: str, state_file: Path) -> di
     return created
 
 
+@contextmanager
+def local_model(root: Path, log_dir: Path) -> Iterator[dict[str, str]]:
+    """With LOCAL_LLM set (servicekit.local_llm's profiles): the model's server for the duration, and the agent
+    runtime's settings that point at it; with it unset, nothing."""
+    name = os.environ.get("LOCAL_LLM", "").strip()
+    if not name:
+        yield {}
+        return
+    from servicekit import local_llm  # it builds on this module
+
+    try:
+        chosen = local_llm.profile(name)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        with local_llm.running(root, chosen, log_dir, say=lambda line: print(line, flush=True)) as server:
+            yield server.runtime_env()
+    except local_llm.LlmUnavailable as exc:  # raised before the stack starts, never by it
+        raise SystemExit(f"LOCAL_LLM={chosen.name}: {exc}") from None
+
+
 def up(root: Path) -> None:
     data = root / ".data"
     logs = data / "logs"
@@ -221,9 +249,13 @@ def up(root: Path) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     env_name = os.environ.get("PLATFORM_ENV", "dev")
-    with mongodb(data / "mongodb", logs) as mongo_url, nats(data / "nats", logs) as nats_url:
+    with (
+        local_model(root, logs) as runtime_env,
+        mongodb(data / "mongodb", logs) as mongo_url,
+        nats(data / "nats", logs) as nats_url,
+    ):
         env = {**os.environ, "MONGODB_URL": mongo_url, "NATS_URL": nats_url, "PLATFORM_ENV": env_name}
-        with services(env, logs) as urls:
+        with services(env, logs, only={"agent-runtime": runtime_env}) as urls:
             workspace = dev_workspace(env, urls["gateway"], data / f"workspace-{env_name}.json")
             print(
                 f"\nAgent platform is up (environment {env_name!r}).\n"
