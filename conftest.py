@@ -167,19 +167,20 @@ async def running_platform(
     orchestrator: bool = True,
     memory: bool = False,
     runtime: RuntimeSettings | None = None,
+    engine_settings: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Platform]:
     """The gateway (``overrides`` go to its settings), the orchestrator and the workflow engine (each unless
-    switched off), the memory service (if asked), and either the agent runtime (``runtime``: its settings, whose
-    connection fields are filled in here) or a deterministic agent worker (none when ``behaviour`` is None), all in
-    this process."""
+    switched off; ``engine_settings`` go to the engine's), the memory service (if asked), and either the agent
+    runtime (``runtime``: its settings, whose connection fields are filled in here) or a deterministic agent worker
+    (none when ``behaviour`` is None), all in this process."""
     common: dict[str, Any] = {"platform_env": env_name, "nats_url": infra.nats_url, "mongodb_url": infra.mongodb_url}
     fast: dict[str, Any] = {"relay_poll_interval_s": 0.2}
     settings = GatewaySettings(**{"max_body_bytes": 4096, **common, **overrides})
     gateway = build_gateway(settings)
     apps = [build_orchestrator(OrchestratorSettings(**common, **fast))] if orchestrator else []
     if engine:
-        apps.append(build_engine(WorkflowEngineSettings(**common, **fast, timer_poll_s=0.1)))
+        apps.append(build_engine(WorkflowEngineSettings(**common, **fast, timer_poll_s=0.1, **(engine_settings or {}))))
     if memory:
         apps.append(build_memory(MemorySettings(**common, **fast)))
     if runtime is not None:

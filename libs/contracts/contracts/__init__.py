@@ -1,6 +1,6 @@
 """Contracts shared by every service: the only module services import from one another."""
 
-from contracts import agents, memory, workflows
+from contracts import agents, memory, public_events, workflows
 from contracts.envelope import Actor, Envelope, EventRecord, new_id
 from contracts.errors import ErrorCode
 from contracts.messages import Command, Event, Message, Query
@@ -27,5 +27,6 @@ __all__ = [
     "agents",
     "memory",
     "new_id",
+    "public_events",
     "workflows",
 ]

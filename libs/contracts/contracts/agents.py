@@ -242,6 +242,7 @@ class GetAvailability(Query):
 
 
 class UsageGroup(StrEnum):
+    TASK = "task"
     AGENT = "agent"
     EXECUTION = "execution"
     MODEL = "model"

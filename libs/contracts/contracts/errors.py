@@ -11,6 +11,8 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     VALIDATION_FAILED = "validation_failed"
     UNKNOWN_FIELD = "unknown_field"
+    TOO_DEEP = "too_deep"
+    UNSTORABLE_VALUE = "unstorable_value"
     BODY_TOO_LARGE = "body_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     UNAUTHORIZED = "unauthorized"

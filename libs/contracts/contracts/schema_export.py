@@ -8,9 +8,10 @@ from pydantic import BaseModel
 
 from contracts import REGISTRY
 from contracts.envelope import Envelope, EventRecord
+from contracts.public_events import PUBLIC_EVENTS, PublicEventMessage
 from contracts.replies import CommandOutcome, QueryReply
 
-ENVELOPES: tuple[type[BaseModel], ...] = (Envelope, EventRecord, CommandOutcome, QueryReply)
+ENVELOPES: tuple[type[BaseModel], ...] = (Envelope, EventRecord, CommandOutcome, QueryReply, PublicEventMessage)
 
 
 def export(target: Path) -> list[Path]:
@@ -29,6 +30,10 @@ def export(target: Path) -> list[Path]:
         schema["x-type-name"] = msg.type_name
         schema["x-schema-version"] = msg.schema_version
         written.append(_write(target / f"{kind}.{msg.type_name}.json", schema))
+    for public in PUBLIC_EVENTS:  # what clients see of an execution (the SSE stream): the data of each type
+        schema = public.model_json_schema()
+        schema["x-public-type"] = public.type_name
+        written.append(_write(target / f"public.{public.type_name}.json", schema))
     return written
 
 

@@ -36,6 +36,13 @@ class Subjects:
     def commands_of(self, service: str) -> str:
         return f"{self.env}.cmd.{service}.>"
 
+    def command_parts(self, subject: str) -> tuple[str, str, str] | None:
+        """``(service, workspace, command type)`` of a command subject; None for any other subject."""
+        parts = subject.split(".")
+        if len(parts) != 5 or parts[:2] != [self.env, "cmd"]:
+            return None
+        return parts[2], parts[3], parts[4]
+
     def event(self, aggregate: str, workspace_id: str, aggregate_id: str, event_type: str) -> str:
         return f"{self.env}.evt.{aggregate}.{workspace_id}.{aggregate_id}.{event_type}"
 

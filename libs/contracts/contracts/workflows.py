@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from contracts import patterns
 from contracts.budgets import Budget
 from contracts.messages import Command, Event, Id, Query
 from contracts.outputs import check_output_schema
@@ -65,7 +66,10 @@ class Operator(StrEnum):
 class Comparison(Model):
     field: str = Field(description="An expression: $input.<path> or $steps.<id>.output.<path>.")
     op: Operator
-    value: Any = None
+    value: Any = Field(
+        default=None,
+        description=f"What the field is compared with. For `matches`, a regular expression in {patterns.SYNTAX}.",
+    )
 
 
 class AllOf(Model):
@@ -156,7 +160,12 @@ class WebhookStep(StepBase):
     """An HTTP call; a 2xx answer succeeds with the parsed JSON (or text) as output."""
 
     kind: Literal["webhook"] = "webhook"
-    url: str = Field(pattern=r"^https?://", max_length=2000)
+    url: str = Field(
+        pattern=r"^https?://",
+        max_length=2000,
+        description="Reaches public addresses only (no loopback, private, link-local, multicast or cloud metadata "
+        "address, checked on every connection), unless the deployment allows the host; redirects are not followed.",
+    )
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
     body: dict[str, Any] = Field(default_factory=dict)
@@ -296,6 +305,19 @@ class RecordTaskResult(Command):
     output: Any = None
     error: str | None = None
     error_kind: str = "error"
+
+
+@REGISTRY.register
+class AbandonStep(Command):
+    """The engine cannot carry out what a step's attempt asks of it (its task, its timers), however often it tries:
+    the attempt fails with error kind ``unactionable`` and the execution fails with it, without a retry (the same
+    attempt would fail the same way; RetryExecution starts the step again). Sent by the engine itself."""
+
+    service = "workflow-engine"
+    execution_id: Id
+    step_id: StepId
+    attempt: int
+    error: str = Field(max_length=2000)
 
 
 @REGISTRY.register
@@ -456,6 +478,10 @@ class ExecutionFailed(Event):
     step_id: str
     error: str
     at: str
+
+
+EXECUTION_AGGREGATE = ExecutionStarted.aggregate  # the aggregate of these events: subjects evt.execution.<ws>.<id>.*
+EXECUTION_ENDS = frozenset(cls.type_name for cls in (ExecutionCompleted, ExecutionFailed, ExecutionCancelled))
 
 
 # Tasks (TASKS stream) and queries -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 DAY = 24 * 3600.0
 DEAD_LETTER_TRIES = 3
 TASKS_DUPLICATE_WINDOW_S = 120.0  # a task published again within this is dropped by the broker
+MSG_ID = "Nats-Msg-Id"  # the broker de-duplicates by it; a command's is its command id
 
 
 def stream_configs(subjects: Subjects) -> list[StreamConfig]:
@@ -133,8 +135,20 @@ class ConsumerPolicy:
         return float(min(self.max_delay_s, self.base_delay_s * 2 ** max(0, delivered - 1)))
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message given up on: where it was sent, what it held, its headers (``Nats-Msg-Id`` among them), why it was
+    given up on and when the stream stored it."""
+
+    subject: str
+    body: bytes
+    headers: dict[str, str]
+    reason: str
+    stored_at: datetime
+
+
 Handler = Callable[[bytes, dict[str, str]], Awaitable[None]]
-GiveUp = Callable[[bytes, str], Awaitable[None]]
+GiveUp = Callable[[DeadLetter], Awaitable[None]]
 
 
 class Bus:
@@ -203,7 +217,7 @@ class Bus:
     ) -> bool:
         sent = dict(headers or {})
         if msg_id is not None:
-            sent["Nats-Msg-Id"] = msg_id
+            sent[MSG_ID] = msg_id
         propagate.inject(sent)
         ack = await self.js.publish(subject, body, stream=stream, timeout=self.timeout_s, headers=sent)
         return not ack.duplicate
@@ -221,7 +235,9 @@ class Bus:
         """Attach ``handler`` as a durable pull consumer shared by every replica of the service; it starts with
         ``start_consumers``.
 
-        ``on_give_up(body, reason)`` runs when a message is dead-lettered (e.g. to tell its sender)."""
+        ``on_give_up(dead_letter)`` runs when a message is dead-lettered, before it is terminated, to tell its sender;
+        it returns when there is nobody to tell and raises when telling failed (the message is then delivered
+        again)."""
         config = consumer_config(
             durable,
             subject,
@@ -292,25 +308,30 @@ class Bus:
         policy: ConsumerPolicy,
         on_give_up: GiveUp | None,
     ) -> None:
-        """Dead-letter the message and terminate it; if that fails, nak it, so that it is delivered (and dead-lettered)
-        again, up to DEAD_LETTER_TRIES more times."""
+        """Dead-letter the message, tell its sender (``on_give_up``) and terminate it; if either fails, nak it, so
+        that it is delivered (and dead-lettered, and its sender told) again, up to DEAD_LETTER_TRIES more times. The
+        sender is told before the message is terminated, so a message is never gone without its sender knowing."""
         try:
             await self.dead_letter(msg.subject, msg.data, headers, reason=reason, delivered=delivered)
         except Exception:
             log.exception("could not dead-letter %s; it will be delivered again", msg.subject)
             await msg.nak(delay=policy.max_delay_s)
             return
-        await msg.term()
         if on_give_up is not None:
             try:
-                await on_give_up(msg.data, reason)
+                await on_give_up(DeadLetter(msg.subject, msg.data, headers, reason, msg.metadata.timestamp))
             except Exception:
-                log.exception("dead-lettered %s, but telling its sender failed", msg.subject)
+                log.exception("dead-lettered %s, but telling its sender failed; delivering it again", msg.subject)
+                await msg.nak(delay=policy.max_delay_s)
+                return
+        await msg.term()
 
     async def dead_letter(
         self, subject: str, body: bytes, headers: dict[str, str], *, reason: str, delivered: int
     ) -> None:
         dl_headers = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
+        if MSG_ID in headers:
+            dl_headers["X-Original-Msg-Id"] = headers[MSG_ID]  # a command's id, say
         dl_headers.update(
             {"X-Original-Subject": subject, "X-Failure-Reason": reason[:1000], "X-Deliveries": str(delivered)}
         )

@@ -6,7 +6,8 @@ state; anything else propagates so the bus redelivers with backoff and finally d
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -23,12 +24,12 @@ from contracts import (
     ErrorCode,
     Event,
     OutcomeStatus,
+    Subjects,
     UnknownMessageType,
 )
 from contracts.errors import DomainError
-from servicekit.bus import Bus, ConsumerPolicy, PermanentFailure
+from servicekit.bus import MSG_ID, Bus, ConsumerPolicy, DeadLetter, PermanentFailure
 from servicekit.eventstore import (
-    Alarm,
     ConcurrencyError,
     DuplicateCommand,
     EventStore,
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Command)
 S = TypeVar("S")
 CONFLICT_RETRIES = 5
+SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # a command id that can name an outcome subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,7 @@ class CommandContext:
         decide: Callable[[S], Sequence[Event]],
         *,
         new_stream: bool = False,
-        alarms: Callable[[S, Sequence[Event]], Sequence[Alarm]] | None = None,
+        carried: Callable[[S, Sequence[Event]], Mapping[str, Any]] | None = None,
     ) -> int:
         """Rebuild ``stream``, decide on its state and append the result, at most once per command; returns the
         stream's version after it (the version this command wrote, when it wrote).
@@ -90,7 +92,8 @@ class CommandContext:
         decision is tried on it without reading: an append that succeeds at that version proves the state was
         current. A conflict, a rejection or a decision to do nothing is never trusted on such a state: the stream
         is read and the command decided again. A redelivered command whose commit is in the stream is not decided
-        again. ``alarms(state, events)`` names the wake-ups the decided events ask for; they ride in the commit.
+        again. ``carried(state, events)`` is what the commit carries beside the decided events (the workflow engine's
+        carried timers).
         """
         known = self.cache.get(stream, evolve) if self.cache is not None else None
         if known is None and new_stream:
@@ -102,7 +105,7 @@ class CommandContext:
                 events = []
             if events:
                 try:
-                    return await self._append(stream, known, evolve, events, alarms)
+                    return await self._append(stream, known, evolve, events, carried)
                 except (ConcurrencyError, DuplicateCommand):
                     pass
         loaded = await load_state(self.store, stream, initial, evolve, self.cache)
@@ -110,7 +113,7 @@ class CommandContext:
             return loaded.version
         events = decide(loaded.state)
         if events:
-            return await self._append(stream, loaded, evolve, events, alarms)
+            return await self._append(stream, loaded, evolve, events, carried)
         return loaded.version
 
     async def _append(
@@ -119,7 +122,7 @@ class CommandContext:
         known: "Loaded[S]",
         evolve: Callable[[S, Event], S],
         events: Sequence[Event],
-        alarms: Callable[[S, Sequence[Event]], Sequence[Alarm]] | None,
+        carried: Callable[[S, Sequence[Event]], Mapping[str, Any]] | None,
     ) -> int:
         await self.store.append(
             stream,
@@ -128,7 +131,7 @@ class CommandContext:
             self.meta,
             command_id=self.command_id,
             trace=self.trace(),
-            alarms=alarms(known.state, events) if alarms is not None else (),
+            carried=carried(known.state, events) if carried is not None else None,
         )
         if self.cache is not None:
             state = known.state
@@ -204,6 +207,25 @@ def _rejected(
     )
 
 
+def _rejected_unread(subjects: Subjects, dead: DeadLetter, message: str) -> CommandOutcome | None:
+    """The rejection of a command whose envelope could not be read; None when the message names no command id or
+    its subject no workspace (no submitter to tell)."""
+    parts = subjects.command_parts(dead.subject)
+    command_id = dead.headers.get(MSG_ID, "")
+    if parts is None or not SUBJECT_TOKEN.fullmatch(command_id):
+        return None
+    _service, workspace_id, command_type = parts
+    return CommandOutcome(
+        command_id=command_id,
+        workspace_id=workspace_id,
+        command_type=command_type,
+        submitted_at=dead.stored_at,
+        status=OutcomeStatus.REJECTED,
+        error_code=ErrorCode.VALIDATION_FAILED,
+        error_message=message[:2000],
+    )
+
+
 def envelope_for(
     command: Command,
     *,
@@ -257,18 +279,25 @@ def serve_commands(bus: Bus, service: str, router: CommandRouter, store: EventSt
             stream=subjects.outcomes_stream,
         )
 
-    async def on_give_up(body: bytes, reason: str) -> None:
-        """Tell the submitter: a dead-lettered command is rejected, never left pending."""
+    async def on_give_up(dead: DeadLetter) -> None:
+        """Tell the submitter: a dead-lettered command is rejected, never left pending. A message whose envelope
+        cannot be read is answered from what the broker knows of it: its command id (Nats-Msg-Id) and the
+        workspace and command type its subject names."""
+        code = ErrorCode.UNKNOWN_COMMAND if dead.reason.startswith("no handler") else ErrorCode.INTERNAL_ERROR
+        message = f"The command could not be processed: {dead.reason}"
         try:
-            envelope = Envelope.model_validate_json(body)
+            envelope = Envelope.model_validate_json(dead.body)
         except ValidationError:
-            return  # no envelope, so no submitter to answer
-        code = ErrorCode.UNKNOWN_COMMAND if reason.startswith("no handler") else ErrorCode.INTERNAL_ERROR
-        outcome = _rejected(envelope, code, f"The command could not be processed: {reason}")
+            outcome = _rejected_unread(subjects, dead, message)
+            if outcome is None:
+                log.warning("dead-lettered %s names no command id; nobody to tell", dead.subject)
+                return
+        else:
+            outcome = _rejected(envelope, code, message)
         await bus.publish(
-            subjects.outcome(envelope.workspace_id, envelope.message_id),
+            subjects.outcome(outcome.workspace_id, outcome.command_id),
             outcome.model_dump_json().encode(),
-            msg_id=f"outcome-{envelope.message_id}",
+            msg_id=f"outcome-{outcome.command_id}",
             stream=subjects.outcomes_stream,
         )
 

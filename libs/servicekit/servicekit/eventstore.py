@@ -1,33 +1,29 @@
-"""Append-only event store on MongoDB.
+"""Append-only event store on MongoDB: the ``commits`` collection.
 
 One command's events for one stream are one ``commits`` document, so they land all or nothing on a single
 node without transactions. A unique index on ``(stream_id, first_version)`` turns a competing append into a
-duplicate-key error (optimistic concurrency); a unique partial index on ``(workspace_id, command_id)`` makes a
+duplicate-key error (optimistic concurrency); a unique partial index on ``(stream_id, command_id)`` makes a
 command's write idempotent.
 
-Each commit names its ``writer``, the store instance (one per process) that appended it. The relay of that process
-publishes it and keeps the writer's checkpoint (``relay_writers``): everything the writer recorded before
-``done_before`` is published, and ``alive_at`` says it is still at work. So no commit is written twice (no
-"published" flag to set on each), and what a dead writer left behind is found by its checkpoint. Commits from
-before writers were recorded carry ``published: false`` until the relay's sweep marks them.
+Each commit names its ``writer``, the store instance (one per process) that appended it; the relay of that process
+publishes it and keeps the writer's checkpoint (``servicekit.checkpoints``), so no commit is marked once published.
 
-A commit may carry alarms: wake-ups its events ask for (a workflow step's timeout), written with the events in
-the same document, so that scheduling them costs no write of its own. ``alarm_at`` is the earliest alarm not yet
-passed, indexed; a watcher reads the commits whose ``alarm_at`` has come (``alarmed_commits``) and keeps one
-watermark (``alarm_watermark``) of how far it has read, rather than marking each alarm.
+A commit may also carry what its service keeps with it beside the events (``carried``: the workflow engine's
+carried timers), written in the same document, so that it costs no write of its own; the service reads it with its
+own queries and index (``EventStore.collection``).
 """
 
-import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure, WriteError
+from pymongo.errors import DuplicateKeyError, WriteError
 
 from contracts import REGISTRY, Actor, Event, EventRecord, new_id
 from servicekit.batching import InsertBatcher, ReadCoalescer
@@ -75,26 +71,6 @@ class Metadata:
 
 
 @dataclass(frozen=True, slots=True)
-class Alarm:
-    """A wake-up that a commit carries, due ``at``; ``data`` says what it is for."""
-
-    alarm_id: str
-    at: datetime
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmedCommit:
-    """What a watcher of alarms reads of a commit: which stream, how far it goes, and its alarms."""
-
-    commit_id: str
-    stream: StreamRef
-    last_version: int
-    alarm_at: datetime
-    alarms: list[Alarm]
-
-
-@dataclass(frozen=True, slots=True)
 class Commit:
     commit_id: str
     stream: StreamRef
@@ -105,7 +81,7 @@ class Commit:
     recorded_at: datetime
     writer: str | None
     trace: dict[str, str] = field(default_factory=dict)
-    alarms: tuple[Alarm, ...] = ()
+    carried: Mapping[str, Any] = field(default_factory=dict)  # what the service keeps with it beside the events
 
 
 class CommitListener(Protocol):
@@ -142,15 +118,19 @@ class EventStore:
         ids: IdFactory = new_id,
         writer: str | None = None,
     ) -> None:
+        self.db = db
         self._commits = db["commits"]
-        self._writers = db["relay_writers"]
-        self._alarm_clock = db["alarm_clock"]
         self._inserts = InsertBatcher(self._commits)  # concurrent appends share a round trip (group commit)
         self._reads: ReadCoalescer[tuple[str, int], list[Commit]] = ReadCoalescer()
         self.clock = clock
         self._ids = ids
         self.writer = writer or ids()
         self.listener: CommitListener | None = None
+
+    @property
+    def collection(self) -> AsyncCollection[Document]:
+        """The commits, for a service's own queries over what it carries in them (under ``carried.``)."""
+        return self._commits
 
     async def ensure_indexes(self) -> None:
         await self._commits.create_index(
@@ -162,17 +142,8 @@ class EventStore:
             partialFilterExpression={"command_id": {"$type": "string"}},
             name="command_once_per_stream",
         )
-        # Only the commits still flagged unpublished (from before writers were recorded) are in it: a new commit
-        # costs it no entry. It replaces "relay_order", which held every commit.
-        await self._commits.create_index(
-            [("published", ASCENDING), *ORDER], partialFilterExpression={"published": False}, name="legacy_unpublished"
-        )
-        with contextlib.suppress(OperationFailure):
-            await self._commits.drop_index("relay_order")
         await self._commits.create_index([("writer", ASCENDING), *ORDER], name="writer_order")
         await self._commits.create_index([("workspace_id", ASCENDING), *ORDER], name="workspace_order")
-        # Sparse: only commits with alarms are in it. (SecantusDB does not use a partial index for a range.)
-        await self._commits.create_index([("alarm_at", ASCENDING)], sparse=True, name="alarm_order")
 
     async def append(
         self,
@@ -183,9 +154,9 @@ class EventStore:
         *,
         command_id: str | None = None,
         trace: dict[str, str] | None = None,
-        alarms: Sequence[Alarm] = (),
+        carried: Mapping[str, Any] | None = None,
     ) -> Commit:
-        """Append ``events`` after ``expected_version``, with the ``alarms`` they ask for.
+        """Append ``events`` after ``expected_version``, with what the service ``carried`` with them.
 
         Raises ConcurrencyError when the stream moved on, DuplicateCommand when ``command_id`` was already applied
         to this stream (a command writes one commit per stream it touches).
@@ -222,7 +193,7 @@ class EventStore:
             recorded_at=now,
             writer=self.writer,
             trace=dict(trace or {}),
-            alarms=tuple(alarms),
+            carried=dict(carried or {}),
         )
         listener = self.listener
         if listener is not None:
@@ -295,93 +266,9 @@ class EventStore:
         doc = await self._commits.find_one({"_id": commit_id})
         return None if doc is None else _from_document(doc)
 
-    async def unpublished(self, limit: int = 500) -> list[Commit]:
-        """Commits flagged ``published: false`` (written before writers were recorded), oldest first."""
-        cursor = self._commits.find({"published": False}, sort=ORDER, limit=limit)
-        return [_from_document(doc) async for doc in cursor]
-
     async def park(self, commit_id: str, reason: str) -> None:
-        """Take a commit that can never be published out of the relay's way, keeping why."""
-        await self._commits.update_one({"_id": commit_id}, {"$set": {"published": None, "parked": reason[:2000]}})
-
-    async def mark_published(self, commit_ids: Sequence[str]) -> None:
-        if commit_ids:
-            await self._commits.update_many({"_id": {"$in": list(commit_ids)}}, {"$set": {"published": True}})
-
-    # Alarms: wake-ups carried by commits, read by time from a watermark.
-
-    async def alarmed_commits(
-        self, after: datetime, upto: datetime, *, after_id: str | None = None, limit: int = 200
-    ) -> list[AlarmedCommit]:
-        """The commits whose next alarm falls after ``after`` (after ``(after, after_id)`` when paging on) and by
-        ``upto``, in that order. (Two range queries rather than one ``$or``, which SecantusDB answers by scanning.)"""
-        found: list[Document] = []
-        if after_id is not None:
-            found = await self._alarmed({"alarm_at": after, "_id": {"$gt": after_id}}, limit)
-        if len(found) < limit:
-            found += await self._alarmed({"alarm_at": {"$gt": after, "$lte": upto}}, limit - len(found))
-        return [
-            AlarmedCommit(
-                commit_id=doc["_id"],
-                stream=StreamRef(doc["workspace_id"], doc["aggregate"], doc["aggregate_id"]),
-                last_version=doc["last_version"],
-                alarm_at=doc["alarm_at"],
-                alarms=_alarms(doc),
-            )
-            for doc in found
-        ]
-
-    async def _alarmed(self, query: Document, limit: int) -> list[Document]:
-        cursor = self._commits.find(
-            query, {"events": 0, "trace": 0}, sort=[("alarm_at", ASCENDING), ("_id", ASCENDING)], limit=limit
-        )
-        return await cursor.to_list(None)
-
-    async def move_alarm(self, commit_id: str, passed: datetime, next_at: datetime) -> None:
-        """Point the commit's ``alarm_at`` past the alarms at ``passed`` to its next one, at ``next_at``."""
-        await self._commits.update_one({"_id": commit_id, "alarm_at": passed}, {"$set": {"alarm_at": next_at}})
-
-    async def alarm_watermark(self) -> datetime | None:
-        """How far the alarms have been read and acted on (None before the first time)."""
-        doc = await self._alarm_clock.find_one({"_id": "watermark"})
-        return None if doc is None else doc["upto"]
-
-    async def save_alarm_watermark(self, upto: datetime) -> None:
-        await self._alarm_clock.update_one({"_id": "watermark"}, {"$max": {"upto": upto}}, upsert=True)
-
-    # The writers' checkpoints, kept by their relays.
-
-    async def save_checkpoint(self, done_before: datetime, alive_at: datetime) -> None:
-        """This writer's commits recorded before ``done_before`` are all published; it is alive at ``alive_at``."""
-        await self._writers.update_one(
-            {"_id": self.writer}, {"$set": {"done_before": done_before, "alive_at": alive_at}}, upsert=True
-        )
-
-    async def forget_checkpoint(self, writer: str) -> None:
-        await self._writers.delete_one({"_id": writer})
-
-    async def take_over_writer(self, writer: str, stale_before: datetime, now: datetime) -> datetime | None:
-        """Claim the work left by ``writer`` if it is dead (no sign of life since ``stale_before``) and no other
-        relay holds it (or the one that does stopped renewing its claim); returns where its unpublished commits may
-        begin, or None."""
-        claimed = await self._writers.find_one_and_update(
-            {
-                "_id": writer,
-                "alive_at": {"$lt": stale_before},
-                "$or": [{"taken_at": None}, {"taken_at": {"$lt": stale_before}}, {"taken_by": self.writer}],
-            },
-            {"$set": {"taken_by": self.writer, "taken_at": now}},
-        )
-        return None if claimed is None else claimed["done_before"]
-
-    async def dead_writers(self, stale_before: datetime, limit: int = 100) -> list[str]:
-        cursor = self._writers.find({"alive_at": {"$lt": stale_before}}, {"_id": 1}, limit=limit)
-        return [doc["_id"] async for doc in cursor if doc["_id"] != self.writer]
-
-    async def advance_taken_over(self, writer: str, done_before: datetime, now: datetime) -> None:
-        await self._writers.update_one(
-            {"_id": writer, "taken_by": self.writer}, {"$set": {"done_before": done_before, "taken_at": now}}
-        )
+        """Take a commit that can never be published out of the relay's way (``written_by``), keeping why."""
+        await self._commits.update_one({"_id": commit_id}, {"$set": {"parked": reason[:2000]}})
 
     async def written_by(self, writer: str, after: "Commit | datetime", limit: int) -> list[Commit]:
         """``writer``'s commits that are not parked, in recording order: from a time on, or after a commit."""
@@ -479,14 +366,9 @@ def _to_document(commit: Commit) -> Document:
         "writer": commit.writer,
         "trace": commit.trace,
     }
-    if commit.alarms:
-        doc["alarms"] = [{"id": a.alarm_id, "at": a.at, "data": a.data} for a in commit.alarms]
-        doc["alarm_at"] = min(a.at for a in commit.alarms)
+    if commit.carried:
+        doc["carried"] = dict(commit.carried)
     return doc
-
-
-def _alarms(doc: Document) -> list[Alarm]:
-    return [Alarm(a["id"], a["at"], a.get("data") or {}) for a in doc.get("alarms", [])]
 
 
 def _records(doc: Document) -> list[EventRecord]:
@@ -510,5 +392,5 @@ def _from_document(doc: Document) -> Commit:
         recorded_at=doc["recorded_at"],
         writer=doc.get("writer"),
         trace=doc.get("trace") or {},
-        alarms=tuple(_alarms(doc)),
+        carried=doc.get("carried") or {},
     )

@@ -10,13 +10,18 @@ a surviving relay, or the next process to start, takes over its checkpoint and p
 
 A commit that keeps failing because of what it holds (a subject or a size the broker refuses) is parked after a
 few tries (kept, with the reason) so it cannot hold up the checkpoint; any other failure is retried every poll.
-Commits stored before writers were recorded carry ``published: false``; the sweep publishes and marks those.
+The checkpoints are ``servicekit.checkpoints``'s; commits stored before writers were recorded are adopted by a dead
+writer there once, at start-up, and so published like any other.
 
 Reactors are a service's in-process reactions to its own commits (the workflow engine's dispatch of tasks and
 timers). They run beside the publishing, with its guarantee: a commit counts as done only once its events are
 published and every reactor has returned, so a crash or a failure runs them again later (at least once; a reactor
 makes that harmless, e.g. with a claim). This spares the service a round trip through the broker and a consumer
-for what it wrote itself; other services still learn of the events from the stream.
+for what it wrote itself; other services still learn of the events from the stream. A reactor's failures are
+classified on their own, never by the publishing's list: the broker or the database away is retried on every poll
+for as long as it lasts; any other failure is counted, and after MAX_FAILURES in a row the reactor's ``give_up``
+makes the failure visible (the workflow engine fails the execution), after which the commit counts as acted on. A
+reaction is never parked, and never left to stop silently.
 """
 
 import asyncio
@@ -28,11 +33,13 @@ from datetime import datetime, timedelta
 
 import nats.errors
 import nats.js.errors
+import pymongo.errors
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from servicekit.bus import Bus
+from servicekit.checkpoints import WriterCheckpoints
 from servicekit.eventstore import Commit, EventStore, utcnow
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,7 @@ PUBLISH_WINDOW = 64
 CLOCK_MARGIN = timedelta(seconds=1)  # a checkpoint stays this far behind the clock, should the clock step back
 VERIFY_AFTER_S = 5.0  # how long a write of unknown outcome is given to land before it is looked for
 # What is wrong with a commit itself, so that publishing it again cannot help. Anything else (the broker or the
-# database away, restarting or slow; a reactor's own trouble) is retried on every poll and never parks a commit.
+# database away, restarting or slow) is retried on every poll and never parks a commit. Not applied to reactors.
 PERMANENT = (
     nats.errors.BadSubjectError,
     nats.errors.BadHeaderError,
@@ -50,7 +57,30 @@ PERMANENT = (
     ValueError,  # includes pydantic's ValidationError
     TypeError,
 )
+# A reactor failing with one of these is waiting for the broker or the database: retried as long as it takes.
+AWAY = (
+    OSError,  # includes TimeoutError and nats-py's TimeoutError
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.FlushTimeoutError,
+    nats.errors.NoServersError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.UnexpectedEOF,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+    pymongo.errors.ConnectionFailure,
+    pymongo.errors.ExecutionTimeout,
+    pymongo.errors.WriteConcernError,
+)
 Reactor = Callable[[Commit], Awaitable[None]]
+GiveUp = Callable[[Commit, Exception], Awaitable[None]]
+
+
+class ReactionFailed(Exception):
+    """A reactor failed on a commit (``__cause__`` says how); kept apart from the publishing's failures."""
 
 
 class Relay:
@@ -63,9 +93,11 @@ class Relay:
         dead_after_s: float | None = None,
         batch: int = 500,
         tracer: Tracer | None = None,
+        checkpoints: WriterCheckpoints | None = None,
     ) -> None:
         self._tracer = tracer or trace.get_tracer(__name__)
         self._store = store
+        self._checkpoints = checkpoints or WriterCheckpoints(store.db, store.writer)
         self._bus = bus
         self._poll = poll_interval_s
         self._dead_after = timedelta(seconds=dead_after_s or max(3.0, 5 * poll_interval_s))
@@ -73,17 +105,21 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
-        self._failures: dict[str, int] = {}
-        self._reactors: list[Reactor] = []
+        self._failures: dict[str, int] = {}  # publishing failures, by commit id
+        self._reactors: list[tuple[Reactor, GiveUp | None]] = []
+        self._reaction_failures: dict[tuple[str, int], int] = {}  # by commit id and reactor
         self._pending: dict[str, datetime] = {}  # this writer's commits not yet done, by id: when recorded
         self._fresh: list[Commit] = []  # written, to publish at once
         self._retry: dict[str, Commit] = {}  # failed, to try again on the next poll
         self._unsure: dict[str, tuple[Commit, float]] = {}  # written or not: look for it after VERIFY_AFTER_S
         self._stopping = False
 
-    def add_reactor(self, reactor: Reactor) -> None:
-        """Run ``reactor`` on every commit of this service's store, at least once (see the module docstring)."""
-        self._reactors.append(reactor)
+    def add_reactor(self, reactor: Reactor, give_up: GiveUp | None = None) -> None:
+        """Run ``reactor`` on every commit of this service's store, at least once (see the module docstring).
+        ``give_up(commit, error)`` is told of a commit the reactor failed on MAX_FAILURES times in a row for another
+        reason than the broker or the database being away: it must make that visible (without it, it is logged as
+        an error); once it returns, the commit counts as acted on by this reactor."""
+        self._reactors.append((reactor, give_up))
 
     @property
     def backlog(self) -> int:
@@ -106,7 +142,11 @@ class Relay:
             self._pending.pop(commit.commit_id, None)
 
     async def register(self) -> None:
-        """Write this writer's first checkpoint; call before the store appends anything."""
+        """Write this writer's first checkpoint; call before the store appends anything. (Also adopts, once, the
+        commits stored before writers were recorded.)"""
+        adopted = await self._checkpoints.adopt_legacy_commits(self._store)
+        if adopted:
+            log.warning("%d commits from before writers were recorded are left to be published", adopted)
         await self._checkpoint()
 
     def start(self) -> None:
@@ -127,7 +167,7 @@ class Relay:
             if self._pending:
                 await self._checkpoint()  # what is left is taken over once this writer is seen to be gone
             else:
-                await self._store.forget_checkpoint(self._store.writer)
+                await self._checkpoints.forget(self._store.writer)
 
     def _done_before(self) -> datetime:
         oldest = min(self._pending.values(), default=None)
@@ -135,7 +175,7 @@ class Relay:
         return now if oldest is None else min(oldest, now)
 
     async def _checkpoint(self) -> None:
-        await self._store.save_checkpoint(self._done_before(), utcnow())
+        await self._checkpoints.save(self._done_before(), utcnow())
 
     async def _beat(self) -> None:
         while not self._stopping:
@@ -191,26 +231,17 @@ class Relay:
                 self._retry[commit.commit_id] = commit
 
     async def sweep(self) -> int:
-        """Publish what dead writers left behind, and any commit still flagged ``published: false``; returns how
-        many commits it found."""
+        """Publish what dead writers left behind; returns how many commits it found."""
         found = 0
         now = utcnow()
-        for writer in await self._store.dead_writers(now - self._dead_after):
+        for writer in await self._checkpoints.dead(now - self._dead_after):
             found += await self._take_over(writer, now)
-        legacy = await self._store.unpublished(self._batch)
-        done = []
-        for commit, failure in await self._publish_all(legacy):
-            if failure is None:
-                done.append(commit.commit_id)
-            elif isinstance(failure, PERMANENT):
-                await self._count_failure(commit, failure)
-        await self._store.mark_published(done)
-        return found + len(legacy)
+        return found
 
     async def _take_over(self, writer: str, now: datetime) -> int:
         """Publish (and react to) the commits of a dead ``writer`` from its checkpoint on, then drop the checkpoint.
         A failure stops at that commit; the checkpoint keeps where to go on from, for this or another relay."""
-        since = await self._store.take_over_writer(writer, now - self._dead_after, now)
+        since = await self._checkpoints.take_over(writer, now - self._dead_after, now)
         if since is None:
             return 0  # alive again, or taken over by another relay that is alive
         log.warning("taking over the commits of writer %s from %s", writer, since.isoformat())
@@ -223,13 +254,13 @@ class Relay:
                 if failure is not None and not (
                     isinstance(failure, PERMANENT) and await self._count_failure(commit, failure)
                 ):
-                    await self._store.advance_taken_over(writer, commit.recorded_at, utcnow())
+                    await self._checkpoints.advance_taken_over(writer, commit.recorded_at, utcnow())
                     return found
             if len(commits) < self._batch:
-                await self._store.forget_checkpoint(writer)
+                await self._checkpoints.forget(writer)
                 return found
             after = commits[-1]
-            await self._store.advance_taken_over(writer, commits[-1].recorded_at, utcnow())
+            await self._checkpoints.advance_taken_over(writer, commits[-1].recorded_at, utcnow())
 
     async def _publish_all(self, commits: list[Commit]) -> list[tuple[Commit, BaseException | None]]:
         """Publish ``commits`` and run the reactors on them; returns each commit with its failure, or None when it
@@ -267,13 +298,36 @@ class Relay:
             # of its own: spans cost the engine a sixth of its time per step when it had one here.
             token = otel_context.attach(propagate.extract(commit.trace))
             try:
-                for react in self._reactors:
-                    await react(commit)
-            except Exception as exc:  # noqa: BLE001 - classified by the caller, per commit
-                return {later.commit_id: exc for later in commits[position:]}
+                for index, (react, give_up) in enumerate(self._reactors):
+                    await self._react(commit, index, react, give_up)
+            except ReactionFailed as failed:
+                return {later.commit_id: failed for later in commits[position:]}
             finally:
                 otel_context.detach(token)
         return {}
+
+    async def _react(self, commit: Commit, index: int, react: Reactor, give_up: GiveUp | None) -> None:
+        """Run one reactor on one commit; raises ReactionFailed while the commit is to be tried again."""
+        key = (commit.commit_id, index)
+        try:
+            await react(commit)
+        except Exception as exc:
+            if isinstance(exc, AWAY):
+                log.warning("reactor waits for the broker or the database on commit %s: %r", commit.commit_id, exc)
+                raise ReactionFailed(f"reactor {index} failed") from exc
+            failures = self._reaction_failures.get(key, 0) + 1
+            self._reaction_failures[key] = failures
+            if failures < MAX_FAILURES:
+                log.warning("reactor failed on commit %s (%d): %r", commit.commit_id, failures, exc)
+                raise ReactionFailed(f"reactor {index} failed") from exc
+            log.error("reactor gives up on commit %s after %d failures", commit.commit_id, failures, exc_info=exc)
+            if give_up is not None:
+                try:
+                    await give_up(commit, exc)
+                except Exception as gave:  # tried again on the next poll
+                    log.warning("giving up on commit %s failed: %r", commit.commit_id, gave)
+                    raise ReactionFailed(f"reactor {index} could not give up") from gave
+        self._reaction_failures.pop(key, None)
 
     async def _count_failure(self, commit: Commit, exc: BaseException) -> bool:
         """Count a permanent failure; True once the commit is parked (it will not be tried again)."""

@@ -7,11 +7,13 @@ which is where /commands/{id} finds it.
 The gateway's ``commands`` collection records what the OUTCOMES stream cannot tell: requests sent with an
 Idempotency-Key (written before sending, so that a retried request finds the first one's command instead of doing
 the work again; the command id is derived from the workspace and the key), and commands still pending when the
-request stops waiting (answered 202).
+request stops waiting (answered 202). Once a command is sent, the request does not fail: if recording it fails, the
+answer is still 202 with its id, and the record is written again in the background.
 """
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +24,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from contracts import Actor, Command, CommandOutcome, Envelope, ErrorCode, new_id
 from gateway.errors import ApiError
@@ -30,9 +32,13 @@ from gateway.workspaces import Principal
 from servicekit.bus import Bus
 from servicekit.commands import envelope_for, publish_command
 
+log = logging.getLogger(__name__)
 Document = dict[str, Any]
 IDEMPOTENCY_NAMESPACE = uuid.UUID("7f1d5d2e-8a53-4c8e-9a3e-2b1f0c6a9d41")
 PENDING = "pending"
+RECORD_RETRIES = 8  # a pending command's record, when its first write failed: tried again for about a minute
+RECORD_RETRY_FIRST_S = 0.5
+RECORD_RETRY_MAX_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +60,13 @@ class CommandGateway:
         self._bus = bus
         self._wait_s = wait_s
         self._background: set[asyncio.Task[None]] = set()
+        self._recording: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        """Finish recording the outcomes already received."""
-        await asyncio.gather(*self._background, return_exceptions=True)
+        """Finish recording the outcomes already received; stop trying again to record pending commands."""
+        for task in self._recording:
+            task.cancel()
+        await asyncio.gather(*self._background, *self._recording, return_exceptions=True)
 
     async def ensure_indexes(self) -> None:
         await self._commands.create_index([("workspace_id", ASCENDING), ("submitted_at", ASCENDING)])
@@ -81,8 +90,9 @@ class CommandGateway:
         """Send ``command`` for ``principal``'s workspace; returns its status after at most the wait time.
 
         ``idempotent``: the id comes from an Idempotency-Key, so an earlier request may hold it; its record is
-        written before anything is sent. A fresh id cannot collide, so its record is written while the command
-        travels (and is in place before the answer)."""
+        written before anything is sent. A fresh id cannot collide, so nothing is written before sending: a
+        command finished within the wait is found by its outcome, and one still pending is recorded after the
+        wait (see ``_record_pending``)."""
         workspace_id = principal.workspace_id
         envelope = envelope_for(
             command, workspace_id=workspace_id, command_id=command_id, actor=Actor(kind="api_key", id=principal.key_id)
@@ -101,9 +111,9 @@ class CommandGateway:
             "submitted_at": envelope.occurred_at,
         }
         if not idempotent:
-            status = await self._send_and_wait(record, envelope, finish=False)
+            status = await self._send_and_wait(record, envelope, recorded=False)
             if not status.finished:
-                await self._commands.insert_one(record)  # so that /commands/{id} can answer "pending"
+                await self._record_pending(record)  # so that /commands/{id} can answer "pending"
             return status
         try:
             await self._commands.insert_one(record)
@@ -120,6 +130,34 @@ class CommandGateway:
                 return status
             record, envelope = existing, Envelope.model_validate(existing["envelope"])
         return await self._send_and_wait(record, envelope)
+
+    async def _record_pending(self, record: Document) -> None:
+        """Record a command that went out and is still pending. The command is sent whatever happens here, so a
+        failed write does not fail the request (the client gets 202 and the command id): it is tried again in the
+        background, and until it lands /commands/{id} finds the command by its outcome, which every command gets
+        (a dead-lettered one too)."""
+        try:
+            await self._commands.insert_one(record)
+        except PyMongoError as exc:
+            log.warning("command %s sent, its record not written (%r); writing it again", record["command_id"], exc)
+            task = asyncio.create_task(self._record_later(record))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+
+    async def _record_later(self, record: Document) -> None:
+        delay = RECORD_RETRY_FIRST_S
+        for _ in range(RECORD_RETRIES):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECORD_RETRY_MAX_S)
+            try:
+                await self._commands.insert_one(record)
+            except DuplicateKeyError:
+                return  # an earlier try landed after all
+            except PyMongoError as exc:
+                log.warning("command %s: its record still not written (%r)", record["command_id"], exc)
+            else:
+                return
+        log.error("command %s: its record could not be written; its outcome will tell", record["command_id"])
 
     async def status(self, principal: Principal, command_id: str) -> CommandStatus | None:
         doc = await self._commands.find_one({"_id": _key(principal.workspace_id, command_id)})
@@ -139,7 +177,9 @@ class CommandGateway:
             return None
         return CommandOutcome.model_validate_json(msg.data or b"")
 
-    async def _send_and_wait(self, record: Document, envelope: Envelope, *, finish: bool = True) -> CommandStatus:
+    async def _send_and_wait(self, record: Document, envelope: Envelope, *, recorded: bool = True) -> CommandStatus:
+        """Publish and wait for the outcome. ``recorded``: the record was written before sending (an
+        Idempotency-Key's); the outcome is then written into it off the request's path."""
         subjects = self._bus.subjects
         outcome_subject = subjects.outcome(envelope.workspace_id, envelope.message_id)
         sub = await self._bus.nc.subscribe(outcome_subject, max_msgs=1)
@@ -147,9 +187,14 @@ class CommandGateway:
             try:
                 await publish_command(self._bus, record["service"], envelope)
             except NatsError as exc:
+                advice = (
+                    "retrying with the same Idempotency-Key is safe"
+                    if recorded
+                    else "send commands with an Idempotency-Key to retry them safely"
+                )
                 raise ApiError(
                     ErrorCode.SERVICE_UNAVAILABLE,
-                    f"Command {envelope.message_id} could not be sent; retrying with the same Idempotency-Key is safe.",
+                    f"Command {envelope.message_id} could not be sent; {advice}.",
                     errors=[{"command_id": envelope.message_id}],
                 ) from exc
             try:
@@ -165,7 +210,7 @@ class CommandGateway:
                 outcome = await self._outcome(envelope.workspace_id, envelope.message_id)
             except NatsError:
                 outcome = None  # sent, but its outcome cannot be read now: pending
-        if outcome is not None and finish:
+        if outcome is not None and recorded:
             # Recorded off the request's path: until then, /commands/{id} reads it from the OUTCOMES stream.
             task = asyncio.create_task(self._finish(record, outcome))
             self._background.add(task)

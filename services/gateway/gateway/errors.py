@@ -22,6 +22,8 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.VALIDATION_FAILED: 422,
     ErrorCode.UNKNOWN_FIELD: 422,
+    ErrorCode.TOO_DEEP: 422,
+    ErrorCode.UNSTORABLE_VALUE: 422,
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.UNAUTHORIZED: 401,

@@ -19,7 +19,8 @@ def openapi_spec() -> dict[str, Any]:
 
 
 def _schema_name(ref_holder: dict[str, Any]) -> str:
-    schema = ref_holder.get("content", {}).get("application/json", {}).get("schema", {})
+    schemas = [media.get("schema") for media in ref_holder.get("content", {}).values()]
+    schema: dict[str, Any] = next((found for found in schemas if found), {})
     ref = schema.get("$ref") or schema.get("items", {}).get("$ref", "")
     return str(ref).rsplit("/", 1)[-1] if ref else ""
 

@@ -2,13 +2,11 @@
 
 from typing import Any
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
-
-from contracts import ErrorCode, Query, QueryReply
+from contracts import ErrorCode, Query
 from gateway.errors import ApiError
 from gateway.workspaces import Principal
 from servicekit.bus import Bus
+from servicekit.queries import QueryFailed, ask
 
 
 class QueryClient:
@@ -17,14 +15,9 @@ class QueryClient:
         self._timeout_s = timeout_s
 
     async def ask(self, principal: Principal, query: Query) -> Any:
-        subject = self._bus.subjects.query(query.service, principal.workspace_id, query.type_name)
         try:
-            msg = await self._bus.nc.request(subject, query.model_dump_json().encode(), timeout=self._timeout_s)
-        except (NatsTimeout, NoRespondersError) as exc:
-            raise ApiError(
-                ErrorCode.SERVICE_UNAVAILABLE, f"The {query.service} service did not answer in time."
-            ) from exc
-        reply = QueryReply.model_validate_json(msg.data)
-        if not reply.ok:
-            raise ApiError(reply.error_code or ErrorCode.INTERNAL_ERROR, reply.error_message or "query failed")
-        return reply.result
+            return await ask(self._bus, principal.workspace_id, query, self._timeout_s)
+        except QueryFailed as exc:
+            if exc.code is ErrorCode.SERVICE_UNAVAILABLE:
+                raise ApiError(exc.code, f"The {query.service} service did not answer in time.") from exc
+            raise ApiError(exc.code, str(exc)) from exc

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from contracts import Actor, EventRecord
 from contracts.memory import ClearShortTerm, Scope, ScopeKind
+from contracts.workflows import EXECUTION_AGGREGATE, EXECUTION_ENDS
 from memory.embeddings import OpenAIEmbeddings
 from memory.handlers import build_router
 from memory.projections import AGGREGATES, EntriesProjection
@@ -20,7 +21,6 @@ from servicekit.queries import serve_queries
 from servicekit.runtime import Runtime, create_app
 
 SERVICE = "memory"
-SCOPE_ENDS = frozenset({"ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled"})
 
 
 def build_app(settings: MemorySettings, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -40,7 +40,7 @@ def build_app(settings: MemorySettings, clock: Callable[[], datetime] = utcnow) 
         if settings.clear_short_term_on_scope_end:
 
             async def on_execution_event(record: EventRecord) -> None:
-                if record.type not in SCOPE_ENDS:
+                if record.type not in EXECUTION_ENDS:
                     return
                 scope = Scope(kind=ScopeKind.EXECUTION, id=record.aggregate_id)
                 command = ClearShortTerm(scope=scope)
@@ -54,7 +54,13 @@ def build_app(settings: MemorySettings, clock: Callable[[], datetime] = utcnow) 
                 await publish_command(runtime.bus, SERVICE, envelope)
 
             serve_events(
-                runtime.bus, SERVICE, "execution", "scope_ends", on_execution_event, runtime.policy, sorted(SCOPE_ENDS)
+                runtime.bus,
+                SERVICE,
+                EXECUTION_AGGREGATE,
+                "scope_ends",
+                on_execution_event,
+                runtime.policy,
+                sorted(EXECUTION_ENDS),
             )
 
     return create_app(settings, setup, title="memory", event_store=True)

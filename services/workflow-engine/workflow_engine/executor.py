@@ -10,10 +10,10 @@ attempt is harmless.
 Each attempt's task is sent at most once. It is published with Nats-Msg-Id = the attempt's key, and the TASKS
 stream drops a repeat within its de-duplication window; so a commit is (re)sent only while it is well inside that
 window (RESEND_WITHIN), and acting on an older one sends nothing: the attempt's timeout fails it if its task never
-went out (and retries it, per the step's policy). Most timers ride in the commit itself (see ``timers``); one due
-soon is written as a document beside the send, not before it, so the hand-over from one step to the next waits for
-no database write of the executor's. A webhook is not de-duplicated by anyone, so its timer is written first, as a
-claim, and only the writer of the claim makes the call: a webhook call is never repeated.
+went out (and retries it, per the step's policy). Most timers are carried by the commit itself (see ``timers``);
+one due soon is written as a timer document beside the send, not before it, so the hand-over from one step to the
+next waits for no database write of the executor's. A webhook is not de-duplicated by anyone, so its timer is
+written first, as a claim, and only the writer of the claim makes the call: a webhook call is never repeated.
 """
 
 import asyncio
@@ -21,11 +21,12 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import nats.errors
+from pydantic import ValidationError
 
 from contracts import Actor, EventRecord
 from contracts.workflows import (
+    AbandonStep,
     AgentStep,
     AgentTask,
     ExecutionCancelled,
@@ -42,14 +43,17 @@ from servicekit.bus import TASKS_DUPLICATE_WINDOW_S, Bus
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import Commit, EventStore, StateCache, decode, load_state, utcnow
 from workflow_engine.domain import execution
+from workflow_engine.domain.addresses import DEFAULT_POLICY, AddressPolicy
 from workflow_engine.domain.execution import timers_started
 from workflow_engine.handlers import execution_stream
-from workflow_engine.timers import CARRY_AFTER, SERVICE, Timers, may_have_timer_documents, timer_id
+from workflow_engine.timers import CARRY_AFTER, SERVICE, TimerDocuments, carried_by, may_have_timer_documents, timer_id
+from workflow_engine.webhooks import call_webhook
 
 log = logging.getLogger(__name__)
-MAX_WEBHOOK_TIMEOUT_S = 120.0
 RESEND_WITHIN = timedelta(seconds=TASKS_DUPLICATE_WINDOW_S / 2)  # well inside the broker's de-duplication
-ACTS_ON = frozenset({"StepScheduled", "RetryScheduled", "ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled"})
+ACTS_ON = frozenset(
+    cls.type_name for cls in (StepScheduled, RetryScheduled, ExecutionCompleted, ExecutionFailed, ExecutionCancelled)
+)
 
 
 class Executor:
@@ -57,10 +61,11 @@ class Executor:
         self,
         store: EventStore,
         bus: Bus,
-        timers: Timers,
+        timers: TimerDocuments,
         cache: StateCache,
         *,
         webhook_concurrency: int = 32,
+        webhook_addresses: AddressPolicy = DEFAULT_POLICY,
         carry_after: timedelta = CARRY_AFTER,
     ) -> None:
         self._store = store
@@ -69,6 +74,7 @@ class Executor:
         self._cache = cache
         self._carry_after = carry_after
         self._webhooks = asyncio.Semaphore(webhook_concurrency)
+        self._addresses = webhook_addresses
         self._background: set[asyncio.Task[None]] = set()
 
     async def stop(self) -> None:
@@ -81,10 +87,45 @@ class Executor:
         if commit.stream.aggregate != execution.AGGREGATE:
             return
         resend = utcnow() - commit.recorded_at < RESEND_WITHIN
-        carried = frozenset(alarm.alarm_id for alarm in commit.alarms)
+        carried = frozenset(timer.timer_id for timer in carried_by(commit))
         for record in commit.events:
             if record.type in ACTS_ON:
                 await self._act(record, resend=resend, carried=carried)
+
+    async def give_up(self, commit: Commit, error: Exception) -> None:
+        """The relay's word that acting on ``commit`` failed time after time (not for want of the broker or the
+        database): the attempts it starts are abandoned (AbandonStep), so that their execution fails where it can
+        be seen instead of waiting for ever. Read from the events' raw data, as decoding them may be what fails. An
+        execution's end needs nothing: the timers it would drop are ignored when they fire."""
+        if commit.stream.aggregate != execution.AGGREGATE:
+            return
+        ws, execution_id = commit.stream.workspace_id, commit.stream.aggregate_id
+        for record in commit.events:
+            data = record.data
+            starts = record.type == RetryScheduled.type_name or (
+                record.type == StepScheduled.type_name and (data.get("timeout_at") or data.get("wake_at"))
+            )
+            if not starts:
+                continue  # a condition, a fan-out or a join: nothing was left to carry out
+            try:
+                command = AbandonStep.model_validate(
+                    {
+                        "execution_id": execution_id,
+                        "step_id": data.get("step_id"),
+                        "attempt": data.get("attempt"),
+                        "error": f"the engine could not carry out this attempt (commit {commit.commit_id})",
+                    }
+                )
+            except ValidationError:
+                log.error("cannot abandon the attempt of event %s: it names no valid step attempt", record.event_id)
+                continue
+            envelope = envelope_for(
+                command,
+                workspace_id=ws,
+                command_id=f"abandon-{record.event_id}",
+                actor=Actor(kind="service", id=SERVICE),
+            )
+            await publish_command(self._bus, SERVICE, envelope)
 
     async def _act(self, record: EventRecord, *, resend: bool, carried: frozenset[str]) -> None:
         event = decode(record)
@@ -145,7 +186,7 @@ class Executor:
         version: int,
         carried: frozenset[str],
     ) -> bool:
-        """Write as documents the timers ``event`` starts (``timers_started``) that do not ride in its commit;
+        """Write as timer documents the timers ``event`` starts (``timers_started``) that its commit does not carry;
         False when one was written already (a webhook's claim, held by whoever wrote it first)."""
         claimed = True
         for timer in timers_started(spec, [event]):
@@ -209,7 +250,9 @@ class Executor:
 
     async def _call_webhook(self, ws: str, execution_id: str, step: WebhookStep, event: StepScheduled) -> None:
         async with self._webhooks:
-            ok, output, error, kind = await call_webhook(step, event.input)
+            ok, output, error, kind = await call_webhook(
+                step.url, step.method, step.headers, event.input, step.timeout_s, self._addresses
+            )
         await self._record_result(ws, execution_id, step.id, event, ok=ok, output=output, error=error, kind=kind)
 
     async def _record_result(
@@ -240,24 +283,3 @@ class Executor:
             actor=Actor(kind="service", id=SERVICE),
         )
         await publish_command(self._bus, SERVICE, envelope)
-
-
-async def call_webhook(step: WebhookStep, body: dict[str, Any]) -> tuple[bool, Any, str | None, str]:
-    """Make the step's HTTP call; returns (ok, output, error, error kind)."""
-    timeout = min(step.timeout_s, MAX_WEBHOOK_TIMEOUT_S)
-    try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.request(
-                step.method, step.url, headers=step.headers, json=body if step.method != "GET" else None
-            )
-    except httpx.TimeoutException as exc:
-        return False, None, f"webhook timed out: {exc!r}", "timeout"
-    except httpx.HTTPError as exc:
-        return False, None, f"webhook failed: {exc!r}", "connection"
-    try:
-        payload: Any = response.json()
-    except ValueError:
-        payload = response.text[:10_000]
-    if response.is_success:
-        return True, {"status": response.status_code, "body": payload}, None, ""
-    return False, None, f"webhook answered {response.status_code}", f"http_{response.status_code}"

@@ -7,6 +7,7 @@ from typing import TypeVar
 from contracts import Event
 from contracts.errors import DomainError
 from contracts.workflows import (
+    AbandonStep,
     ArchiveWorkflow,
     CancelExecution,
     CreateWorkflow,
@@ -22,13 +23,15 @@ from contracts.workflows import (
 from servicekit.commands import CommandContext, CommandRouter
 from servicekit.eventstore import StateCache, StreamRef, load_state
 from workflow_engine.domain import definition, execution
+from workflow_engine.domain.addresses import DEFAULT_POLICY, AddressPolicy
 from workflow_engine.templates import TEMPLATES
-from workflow_engine.timers import CARRY_AFTER, carried_alarms
+from workflow_engine.timers import CARRY_AFTER, carried_timers, carry
 
 Clock = Callable[[], datetime]
 W = TypeVar("W", UpdateWorkflow, ArchiveWorkflow)
 E = TypeVar(
     "E",
+    AbandonStep,
     PauseExecution,
     ResumeExecution,
     CancelExecution,
@@ -51,7 +54,11 @@ ExecutionDecider = Callable[[execution.Execution, datetime], list[Event]]
 
 
 def build_router(
-    clock: Clock, cache: StateCache | None = None, *, carry_after: timedelta = CARRY_AFTER
+    clock: Clock,
+    cache: StateCache | None = None,
+    *,
+    carry_after: timedelta = CARRY_AFTER,
+    addresses: AddressPolicy = DEFAULT_POLICY,
 ) -> CommandRouter:
     router = CommandRouter(cache)
 
@@ -76,8 +83,8 @@ def build_router(
             execution.evolve,
             lambda state: decide(state, now),
             new_stream=new_stream,
-            alarms=lambda state, events: carried_alarms(
-                ctx.workspace_id, execution_id, state.spec, events, now, carry_after
+            carried=lambda state, events: carry(
+                carried_timers(ctx.workspace_id, execution_id, state.spec, events, now, carry_after)
             ),
         )
         return {"execution_id": execution_id}
@@ -86,7 +93,7 @@ def build_router(
     async def create(command: CreateWorkflow, ctx: CommandContext) -> dict[str, str]:
         specs = {slug: template.spec for slug, template in TEMPLATES.items()}
         return await on_workflow(
-            ctx, command.workflow_id, lambda s: definition.decide_create(s, command, specs), new_stream=True
+            ctx, command.workflow_id, lambda s: definition.decide_create(s, command, specs, addresses), new_stream=True
         )
 
     def workflow_change(command_type: type[W], decide: Callable[[definition.Workflow, W], list[Event]]) -> None:
@@ -94,7 +101,7 @@ def build_router(
         async def handle(command: W, ctx: CommandContext) -> dict[str, str]:
             return await on_workflow(ctx, command.workflow_id, lambda state: decide(state, command))
 
-    workflow_change(UpdateWorkflow, definition.decide_update)
+    workflow_change(UpdateWorkflow, lambda state, command: definition.decide_update(state, command, addresses))
     workflow_change(ArchiveWorkflow, definition.decide_archive)
 
     @router.register(ExecuteWorkflow)
@@ -130,4 +137,5 @@ def build_router(
     execution_change(DecideApproval, execution.decide_approval)
     execution_change(RecordTaskResult, execution.record_result)
     execution_change(FireTimer, execution.fire_timer)
+    execution_change(AbandonStep, execution.abandon_step)
     return router

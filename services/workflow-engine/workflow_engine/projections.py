@@ -101,13 +101,16 @@ class ExecutionsProjection(RowProjection):
         )
 
     async def handle(self, record: EventRecord, store: EventStore) -> int:
-        if record.type != "ExecutionStarted" and record.type not in STATUS_EVENTS:
+        if record.type != ExecutionStarted.type_name and record.type not in STATUS_EVENTS:
             return 0
         if await self.apply(record):
             return 1
-        if await self.position(record) == 0:  # no row: its start has not arrived, catch up from the stream
+        if await self.position(record) < record.version:
+            # Not applied, and the row is not past it: there was no row when it was tried (its start had not
+            # arrived; it may have landed since, so a row below this version is no proof of a duplicate). Try
+            # again, catching up from the stream.
             return await super().handle(record, store)
-        return 0  # the row is past this event (the summary takes the latest status; types arrive unordered)
+        return 0  # the row is at or past this event (the summary takes the latest status; types arrive unordered)
 
     async def apply(self, record: EventRecord) -> bool:
         event = decode(record)

@@ -74,6 +74,17 @@ def test_subjects_carry_environment_and_workspace() -> None:
     assert s.database("workflow-engine") == "ci_workflow_engine"
 
 
+def test_a_command_subject_reads_back_into_its_parts() -> None:
+    s = Subjects("ci")
+    assert s.command_parts(s.command("orchestrator", "ws1", "RegisterAgent")) == (
+        "orchestrator",
+        "ws1",
+        "RegisterAgent",
+    )
+    assert s.command_parts(s.event("agent", "ws1", "a1", "AgentRegistered")) is None
+    assert s.command_parts(Subjects("other").command("orchestrator", "ws1", "RegisterAgent")) is None
+
+
 def test_envelope_requires_workspace_and_actor() -> None:
     with pytest.raises(ValidationError):
         Envelope.model_validate({"message_id": "m", "type": "RegisterAgent", "payload": {}})

@@ -24,7 +24,7 @@ from contracts import (
     new_id,
 )
 from contracts.errors import DomainError
-from servicekit.bus import ConsumerPolicy
+from servicekit.bus import ConsumerPolicy, ensure_streams
 from servicekit.commands import CommandContext, CommandRouter, serve_commands
 from servicekit.eventstore import Commit, EventStore, Metadata, StreamRef, load_state, utcnow
 from servicekit.projections import StreamProjection, serve_projection
@@ -181,6 +181,10 @@ async def test_poison_and_hopeless_messages_end_in_the_dead_letter_subject(runti
     assert dead.data == b"{not json"
     assert "malformed command envelope" in dead.headers["X-Failure-Reason"]
     assert dead.headers["X-Original-Subject"] == poison_subject
+    assert dead.headers["X-Original-Msg-Id"] == "poison-1"
+    poison = await eventually(lambda: last_message(runtime, s.outcomes_stream, s.outcome("ws1", "poison-1")))
+    told_poison = CommandOutcome.model_validate_json(poison.data)
+    assert (told_poison.status, told_poison.command_type) == (OutcomeStatus.REJECTED, "Bump"), "answered from headers"
 
     hopeless = envelope(Bump(counter_id="c2", by=1), workspace_id="ws2")
     await send(runtime, hopeless)
@@ -197,6 +201,22 @@ async def test_poison_and_hopeless_messages_end_in_the_dead_letter_subject(runti
         s.command(SERVICE, "ws1", "Teleport"), unknown.model_dump_json().encode(), msg_id="u1", stream=s.commands_stream
     )
     assert (await outcome_of(runtime, unknown)).error_code is ErrorCode.UNKNOWN_COMMAND
+
+
+async def test_a_dead_letter_whose_sender_could_not_be_told_is_delivered_again_until_it_is(
+    runtime: Runtime,
+) -> None:
+    serve_commands(runtime.bus, SERVICE, CommandRouter(), runtime.store, ConsumerPolicy(max_deliver=2, max_delay_s=0.2))
+    s = runtime.subjects
+    await runtime.bus.js.delete_stream(s.outcomes_stream)  # nowhere to tell the sender: the publish fails
+    await runtime.start()
+    subject = s.command(SERVICE, "ws1", "Bump")
+    await runtime.bus.publish(subject, b"{not json", msg_id="poison-told", stream=s.commands_stream)
+    await eventually(lambda: last_message(runtime, s.dead_letter_stream, s.dead_letter(subject)))
+
+    await ensure_streams(runtime.bus.js, s)
+    told = await eventually(lambda: last_message(runtime, s.outcomes_stream, s.outcome("ws1", "poison-told")))
+    assert CommandOutcome.model_validate_json(told.data).status is OutcomeStatus.REJECTED
 
 
 async def test_relay_publishes_what_a_crash_left_unpublished_exactly_once(runtime: Runtime) -> None:
@@ -259,6 +279,35 @@ async def _gone(runtime: Runtime, writer: str) -> bool:
     return await runtime.db["relay_writers"].find_one({"_id": writer}) is None
 
 
+async def test_commits_from_before_writers_were_recorded_are_published_once_after_a_one_off_migration(
+    runtime: Runtime,
+) -> None:
+    """They were stored ``published: false`` (with an index of their own) until the relay's sweep marked them; that
+    path is gone: at start-up they become a dead writer's work, which the ordinary take-over publishes."""
+    old = EventStore(runtime.db, writer="unused")
+    commits = runtime.db["commits"]
+    await commits.create_index(
+        [("published", 1), ("recorded_at", 1)], partialFilterExpression={"published": False}, name="legacy_unpublished"
+    )
+    left = [await old.append(StreamRef("ws1", "bumpcounter", f"old{i}"), 0, [Bumped(by=i)], META) for i in range(3)]
+    await commits.update_many({}, {"$unset": {"writer": ""}, "$set": {"published": False}})
+    await commits.update_one({"_id": left[0].commit_id}, {"$set": {"published": True}})  # published and marked
+
+    assert runtime.relay is not None
+    await runtime.relay.register()  # as at start-up
+    await runtime.start()
+
+    async def published() -> bool:
+        info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
+        return info.state.messages == 2 and await _gone(runtime, "legacy-unpublished")
+
+    await eventually(published)
+    assert "legacy_unpublished" not in {index["name"] async for index in await commits.list_indexes()}
+    assert await commits.count_documents({"published": False}) == 0
+    await runtime.relay.register()  # a later start-up finds nothing to do
+    assert await runtime.db["relay_writers"].find_one({"_id": "legacy-unpublished"}) is None
+
+
 async def test_projection_catches_up_from_the_store_when_the_broker_lost_an_event(runtime: Runtime) -> None:
     store = runtime.store
     stream = StreamRef("ws1", "bumpcounter", "gap")
@@ -271,19 +320,11 @@ async def test_projection_catches_up_from_the_store_when_the_broker_lost_an_even
     assert await projection.handle(first.events[0], store) == 0
 
 
-@pytest.mark.parametrize("left_by", ["a dead writer", "a commit from before writers"])
-async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_rest(
-    runtime: Runtime, left_by: str
-) -> None:
+async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_rest(runtime: Runtime) -> None:
     crashed = EventStore(runtime.db, writer="crashed")
     good = await crashed.append(StreamRef("ws1", "bumpcounter", "fine"), 0, [Bumped(by=1)], META)
     gone = utcnow() - timedelta(hours=1)
-    if left_by == "a dead writer":
-        await runtime.db["relay_writers"].insert_one({"_id": "crashed", "done_before": gone, "alive_at": gone})
-        left: dict[str, Any] = {"writer": "crashed"}
-    else:
-        left = {"published": False}
-        await runtime.db["commits"].update_one({"_id": good.commit_id}, {"$unset": {"writer": ""}, "$set": left})
+    await runtime.db["relay_writers"].insert_one({"_id": "crashed", "done_before": gone, "alive_at": gone})
     # A corrupt commit whose id cannot be a subject, recorded before the good one.
     await runtime.db["commits"].insert_one(
         {
@@ -303,7 +344,7 @@ async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_
             "command_id": None,
             "recorded_at": good.recorded_at - timedelta(seconds=1),
             "trace": {},
-            **left,
+            "writer": "crashed",
         }
     )
     relay = Relay(runtime.store, runtime.bus)
@@ -312,7 +353,6 @@ async def test_a_commit_that_cannot_be_published_is_parked_without_blocking_the_
     parked = await runtime.db["commits"].find_one({"_id": "corrupt"})
     assert parked is not None
     assert "BadSubject" in parked["parked"]
-    assert await runtime.store.unpublished() == []
     assert await _gone(runtime, "crashed")
     info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
     assert info.state.messages == 1, "the good commit was published despite the corrupt one before it"
@@ -369,7 +409,7 @@ class MongoCountingProjection(StreamProjection):
 
 async def _all_published(runtime: Runtime) -> bool:
     assert runtime.relay is not None
-    return runtime.relay.backlog == 0 and not await runtime.store.unpublished()
+    return runtime.relay.backlog == 0
 
 
 async def _equal(a: int, b: int) -> bool:
@@ -448,3 +488,44 @@ async def test_reactors_see_a_streams_commits_in_order_and_other_streams_meanwhi
     await eventually(lambda: _all_published(runtime))
     assert acted.index(first.commit_id) < acted.index(second.commit_id)
     assert acted.index(other.commit_id) < acted.index(first.commit_id), "another stream is not held up"
+
+
+async def test_a_reactor_that_can_never_act_on_a_commit_gives_up_on_it_visibly_and_no_commit_is_parked(
+    runtime: Runtime,
+) -> None:
+    """A validation error inside a reactor used to count as the publishing's permanent failure: the commit was
+    parked after five polls and nobody heard of it. Now the reactor's give_up is told, and the commit is done."""
+    store = runtime.store
+    tries: dict[str, int] = {}
+    given_up: list[tuple[str, str]] = []
+    away = {"waiting": 8}  # the database away for longer than the failures a reactor may have: never given up
+
+    async def react(commit: Commit) -> None:
+        name = commit.stream.aggregate_id
+        tries[name] = tries.get(name, 0) + 1
+        if name == "hopeless" and commit.first_version == 1:
+            raise ValueError("this commit makes no sense to the reactor")
+        if away.get(name, 0) > 0:
+            away[name] -= 1
+            raise ConnectionError("the database is away")
+
+    async def give_up(commit: Commit, error: Exception) -> None:
+        given_up.append((commit.stream.aggregate_id, repr(error)))
+
+    assert runtime.relay is not None
+    runtime.relay.add_reactor(react, give_up)
+    await runtime.start()
+    hopeless = await store.append(StreamRef("ws1", "bumpcounter", "hopeless"), 0, [Bumped(by=1)], META)
+    after = await store.append(StreamRef("ws1", "bumpcounter", "hopeless"), 1, [Bumped(by=2)], META)
+    await store.append(StreamRef("ws1", "bumpcounter", "waiting"), 0, [Bumped(by=3)], META)
+
+    await eventually(lambda: _all_published(runtime))
+    assert given_up == [("hopeless", "ValueError('this commit makes no sense to the reactor')")]
+    assert tries["hopeless"] == 5 + 1, "five failures of the first commit, then the stream's next commit"
+    assert tries["waiting"] == 9, "a reactor waiting for the database is retried until it is back, not given up"
+    for commit in (hopeless, after):
+        stored = await runtime.db["commits"].find_one({"_id": commit.commit_id})
+        assert stored is not None
+        assert "parked" not in stored
+    info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
+    assert info.state.messages == 3

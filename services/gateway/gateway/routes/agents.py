@@ -27,10 +27,11 @@ from contracts.agents import (
     UsageReport,
 )
 from contracts.budgets import Budget, SetWorkspaceBudget
+from gateway.body import JsonBodyRoute
 from gateway.deps import CurrentPrincipal, Queries
 from gateway.routes.common import CommandResponse, ResourceId, Send
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(tags=["agents"], route_class=JsonBodyRoute)
 ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"model": CommandResponse, "description": "Accepted; poll the command's status link."}
 }

@@ -1,11 +1,12 @@
 from fastapi import APIRouter
 
 from contracts import ErrorCode
+from gateway.body import JsonBodyRoute
 from gateway.deps import Commands, CurrentPrincipal
 from gateway.errors import ApiError
 from gateway.routes.common import CommandResponse, ResourceId, command_response
 
-router = APIRouter(tags=["commands"])
+router = APIRouter(tags=["commands"], route_class=JsonBodyRoute)
 
 
 @router.get("/commands/{command_id}", response_model=CommandResponse, summary="A command's status and outcome")

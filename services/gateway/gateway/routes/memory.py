@@ -3,7 +3,7 @@
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts import ErrorCode
@@ -29,14 +29,16 @@ from contracts.memory import (
     UpdateLongTerm,
 )
 from contracts.messages import Id
+from gateway.body import BodyError, JsonBodyRoute, parse_json
 from gateway.deps import CurrentPrincipal, Queries, Settings
 from gateway.errors import ApiError
 from gateway.routes.common import CommandResponse, ResourceId, Send
 
-router = APIRouter(prefix="/memory", tags=["memory"])
+router = APIRouter(prefix="/memory", tags=["memory"], route_class=JsonBodyRoute)
 Limit = Annotated[int, Query(ge=1, le=500)]
 ScopeKindPath = Annotated[ScopeKind, Path()]
 ScopeIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+NDJSON = "application/x-ndjson"
 KeyPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 
 
@@ -245,9 +247,10 @@ async def remember(body: LongTermFields, send: Send, settings: Settings) -> Comm
     "/long-term/import",
     response_model=ImportReport,
     summary="Import long-term entries from JSON lines; each bad line is reported, the good ones are imported",
-    openapi_extra={"requestBody": {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
+    description="Answers 422 (`validation_failed`, the bad lines in `errors`) when no line can be imported.",
+    openapi_extra={"requestBody": {"content": {NDJSON: {"schema": {"type": "string"}}}}},
 )
-async def import_long_term(request: Request, response: Response, send: Send, settings: Settings) -> ImportReport:
+async def import_long_term(request: Request, send: Send, settings: Settings) -> ImportReport:
     raw = await request.body()
     try:
         text = raw.decode()
@@ -260,19 +263,28 @@ async def import_long_term(request: Request, response: Response, send: Send, set
     good: list[tuple[str, LongTermFields]] = []
     errors: list[dict[str, Any]] = []
     for number, line in lines:
+        where = ["line", str(number)]
         try:
-            fields = LongTermFields.model_validate_json(line)
+            fields = LongTermFields.model_validate(parse_json(line, max_depth=settings.max_json_depth, loc=where))
+        except BodyError as exc:
+            first = exc.errors[0]
+            errors.append({"line": number, "code": exc.code.value, "message": first["msg"], "loc": first["loc"]})
+            continue
         except ValidationError as exc:
-            kind = "malformed_json" if any(e["type"] == "json_invalid" for e in exc.errors()) else "validation_failed"
-            errors.append({"line": number, "code": kind, "message": exc.errors()[0]["msg"]})
+            invalid = exc.errors()[0]
+            loc = [*where, *(str(p) for p in invalid["loc"])]
+            errors.append({"line": number, "code": "validation_failed", "message": invalid["msg"], "loc": loc})
             continue
         if len(fields.content) > settings.memory_max_entry_chars:
             errors.append({"line": number, "code": ErrorCode.ENTRY_TOO_LARGE.value, "message": "content too long"})
             continue
         good.append((f"ltm_{command_id[:20]}_{number}", fields))
     if not good:
-        response.status_code = 422
-        return ImportReport(imported=0, errors=errors, command=None)
+        raise ApiError(
+            ErrorCode.VALIDATION_FAILED,
+            "No line could be imported; each is reported in errors." if lines else "The body holds no line to import.",
+            errors=errors,
+        )
     result = await send(ImportLongTerm(entries=good))
     return ImportReport(imported=len(good), errors=errors, command=result)
 

@@ -1,6 +1,5 @@
 """Workflow definitions, executions, approvals, live events (SSE) and templates."""
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -13,7 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts import ErrorCode, EventRecord, OutcomeStatus
 from contracts.agents import AgentSpec, ListAgents, StaffAgents, StaffNeed, can_take
 from contracts.budgets import Budget
+from contracts.public_events import describe, public_event
 from contracts.workflows import (
+    EXECUTION_AGGREGATE,
+    EXECUTION_ENDS,
     AgentStep,
     ArchiveWorkflow,
     CancelExecution,
@@ -33,13 +35,13 @@ from contracts.workflows import (
     UpdateWorkflow,
     WorkflowSpec,
 )
+from gateway.body import JsonBodyRoute
 from gateway.deps import BusDep, CurrentPrincipal, Queries
 from gateway.errors import ApiError
 from gateway.routes.common import CommandResponse, ResourceId, Send
 
-router = APIRouter(tags=["workflows"])
+router = APIRouter(tags=["workflows"], route_class=JsonBodyRoute)
 Limit = Annotated[int, Query(ge=1, le=500)]
-TERMINAL_EVENTS = frozenset({"ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled"})
 KEEPALIVE_S = 15.0
 
 
@@ -142,6 +144,10 @@ async def decide_approval(
 @router.get(
     "/workflows/executions/{execution_id}/events",
     summary="The execution's events as Server-Sent Events, live (Last-Event-ID resumes after that version)",
+    description="The execution's public events, from its start (or after `Last-Event-ID`), then live until it ends. "
+    "Each is one Server-Sent Event: `id` is the event's version (increasing, not consecutive), `event` its public "
+    "type and `data` a JSON object `{version, type, data}` whose `data` has the type's fields (JSON Schemas in "
+    "docs/schemas, `public.<type>.json`). The types:\n\n" + describe(),
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
@@ -158,14 +164,14 @@ async def execution_events(
     after = int(last_event_id or 0)
     await queries.ask(principal, GetExecution(execution_id=execution_id))  # 404 unless it is the caller's
     subjects = bus.subjects
-    subject = subjects.event("execution", principal.workspace_id, execution_id, "*")
+    subject = subjects.event(EXECUTION_AGGREGATE, principal.workspace_id, execution_id, "*")
     sub = await bus.js.subscribe(
         subject, stream=subjects.events_stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
     )
 
     async def stream() -> AsyncIterator[str]:
-        """Events strictly in version order, each once: relays on several replicas may publish a stream's events
-        out of order, so early arrivals wait for the versions before them."""
+        """Public events strictly in version order, each once: relays on several replicas may publish a stream's
+        events out of order, so early arrivals wait for the versions before them. Internal events are not sent."""
         next_version, early = after + 1, dict[int, EventRecord]()
         try:
             while not await request.is_disconnected():
@@ -175,14 +181,15 @@ async def execution_events(
                     yield ": keep-alive\n\n"
                     continue
                 record = EventRecord.model_validate_json(msg.data)
-                ended = record.version < next_version and record.type in TERMINAL_EVENTS  # resumed after the end
+                ended = record.version < next_version and record.type in EXECUTION_ENDS  # resumed after the end
                 if record.version >= next_version:
                     early[record.version] = record
                 while next_version in early:
                     ready = early.pop(next_version)
-                    data = json.dumps({"version": ready.version, "type": ready.type, "data": ready.data})
-                    yield f"id: {ready.version}\nevent: {ready.type}\ndata: {data}\n\n"
-                    ended = ready.type in TERMINAL_EVENTS
+                    public = public_event(ready)
+                    if public is not None:
+                        yield f"id: {public.version}\nevent: {public.type}\ndata: {public.model_dump_json()}\n\n"
+                    ended = ready.type in EXECUTION_ENDS
                     next_version += 1
                 if ended and not early and msg.metadata.num_pending == 0:
                     return

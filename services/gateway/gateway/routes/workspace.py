@@ -2,10 +2,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from contracts import ErrorCode
+from gateway.body import JsonBodyRoute
 from gateway.deps import CurrentPrincipal, Workspaces
 from gateway.errors import ApiError
 
-router = APIRouter(tags=["workspace"])
+router = APIRouter(tags=["workspace"], route_class=JsonBodyRoute)
 
 
 class WorkspaceInfo(BaseModel):

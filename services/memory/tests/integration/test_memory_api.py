@@ -46,6 +46,7 @@ async def api(platform: Platform) -> Api:
 
 
 EXECUTION = {"kind": "execution", "id": "ex_1"}
+NDJSON = "application/x-ndjson"
 
 
 async def test_short_term_lifecycle_with_expiry_and_promotion(api: Api) -> None:
@@ -192,9 +193,10 @@ async def test_import_reports_bad_lines_and_imports_the_rest(api: Api) -> None:
     assert listed["items"][0]["content"] == "Globex pays net 30"
     await api.until("/long-term", lambda b: len(b["items"]) == 2)
     nothing = await api.client.post(
-        "/api/v1/memory/long-term/import", content=b"{bad\n", headers={**api.headers, "content-type": "text/plain"}
+        "/api/v1/memory/long-term/import", content=b"{bad\n", headers={**api.headers, "content-type": NDJSON}
     )
-    assert nothing.status_code == 422
+    assert (nothing.status_code, nothing.headers["content-type"]) == (422, "application/problem+json")
+    assert [(e["line"], e["code"]) for e in nothing.json()["errors"]] == [(1, "malformed_json")]
 
 
 TOPICS = [

@@ -160,7 +160,12 @@ class LocalProvider:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         prompt = "\n".join(m.content for m in request.messages if m.role == "user")
         found = INPUT_BLOCK.search(prompt)
-        data: Any = json.loads(found.group(1)) if found else prompt
+        data: Any = prompt
+        if found:
+            try:
+                data = json.loads(found.group(1))
+            except ValueError:  # a truncated input block: read its text
+                data = found.group(1)
         known = answer_for(request.role, data)
         output = known if request.output_schema is None else _fill(request.output_schema, known, _digest(prompt))
         text = json.dumps(output, ensure_ascii=False)

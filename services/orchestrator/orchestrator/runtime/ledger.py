@@ -8,7 +8,7 @@ call's usage is counted once whatever is retried.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -47,19 +47,38 @@ class Attempts:
         assert doc is not None
         return AttemptRecord(key, doc["first_seen_at"], doc["calls"], doc.get("agent_id"), doc.get("result"))
 
-    async def calling(self, ws: str, key: str, agent_id: str, agent_version: int, now: datetime) -> int:
-        """Count a model call about to be made; its number (1 for the first)."""
+    async def calling(
+        self, ws: str, key: str, agent_id: str, agent_version: int, holder: str, now: datetime, lease: timedelta
+    ) -> int | None:
+        """Count a model call about to be made and take the attempt's call lease for ``holder`` (one handling of
+        one delivery); the call's number (1 for the first), or None while another handling holds a live lease (a
+        delivery repeated while the first is still at work: it must not call too)."""
+        free: Document = {"$or": [{"calling_until": None}, {"calling_until": {"$lt": now}}]}
         doc = await self.collection.find_one_and_update(
-            {"_id": self._id(ws, key)},
-            {"$inc": {"calls": 1}, "$set": {"agent_id": agent_id, "agent_version": agent_version, "called_at": now}},
+            {"_id": self._id(ws, key), "result": None, **free},
+            {
+                "$inc": {"calls": 1},
+                "$set": {
+                    "agent_id": agent_id,
+                    "agent_version": agent_version,
+                    "called_at": now,
+                    "calling_by": holder,
+                    "calling_until": now + lease,
+                },
+            },
             return_document=ReturnDocument.AFTER,
         )
-        assert doc is not None
-        return int(doc["calls"])
+        return None if doc is None else int(doc["calls"])
+
+    async def renew(self, ws: str, key: str, holder: str, now: datetime, lease: timedelta) -> None:
+        await self.collection.update_one(
+            {"_id": self._id(ws, key), "calling_by": holder}, {"$set": {"calling_until": now + lease}}
+        )
 
     async def finish(self, ws: str, key: str, result: Document, now: datetime) -> None:
         await self.collection.update_one(
-            {"_id": self._id(ws, key), "result": None}, {"$set": {"result": result, "finished_at": now}}
+            {"_id": self._id(ws, key), "result": None},
+            {"$set": {"result": result, "finished_at": now, "calling_until": None}},
         )
 
 
@@ -109,7 +128,7 @@ class UsageLedger:
         if group_by == "day":
             key = {"$dateToString": {"format": "%Y-%m-%d", "date": "$at"}}
         elif group_by is not None:
-            key = f"${group_by}_id" if group_by in {"agent", "execution"} else f"${group_by}"
+            key = f"${group_by}_id" if group_by in {"agent", "execution"} else f"${group_by}"  # task: the attempt key
         pipeline: list[Document] = [
             {"$match": match},
             {

@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 from pydantic import ValidationError
 
@@ -37,7 +38,7 @@ from orchestrator.runtime.ledger import AttemptRecord, Attempts, UsageLedger
 from orchestrator.runtime.prompt import build_messages
 from orchestrator.runtime.slots import Slots
 from orchestrator.settings import RuntimeSettings
-from servicekit.bus import Bus, Defer, PermanentFailure, in_progress
+from servicekit.bus import Bus, DeadLetter, Defer, PermanentFailure, in_progress
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import utcnow
 from servicekit.queries import QueryFailed, ask
@@ -47,6 +48,7 @@ Document = dict[str, Any]
 HOLD_MARGIN = timedelta(seconds=60)  # a reservation outlives its task's deadline by this, then may be swept
 ESTIMATE_MARGIN = 1.25  # a model's own tokenizer may count more than the estimate: reserve more for it
 DEFAULT_DEADLINE = timedelta(minutes=5)
+WAIT_MARGIN_S = 2.0  # a task that waits for a free agent gives up this long before its deadline (or a tenth of it)
 
 
 def cost_micros(prices: dict[str, tuple[float, float]], model: str, prompt: int, completion: int) -> int:
@@ -103,17 +105,23 @@ class TaskWorker:
             return
         try:
             await self._run(task, record, agent, deadline)
-        finally:
+        except Defer:
+            raise  # another delivery of this attempt is at work, in the same slot (it is the attempt's): keep it
+        except BaseException:
             await self._slots.release(task.workspace_id, agent.agent_id, task.key)
+            raise
+        await self._slots.release(task.workspace_id, agent.agent_id, task.key)
 
-    async def give_up(self, body: bytes, reason: str) -> None:
+    async def give_up(self, letter: DeadLetter) -> None:
         """A task dead-lettered (it failed on every delivery): its step fails now instead of at its timeout."""
-        with contextlib.suppress(ValidationError):
-            task = AgentTask.model_validate_json(body)
-            record = await self._attempts.open(task.workspace_id, task.key, self._clock())
-            await self._release_calls(task, record.calls + 1, self._budget_ids(task))
-            await self._finish(task, None, ok=False, kind="runtime_error", error="the agent runtime could not run it")
-            log.error("task %s dead-lettered: %s", task.key, reason)
+        try:
+            task = AgentTask.model_validate_json(letter.body)
+        except ValidationError:
+            return  # not a task: nothing to answer
+        record = await self._attempts.open(task.workspace_id, task.key, self._clock())
+        await self._release_calls(task, record.calls + 1, self._budget_ids(task))
+        await self._finish(task, None, ok=False, kind="runtime_error", error="the agent runtime could not run it")
+        log.error("task %s dead-lettered: %s", task.key, letter.reason)
 
     # Routing --------------------------------------------------------------------------------------------------
 
@@ -140,8 +148,14 @@ class TaskWorker:
         for choice in verdict.choices:
             if await take(ws, choice.agent_id, choice.spec.concurrency_limit, task.key, self._worker, now):
                 return choice
+        # Every capable agent is busy or paused: wait, up to (nearly) the deadline, then say why it did not run.
         left = (deadline - now).total_seconds()
-        raise Defer(max(0.05, min(1.0, left)))  # every capable agent is busy or paused: try again shortly
+        if left <= min(WAIT_MARGIN_S, (deadline - record.first_seen_at).total_seconds() / 10):
+            wanted = task.agent_id or " / ".join(x for x in (task.role, task.capability) if x)
+            error = f"no agent became available before the step's deadline ({wanted}: all busy or paused)"
+            await self._finish(task, None, ok=False, kind="no_agent", error=error)
+            return None
+        raise Defer(max(0.05, min(1.0, left / 4)))
 
     # The call -------------------------------------------------------------------------------------------------
 
@@ -157,7 +171,13 @@ class TaskWorker:
         prices = self._settings.model_prices
         hold = Hold(estimate + max_out, cost_micros(prices, model, estimate, max_out))
         ws = task.workspace_id
-        call = await self._attempts.calling(ws, task.key, agent.agent_id, agent.spec_version, self._clock())
+        holder = f"{self._worker}/{uuid4().hex[:12]}"
+        lease = timedelta(seconds=self._settings.slot_lease_s)
+        call = await self._attempts.calling(
+            ws, task.key, agent.agent_id, agent.spec_version, holder, self._clock(), lease
+        )
+        if call is None:
+            raise Defer(1.0)  # the same attempt is being worked on by another delivery: wait for its result
         scopes = await self._scopes(task, spec)
         await self._release_calls(task, call, [scope.budget_id for scope in scopes.values()])
         hold_key = f"{task.key}/{call}"
@@ -178,7 +198,7 @@ class TaskWorker:
             role=spec.role,
         )
         try:
-            response = await self._call(task, agent, provider, request)
+            response = await self._call(task, agent, holder, provider, request)
         except ModelError as exc:
             await self._account(task, agent, call, scopes, (provider, model), exc.usage)
             await self._finish(task, agent, ok=False, kind=exc.kind, error=str(exc)[:2000])
@@ -190,9 +210,11 @@ class TaskWorker:
             return
         await self._finish(task, agent, ok=True, output=output)
 
-    async def _call(self, task: AgentTask, agent: Candidate, provider: str, request: ModelRequest) -> ModelResponse:
+    async def _call(
+        self, task: AgentTask, agent: Candidate, holder: str, provider: str, request: ModelRequest
+    ) -> ModelResponse:
         model = self._providers.get(provider)
-        keep_alive = asyncio.create_task(self._keep_alive(task, agent))
+        keep_alive = asyncio.create_task(self._keep_alive(task, agent, holder))
         try:
             async with asyncio.timeout(request.timeout_s):
                 return await model.complete(request)
@@ -203,14 +225,17 @@ class TaskWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await keep_alive
 
-    async def _keep_alive(self, task: AgentTask, agent: Candidate) -> None:
-        """While the model works: the broker keeps the task ours, and the agent's slot stays held."""
+    async def _keep_alive(self, task: AgentTask, agent: Candidate, holder: str) -> None:
+        """While the model works: the broker keeps the task ours, the agent's slot and the call's lease stay held."""
         every = max(0.5, min(self._settings.command_ack_wait_s, self._settings.slot_lease_s) / 3)
+        lease = timedelta(seconds=self._settings.slot_lease_s)
         while True:
             await asyncio.sleep(every)
             try:
                 await in_progress()
-                await self._slots.renew(task.workspace_id, agent.agent_id, task.key, self._clock())
+                now = self._clock()
+                await self._slots.renew(task.workspace_id, agent.agent_id, task.key, now)
+                await self._attempts.renew(task.workspace_id, task.key, holder, now, lease)
             except Exception:  # the next beat tries again; the call goes on
                 log.warning("could not renew task %s", task.key, exc_info=True)
 
@@ -300,6 +325,7 @@ class TaskWorker:
                 "execution_id": task.execution_id,
                 "step_id": task.step_id,
                 "attempt": task.attempt,
+                "task": task.key,
                 "call": call,
                 "provider": provider,
                 "model": model_name,

@@ -10,7 +10,7 @@ import pytest
 from conftest import Api, Infra, running_platform
 from orchestrator.settings import RuntimeSettings
 from servicekit.testing import eventually
-from tests.support.openai_server import Hold, OpenAICompatibleServer, Reply, reply_json
+from tests.support.openai_server import Fail, Hold, OpenAICompatibleServer, Reply, reply_json
 
 
 @pytest.fixture
@@ -84,6 +84,9 @@ async def test_fifty_tasks_to_an_agent_with_limit_three_never_have_more_than_thr
     assert usage["prompt_tokens"] == server.answered.prompt_tokens
     assert usage["completion_tokens"] == server.answered.completion_tokens
     assert usage["estimated_calls"] == 0
+    by_task = (await api.get("/api/v1/usage?group_by=task"))["groups"]
+    assert len(by_task) == 50
+    assert sum(group["total_tokens"] for group in by_task.values()) == server.answered.total_tokens
 
 
 async def test_an_answer_that_breaks_the_schema_is_retried_then_fails_invalid_output(
@@ -101,3 +104,46 @@ async def test_an_answer_that_breaks_the_schema_is_retried_then_fails_invalid_ou
     assert len(server.requests_for("sloppy")) == 3
     sent = server.requests_for("sloppy")[0].body
     assert sent["response_format"]["json_schema"]["schema"] == schema
+
+
+async def test_a_task_waits_for_a_busy_agent_never_takes_a_retired_one_and_ends_no_agent_at_its_deadline(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    server.behave("held", Hold(Reply('{"summary": "late"}')))
+    await api.post("/api/v1/agents", openai_agent("held", 1), expect=201)
+    retired = await api.post("/api/v1/agents", openai_agent("retired", 5), expect=201)
+    await api.post(f"/api/v1/agents/{retired['resource_ids']['agent_id']}/retire", expect=200)
+
+    async def retired_seen() -> bool:
+        items = (await api.get("/api/v1/agents?status=retired"))["items"]
+        return len(items) == 1
+
+    await eventually(retired_seen)
+    first = await api.execute(await api.workflow(ONE_STEP))
+    await server.wait_until(lambda: server.in_flight == 1)
+    short = {"name": "Short", "start": "a", "steps": [{"id": "a", "kind": "agent", "role": "analyst", "timeout_s": 3}]}
+    second = await api.execute(await api.workflow(short))
+    failed = await api.wait_for(second, "failed", timeout_s=20)
+    assert failed["steps"][0]["error_kind"] == "no_agent"
+    assert "busy" in failed["steps"][0]["error"]
+    assert server.requests_for("retired") == []  # waiting, it never went to the retired agent
+    server.release()
+    done = await api.wait_for(first, "completed", timeout_s=20)
+    assert done["steps"][0]["output"]["summary"] == "late"
+
+
+async def test_a_provider_outage_is_retried_per_the_step_policy_with_the_error_on_the_step(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    server.script(Fail(500), Fail(503), model="flaky")
+    server.behave("flaky", Reply('{"summary": "back"}'))
+    await api.post("/api/v1/agents", openai_agent("flaky", 2), expect=201)
+    retry = {"max_attempts": 3, "backoff_s": 0.1}
+    step = {"id": "a", "kind": "agent", "role": "analyst", "retry": retry}
+    run = await api.execute(await api.workflow({"name": "Flaky", "start": "a", "steps": [step]}))
+    done = await api.wait_for(run, "completed", "failed", timeout_s=30)
+    assert done["status"] == "completed"
+    attempts = done["steps"][0]["attempts"]
+    assert [a["status"] for a in attempts] == ["failed", "failed", "succeeded"]
+    assert "500" in attempts[0]["error"]
+    assert len(server.requests_for("flaky")) == 3

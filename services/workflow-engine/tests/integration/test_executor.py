@@ -18,7 +18,7 @@ from servicekit.testing import eventually
 from workflow_engine.domain import execution
 from workflow_engine.executor import Executor
 from workflow_engine.handlers import execution_stream
-from workflow_engine.timers import SERVICE, Timers, carried_alarms, timer_id
+from workflow_engine.timers import SERVICE, TimerDocuments, carried_timers, carry, timer_id
 
 WS = "ws1"
 SPEC = WorkflowSpec.model_validate(
@@ -50,7 +50,7 @@ async def started(runtime: Runtime, execution_id: str, **step_input: Any) -> tup
 
 
 async def test_a_task_is_sent_again_only_while_the_broker_drops_repeats(runtime: Runtime, env_name: str) -> None:
-    timers = Timers(runtime.db["timers"])
+    timers = TimerDocuments(runtime.db["timers"])
     await timers.ensure_indexes()
     executor = Executor(runtime.store, runtime.bus, timers, StateCache())
     commit, scheduled = await started(runtime, "ex1")
@@ -84,14 +84,14 @@ async def test_a_task_is_sent_again_only_while_the_broker_drops_repeats(runtime:
 
 
 async def test_a_timeout_carried_by_the_commit_is_not_written_again(runtime: Runtime) -> None:
-    timers = Timers(runtime.db["timers"])
+    timers = TimerDocuments(runtime.db["timers"])
     await timers.ensure_indexes()
     executor = Executor(runtime.store, runtime.bus, timers, StateCache())
     now = utcnow()
     events: list[Event] = execution.start(ExecuteWorkflow(workflow_id="wf", execution_id="ex3"), SPEC, 1, now)
-    alarms = carried_alarms(WS, "ex3", None, events, now)
-    assert [alarm.alarm_id for alarm in alarms] == [timer_id(WS, "ex3", "a", 1, "timeout")]  # five minutes ahead
-    commit = await runtime.store.append(execution_stream(WS, "ex3"), 0, events, META, alarms=alarms)
+    carried = carried_timers(WS, "ex3", None, events, now)
+    assert [timer.timer_id for timer in carried] == [timer_id(WS, "ex3", "a", 1, "timeout")]  # five minutes ahead
+    commit = await runtime.store.append(execution_stream(WS, "ex3"), 0, events, META, carried=carry(carried))
 
     await executor.react(commit)
 
@@ -99,7 +99,7 @@ async def test_a_timeout_carried_by_the_commit_is_not_written_again(runtime: Run
 
 
 async def test_a_task_too_large_to_send_fails_its_attempt_at_once(runtime: Runtime) -> None:
-    timers = Timers(runtime.db["timers"])
+    timers = TimerDocuments(runtime.db["timers"])
     await timers.ensure_indexes()
     executor = Executor(runtime.store, runtime.bus, timers, StateCache())
     commit, scheduled = await started(runtime, "ex2", blob="x" * (runtime.bus.nc.max_payload + 1))

@@ -45,3 +45,38 @@ async def test_status_events_applied_together_and_out_of_order_leave_the_newest_
     rows = {doc["execution_id"]: (doc["status"], doc["version"]) async for doc in db["executions"].find()}
     last = {execution_id: stream[-1].version for execution_id, stream in streams.items()}
     assert rows == {execution_id: ("running", version) for execution_id, version in last.items()}
+
+
+class StartLandsMeanwhile(ExecutionsProjection):
+    """The race, made to happen every time: the start's row is inserted (by another worker) right after a status
+    change found no row to update, just before it looks at the row again."""
+
+    def __init__(self, collection: Any, starts: dict[str, EventRecord]) -> None:
+        super().__init__(collection)
+        self._starts = starts
+
+    async def position(self, record: EventRecord) -> int:
+        start = self._starts.pop(record.stream_id, None)
+        if start is not None:
+            assert await self.apply(start)
+        return await super().position(record)
+
+
+async def test_a_status_change_that_finds_no_row_while_its_start_lands_is_not_lost(
+    mongo: AsyncMongoClient[Document], env_name: str
+) -> None:
+    db = mongo[f"{env_name}_projections"]
+    store = EventStore(db)
+    started = execution.start(ExecuteWorkflow(workflow_id="wf", execution_id="ex1"), SPEC, 1, T0)
+    commit = await store.append(
+        StreamRef("ws", "execution", "ex1"), 0, [*started, ExecutionPaused(at=T0.isoformat())], META
+    )
+    start, paused = commit.events[0], commit.events[-1]
+    projection = StartLandsMeanwhile(db["executions"], {start.stream_id: start})
+    await projection.ensure_indexes()
+
+    await projection.handle(paused, store)
+
+    row = await db["executions"].find_one({"_id": start.stream_id})
+    assert row is not None
+    assert (row["status"], row["version"]) == ("paused", paused.version)

@@ -10,12 +10,12 @@ from pymongo import AsyncMongoClient
 from conftest import Infra
 from contracts import Actor, Envelope
 from contracts.workflows import ExecutionPaused, FireTimer
-from servicekit.eventstore import Alarm, Metadata, StreamRef
+from servicekit.eventstore import Metadata, StreamRef
 from servicekit.runtime import Runtime
 from servicekit.settings import ServiceSettings
 from workflow_engine import timers as timers_module
 from workflow_engine.projections import ExecutionsProjection
-from workflow_engine.timers import SERVICE, TimerLoop, Timers, timer_id
+from workflow_engine.timers import SERVICE, CarriedTimer, CarriedTimers, TimerDocuments, TimerLoop, carry, timer_id
 
 Document = dict[str, Any]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -25,7 +25,7 @@ META = Metadata(correlation_id="c", actor=Actor(kind="system", id="test"))
 async def test_an_end_drops_only_the_timers_scheduled_before_it(
     mongo: AsyncMongoClient[Document], env_name: str
 ) -> None:
-    timers = Timers(mongo[f"{env_name}_timers"]["timers"])
+    timers = TimerDocuments(mongo[f"{env_name}_timers"]["timers"])
     await timers.ensure_indexes()
 
     async def schedule(attempt: int, purpose: Any, version: int) -> bool:
@@ -66,22 +66,21 @@ async def runtime(infra: Infra, env_name: str) -> AsyncIterator[Runtime]:
 
 
 async def loop_of(runtime: Runtime, clock: Clock) -> TimerLoop:
-    timers = Timers(runtime.db["timers"])
+    timers = TimerDocuments(runtime.db["timers"])
+    carried = CarriedTimers(runtime.store)
     executions = ExecutionsProjection(runtime.db["executions"])
     await timers.ensure_indexes()
-    return TimerLoop(timers, runtime.bus, clock, 1.0, runtime.store, executions)
+    await carried.ensure_indexes()
+    return TimerLoop(timers, carried, runtime.bus, clock, 1.0, executions)
 
 
 async def carrying(runtime: Runtime, execution_id: str, *timers: tuple[str, datetime], after: int = 0) -> None:
-    """Append a commit to ``execution_id`` (after version ``after``) carrying a timeout alarm per (step, due time)."""
-    alarms = [
-        Alarm(
-            timer_id("ws", execution_id, step, 1, "timeout"), at, {"step_id": step, "attempt": 1, "purpose": "timeout"}
-        )
-        for step, at in timers
+    """Append a commit to ``execution_id`` (after version ``after``) carrying a timeout per (step, due time)."""
+    carried = [
+        CarriedTimer(timer_id("ws", execution_id, step, 1, "timeout"), at, step, 1, "timeout") for step, at in timers
     ]
-    event = ExecutionPaused(at=NOW.isoformat())  # any event: the alarms are what is looked at
-    await runtime.store.append(StreamRef("ws", "execution", execution_id), after, [event], META, alarms=alarms)
+    event = ExecutionPaused(at=NOW.isoformat())  # any event: the carried timers are what is looked at
+    await runtime.store.append(StreamRef("ws", "execution", execution_id), after, [event], META, carried=carry(carried))
 
 
 async def fired(runtime: Runtime) -> list[str]:
@@ -142,7 +141,7 @@ async def test_each_timer_of_a_commit_fires_at_its_own_time(runtime: Runtime) ->
 async def test_timers_due_at_the_same_instant_are_all_fired_page_after_page(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(timers_module, "ALARM_PAGE", 3)
+    monkeypatch.setattr(timers_module, "CARRIED_PAGE", 3)
     clock = Clock(NOW + timedelta(hours=1))
     loop = await loop_of(runtime, clock)
     for i in range(7):
@@ -150,3 +149,31 @@ async def test_timers_due_at_the_same_instant_are_all_fired_page_after_page(
 
     assert await loop.fire_due() == 7
     assert sorted(await fired(runtime)) == [f"s{i}" for i in range(7)]
+
+
+async def test_timers_stored_as_alarms_are_migrated_once_and_still_fire(runtime: Runtime) -> None:
+    """Carried timers used to be stored as ``alarms`` beside the events (``alarm_at`` indexed, the watermark in
+    ``alarm_clock``); the engine's start-up moves them to the commit's carried fields once."""
+    commits, db = runtime.db["commits"], runtime.db
+    await commits.create_index([("alarm_at", 1)], sparse=True, name="alarm_order")
+    for step, minutes in (("old", 1), ("due", 10)):
+        await carrying(runtime, f"e-{step}", (step, NOW + timedelta(minutes=minutes)))
+    async for doc in commits.find({"carried": {"$exists": True}}):
+        await commits.update_one(
+            {"_id": doc["_id"]},
+            {
+                "$set": {"alarms": doc["carried"]["timers"], "alarm_at": doc["carried"]["next_timer_at"]},
+                "$unset": {"carried": ""},
+            },
+        )
+    await db["alarm_clock"].insert_one({"_id": "watermark", "upto": NOW + timedelta(minutes=5)})  # "old" fired
+
+    clock = Clock(NOW + timedelta(minutes=11))
+    loop = await loop_of(runtime, clock)  # ensure_indexes migrates
+
+    assert await loop.fire_due() == 1
+    assert await fired(runtime) == ["due"]
+    assert await commits.count_documents({"alarm_at": {"$exists": True}}) == 0
+    assert "alarm_order" not in {index["name"] async for index in await commits.list_indexes()}
+    assert "alarm_clock" not in await db.list_collection_names()
+    await loop_of(runtime, clock)  # a later start-up has nothing to migrate

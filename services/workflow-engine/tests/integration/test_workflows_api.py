@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 
 from conftest import Api, Infra, Platform, running_platform
-from contracts.workflows import AgentTask
-from servicekit.eventstore import StreamRef
+from contracts import Actor
+from contracts.workflows import AgentTask, ExecuteWorkflow, StepScheduled, WorkflowSpec
+from servicekit.eventstore import EventStore, Metadata, StreamRef
 from servicekit.testing import eventually
+from workflow_engine.domain import execution
 from workflow_engine.main import build_app as build_engine
 from workflow_engine.settings import WorkflowEngineSettings
 
 Script = dict[str, Any]
+META = Metadata(correlation_id="c", actor=Actor(kind="system", id="test"))
 
 
 def scripted(script: Script) -> Any:
@@ -36,9 +39,12 @@ def script() -> Script:
     return {}
 
 
+LOCAL_HOOKS = {"webhook_allowed_hosts": ["127.0.0.1"]}  # the tests' webhook servers listen on loopback
+
+
 @pytest.fixture
 async def platform(infra: Infra, env_name: str, script: Script) -> AsyncIterator[Platform]:
-    async with running_platform(infra, env_name, behaviour=scripted(script)) as running:
+    async with running_platform(infra, env_name, behaviour=scripted(script), engine_settings=LOCAL_HOOKS) as running:
         yield running
 
 
@@ -95,6 +101,31 @@ async def test_invalid_definitions_answer_422_naming_the_step(api: Api) -> None:
     assert (shape.status_code, shape.json()["code"]) == (422, "validation_failed")
     neither = await api.client.post("/api/v1/workflows", json={}, headers=api.headers)
     assert (neither.status_code, neither.json()["code"]) == (422, "validation_failed")
+
+
+async def test_a_pattern_re2_cannot_take_is_refused_on_save_and_a_catastrophic_one_runs(api: Api) -> None:
+    def routing(pattern: str) -> dict[str, Any]:
+        when = {"field": "$input.s", "op": "matches", "value": pattern}
+        return {
+            "name": "Route",
+            "start": "route",
+            "steps": [
+                {"id": "route", "kind": "condition", "branches": [{"when": when, "next": "hit"}], "default": "miss"},
+                agent("hit"),
+                agent("miss"),
+            ],
+        }
+
+    resp = await api.client.post("/api/v1/workflows", json={"spec": routing(r"(\w)\1")}, headers=api.headers)
+    assert (resp.status_code, resp.json()["code"]) == (422, "invalid_workflow")
+    assert [(e["step"], "no backreferences or lookaround" in e["message"]) for e in resp.json()["errors"]] == [
+        ("route", True)
+    ]
+    # Over a minute of backtracking for Python's re (9 s at 27 characters, doubling with each): RE2 answers at once.
+    workflow_id = await api.workflow(routing("(a+)+$"))
+    done = await api.wait_for(await api.execute(workflow_id, {"s": "a" * 30 + "!"}), "completed")
+    assert steps_by_id(done)["route"]["output"] == {"next": "miss"}
+    assert steps_by_id(done)["miss"]["status"] == "succeeded"
 
 
 async def test_retry_succeeds_on_the_second_attempt(api: Api, script: Script) -> None:
@@ -267,6 +298,34 @@ async def test_webhook_step_calls_out_and_retries_on_failure(api: Api) -> None:
     assert len(calls) == 2
 
 
+async def test_webhooks_reach_no_internal_address_unless_the_deployment_allows_it(infra: Infra, env_name: str) -> None:
+    """A literal internal host is refused on save; a name is checked on the address it resolves to when called
+    (``127.1`` is 127.0.0.1), and the step fails with ``forbidden_address`` without reaching the server."""
+    server, url, seen = await _http_server(200, {"internal": "secret"})
+    port = server.sockets[0].getsockname()[1]
+
+    def hook(target: str) -> dict[str, Any]:
+        return {"name": "Hook", "start": "call", "steps": [{"id": "call", "kind": "webhook", "url": target}]}
+
+    async with server, running_platform(infra, env_name) as platform:
+        api = Api(platform, await platform.new_workspace())
+        for literal in (url, f"http://localhost:{port}/openapi.json", f"http://[::ffff:127.0.0.1]:{port}/x"):
+            resp = await api.client.post("/api/v1/workflows", json={"spec": hook(literal)}, headers=api.headers)
+            assert (resp.status_code, resp.json()["code"]) == (422, "invalid_workflow"), literal
+            assert [e["step"] for e in resp.json()["errors"]] == ["call"]
+        metadata = await api.client.post(
+            "/api/v1/workflows", json={"spec": hook("http://169.254.169.254/latest/meta-data/")}, headers=api.headers
+        )
+        assert "cloud metadata" in metadata.json()["errors"][0]["message"]
+
+        workflow_id = await api.workflow(hook(f"http://127.1:{port}/hook"))
+        failed = await api.wait_for(await api.execute(workflow_id), "failed")
+    call = steps_by_id(failed)["call"]
+    assert call["error_kind"] == "forbidden_address"
+    assert "127.1 resolves to 127.0.0.1, a loopback address" in call["error"]
+    assert seen == [], "the internal server was never called"
+
+
 async def test_step_timeout_is_recorded(platform: Platform, api: Api, script: Script) -> None:
     workflow_id = await api.workflow(
         {"name": "Slow", "start": "a", "steps": [agent("a", agent_id="nobody-listens", timeout_s=0.5)]}
@@ -375,12 +434,18 @@ async def _sse(api: Api, execution_id: str, last_event_id: str | None = None) ->
     return events
 
 
-async def test_sse_streams_every_event_of_a_run_in_order_and_resumes(api: Api) -> None:
+async def test_sse_streams_the_public_events_of_a_run_in_order_and_resumes(api: Api) -> None:
     workflow_id = await api.workflow(
         {
             "name": "Watched",
             "start": "gate",
-            "steps": [{"id": "gate", "kind": "approval", "next": "a"}, agent("a", "b"), agent("b")],
+            "steps": [
+                {"id": "gate", "kind": "approval", "next": "fan"},
+                {"id": "fan", "kind": "parallel", "branches": ["a", "b"], "join": "meet"},
+                agent("a", "meet"),
+                agent("b", "meet"),
+                {"id": "meet", "kind": "join"},
+            ],
         }
     )
     execution_id = await api.execute(workflow_id)
@@ -392,10 +457,25 @@ async def test_sse_streams_every_event_of_a_run_in_order_and_resumes(api: Api) -
     events = await asyncio.wait_for(live, 20)
 
     final = await api.execution(execution_id)
-    assert [e["id"] for e in events] == list(range(1, final["version"] + 1)), "every event, in order, once"
-    assert events[0]["event"] == "ExecutionStarted"
-    assert events[-1]["event"] == "ExecutionCompleted"
-    assert [e["data"]["data"]["step_id"] for e in events if e["event"] == "StepSucceeded"] == ["gate", "a", "b"]
+    ids = [e["id"] for e in events]
+    assert ids == sorted(set(ids)), "in order, once"
+    assert len(ids) == final["version"] - 2, "every event but the two branches' arrivals at the join (internal)"
+    assert {e["event"] for e in events} == {
+        "execution.started",
+        "step.started",
+        "approval.decided",
+        "step.succeeded",
+        "execution.completed",
+    }
+    assert events[0]["data"] == {
+        "version": 1,
+        "type": "execution.started",
+        "data": {"workflow_id": workflow_id, "workflow_version": 1, "input": {}, "at": final["started_at"]},
+    }, "the public start, without the engine's copy of the definition"
+    assert events[-1]["event"] == "execution.completed"
+    succeeded = [e["data"]["data"]["step_id"] for e in events if e["event"] == "step.succeeded"]
+    assert succeeded[:2] == ["gate", "fan"]
+    assert sorted(succeeded[2:]) == ["a", "b", "meet"]
 
     resumed = await _sse(api, execution_id, last_event_id=str(events[2]["id"]))
     assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
@@ -506,3 +586,30 @@ async def _true(value: bool) -> bool | None:
 
 async def _gone(collection: Any, doc_id: str) -> bool:
     return await collection.find_one({"_id": doc_id}) is None
+
+
+async def test_a_commit_the_engine_can_never_act_on_fails_its_execution_visibly(
+    api: Api, env_name: str, mongo: Any
+) -> None:
+    """The executor fails on a commit whatever it does (here a delay whose wake-up time cannot be read): after a
+    few tries the relay gives up on it, and the executor fails the attempt and the execution, rather than leaving
+    the commit parked and the execution running for ever."""
+    spec = WorkflowSpec.model_validate(
+        {"name": "Broken", "start": "wait", "steps": [{"id": "wait", "kind": "delay", "seconds": 60}]}
+    )
+    started, scheduled = execution.start(
+        ExecuteWorkflow(workflow_id="wf", execution_id="ex_broken"), spec, 1, datetime.now(UTC)
+    )
+    assert isinstance(scheduled, StepScheduled)
+    unreadable = scheduled.model_copy(update={"wake_at": "when the cows come home"})
+    # Written by an engine that died at once: the running engine takes its work over and acts on it.
+    db = mongo[f"{env_name}_workflow_engine"]
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    await db["relay_writers"].insert_one({"_id": "dead-writer", "done_before": long_ago, "alive_at": long_ago})
+    dead = EventStore(db, writer="dead-writer")
+    await dead.append(StreamRef(api.workspace_id, "execution", "ex_broken"), 0, [started, unreadable], META)
+
+    failed = await api.wait_for("ex_broken", "failed")
+    step = steps_by_id(failed)["wait"]
+    assert (step["status"], step["error_kind"]) == ("failed", "unactionable")
+    assert failed["error"].startswith("the engine could not carry out this attempt")

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from contracts.workflows import WorkflowSpec
+from workflow_engine.domain.addresses import AddressPolicy
 from workflow_engine.domain.definition import InvalidWorkflow, validate
 from workflow_engine.templates import TEMPLATES
 
@@ -101,7 +102,13 @@ def test_templates_are_valid() -> None:
             ],
             "a",
             "a",
-            "not a valid regular expression",
+            "not a valid RE2 expression",
+        ),
+        (
+            [{"id": "a", "kind": "webhook", "url": "http://127.0.0.1:8000/openapi.json"}],
+            "a",
+            "a",
+            "host 127.0.0.1 is a loopback address",
         ),
         (
             [
@@ -143,6 +150,7 @@ def test_templates_are_valid() -> None:
         "mapping-self",
         "parallel-bad-join",
         "bad-regex",
+        "webhook-internal-host",
         "parallel-branches-meet-before-join",
         "parallel-branch-ends-before-join",
     ],
@@ -150,6 +158,44 @@ def test_templates_are_valid() -> None:
 def test_invalid_definitions_name_the_step(steps: list[dict[str, Any]], start: str, step: str, words: str) -> None:
     found = problems(spec(steps, start=start))
     assert any(p["step"] == step and words in p["message"] for p in found), found
+
+
+def matching(pattern: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": "route",
+            "kind": "condition",
+            "branches": [{"when": {"field": "$input.x", "op": "matches", "value": pattern}, "next": "b"}],
+        },
+        agent("b"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [
+        (r"(a)\1", "no backreferences or lookaround"),
+        (r"^(?=.*x)", "no backreferences or lookaround"),
+        (r"(?<!x)y", "no backreferences or lookaround"),
+        ("a" * 1001, "longer than 1000 characters"),
+        (7, "must be a string"),
+    ],
+    ids=["backreference", "lookahead", "lookbehind", "too-long", "not-a-string"],
+)
+def test_a_pattern_re2_cannot_take_is_refused_naming_the_step(pattern: Any, words: str) -> None:
+    found = problems(spec(matching(pattern), start="route"))
+    assert [p["step"] for p in found] == ["route"]
+    assert words in found[0]["message"]
+
+
+def test_a_catastrophic_pattern_for_a_backtracking_engine_is_accepted() -> None:
+    validate(spec(matching("(a+)+$"), start="route"))
+
+
+def test_a_webhook_host_the_deployment_allows_is_accepted() -> None:
+    internal = spec([{"id": "a", "kind": "webhook", "url": "http://10.1.2.3/hook"}])
+    assert "a private address" in problems(internal)[0]["message"]
+    validate(internal, AddressPolicy.allowing(["10.0.0.0/8"]))
 
 
 def test_condition_on_undeclared_input_field() -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from contracts import Event
 from contracts.workflows import (
+    AbandonStep,
     CancelExecution,
     Comparison,
     DecideApproval,
@@ -107,6 +108,29 @@ def test_results_for_stale_attempts_or_finished_executions_change_nothing() -> N
     assert ex.record_result(run.state, again, run.now) == [], "a duplicate result after completion is ignored"
 
 
+def test_an_abandoned_attempt_fails_its_execution_without_a_retry_and_a_retry_starts_it_again() -> None:
+    run = Run([agent("a", retry={"max_attempts": 3})])
+    abandon = AbandonStep(execution_id="e1", step_id="a", attempt=1, error="the engine could not carry it out")
+    events = run.apply(ex.abandon_step(run.state, abandon, run.now))
+    assert [type(e).__name__ for e in events] == ["StepFailed", "ExecutionFailed"]
+    assert (run.state.steps["a"].error_kind, run.state.status) == ("unactionable", ExecutionStatus.FAILED)
+    assert ex.abandon_step(run.state, abandon, run.now) == [], "once"
+    run.apply(ex.retry(run.state, RetryExecution(execution_id="e1"), run.now))
+    assert (run.status("a"), run.state.steps["a"].attempt) == (StepStatus.SCHEDULED, 2)
+
+
+def test_an_abandoned_retry_fails_its_execution_and_a_stale_abandon_changes_nothing() -> None:
+    run = Run([agent("a", retry={"max_attempts": 3, "backoff_s": 5})])
+    run.result("a", ok=False)
+    assert run.status("a") is StepStatus.RETRY_SCHEDULED
+    stale = AbandonStep(execution_id="e1", step_id="a", attempt=1, error="x")
+    assert ex.abandon_step(run.state, stale, run.now) == [], "the step moved past that attempt"
+    retry = AbandonStep(execution_id="e1", step_id="a", attempt=2, error="its backoff could not be kept")
+    events = run.apply(ex.abandon_step(run.state, retry, run.now))
+    assert [type(e).__name__ for e in events] == ["ExecutionFailed"]
+    assert run.state.status is ExecutionStatus.FAILED
+
+
 def test_retry_succeeds_on_the_second_attempt_after_a_durable_backoff() -> None:
     run = Run([agent("a", retry={"max_attempts": 3, "backoff_s": 5, "multiplier": 2})])
     events = run.result("a", ok=False)
@@ -195,6 +219,9 @@ def test_retry_from_failed_step_through_the_api_command() -> None:
         ("exists", MISSING, False, True),
         ("matches", "order-123", r"^order-\d+$", True),
         ("matches", "order-x", r"^order-\d+$", False),
+        ("matches", "a" * 27 + "!", "(a+)+$", False),  # seconds of backtracking for Python's re
+        ("matches", "x" * 100_001, "x", False),  # a text beyond the bound does not match
+        ("matches", 5, "5", False),
         ("gt", "abc", 3, False),
         ("eq", MISSING, None, False),
     ],
@@ -249,6 +276,21 @@ def test_condition_routes_by_all_and_any() -> None:
         assert run.state.steps["route"].output == {"next": chosen}
         assert run.status(chosen) is StepStatus.SCHEDULED
         assert [s for s in ("hot", "drop", "nurture") if run.status(s) is not StepStatus.PENDING] == [chosen]
+
+
+def test_a_condition_with_a_catastrophic_pattern_routes_and_the_execution_proceeds() -> None:
+    """``(a+)+$`` on 27 a's and a '!' kept Python's backtracking re busy for about 9 s (doubling per character); RE2
+    answers at once, so the run finishes as part of this test's ordinary run."""
+    steps = [
+        condition([{"when": {"field": "$input.s", "op": "matches", "value": "(a+)+$"}, "next": "hit"}], "miss"),
+        agent("hit"),
+        agent("miss"),
+    ]
+    for text, chosen in (("a" * 40 + "!", "miss"), ("a" * 40, "hit")):
+        run = Run(steps, start="route", input={"s": text})
+        assert run.state.steps["route"].output == {"next": chosen}
+        run.result(chosen)
+        assert run.state.status is ExecutionStatus.COMPLETED
 
 
 def test_condition_without_a_matching_branch_or_default_ends_the_path() -> None:

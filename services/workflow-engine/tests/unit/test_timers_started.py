@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from contracts import Event
 from contracts.workflows import ExecuteWorkflow, RetryScheduled, WorkflowSpec
 from workflow_engine.domain import execution
-from workflow_engine.timers import carried_alarms, may_have_timer_documents
+from workflow_engine.timers import carried_timers, may_have_timer_documents
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -37,7 +37,7 @@ def test_each_kind_of_step_starts_its_timer() -> None:
 
 def test_timers_due_far_enough_ahead_ride_in_the_commit_but_not_a_webhooks_claim() -> None:
     def carried(events: list[Event]) -> list[str]:
-        return [alarm.alarm_id for alarm in carried_alarms("ws", "ex", None, events, T0)]
+        return [timer.timer_id for timer in carried_timers("ws", "ex", None, events, T0)]
 
     assert carried(started({"id": "a", "kind": "agent", "role": "r"})) == ["ws:ex:a:1:timeout"]  # 300 s ahead
     assert carried(started({"id": "a", "kind": "agent", "role": "r", "timeout_s": 5})) == []  # a document instead

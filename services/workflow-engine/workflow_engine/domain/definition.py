@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts import ErrorCode, Event
+from contracts import ErrorCode, Event, patterns
 from contracts.errors import DomainError
 from contracts.workflows import (
     EXPRESSION,
@@ -29,6 +29,7 @@ from contracts.workflows import (
     WorkflowSpec,
     WorkflowUpdated,
 )
+from workflow_engine.domain.addresses import DEFAULT_POLICY, AddressPolicy
 from workflow_engine.domain.expressions import is_expression, referenced_step
 
 AGGREGATE = "workflow"
@@ -79,8 +80,9 @@ def _reachable(graph: dict[str, list[str]], start: str) -> set[str]:
     return seen
 
 
-def validate(spec: WorkflowSpec) -> None:
-    """Raise InvalidWorkflow naming every offending step, or return when the graph is sound."""
+def validate(spec: WorkflowSpec, addresses: AddressPolicy = DEFAULT_POLICY) -> None:
+    """Raise InvalidWorkflow naming every offending step, or return when the graph is sound. ``addresses`` says
+    which internal destinations webhooks may call."""
     problems: list[dict[str, Any]] = []
 
     def problem(step_id: str, message: str) -> None:
@@ -112,6 +114,7 @@ def validate(spec: WorkflowSpec) -> None:
     _check_parallel(spec, steps, graph, terminals, problem)
     for step in spec.steps:
         _check_data(spec, step, graph, problem)
+        _check_destination(step, addresses, problem)
     if problems:
         raise InvalidWorkflow(_summary(problems), details=problems)
 
@@ -182,13 +185,19 @@ def _check_data(spec: WorkflowSpec, step: Step, graph: dict[str, list[str]], pro
             check(value, "input mapping")
 
 
-def _check_regex(step_id: str, pattern: Any, problem: Any) -> None:
-    import re
+def _check_destination(step: Step, addresses: AddressPolicy, problem: Any) -> None:
+    """A webhook's literal host (an address, ``localhost``) is checked here; a name, on every call."""
+    if isinstance(step, WebhookStep):
+        refused = addresses.url_refusal(step.url)
+        if refused is not None:
+            problem(step.id, f"url {refused}: a webhook may only call public addresses unless allowed")
 
-    try:
-        re.compile(str(pattern))
-    except re.error as exc:
-        problem(step_id, f"pattern {pattern!r} is not a valid regular expression: {exc}")
+
+def _check_regex(step_id: str, pattern: Any, problem: Any) -> None:
+    wrong = patterns.check_pattern(pattern)
+    if wrong is not None:
+        shown = pattern if not isinstance(pattern, str) or len(pattern) <= 100 else pattern[:100] + "..."
+        problem(step_id, f"pattern {shown!r} {wrong}")
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -241,7 +250,12 @@ class TemplateNotFound(DomainError):
     code = ErrorCode.TEMPLATE_NOT_FOUND
 
 
-def decide_create(state: Workflow, command: CreateWorkflow, templates: dict[str, WorkflowSpec]) -> list[Event]:
+def decide_create(
+    state: Workflow,
+    command: CreateWorkflow,
+    templates: dict[str, WorkflowSpec],
+    addresses: AddressPolicy = DEFAULT_POLICY,
+) -> list[Event]:
     if state.exists:
         raise DomainError(f"workflow {command.workflow_id} already exists")
     if command.template is not None:
@@ -253,13 +267,13 @@ def decide_create(state: Workflow, command: CreateWorkflow, templates: dict[str,
         spec = command.spec
     if command.name:
         spec = spec.model_copy(update={"name": command.name})
-    validate(spec)
+    validate(spec, addresses)
     return [WorkflowCreated(workflow_id=command.workflow_id, version=1, spec=spec, template=command.template)]
 
 
-def decide_update(state: Workflow, command: UpdateWorkflow) -> list[Event]:
+def decide_update(state: Workflow, command: UpdateWorkflow, addresses: AddressPolicy = DEFAULT_POLICY) -> list[Event]:
     require_active(state, command.workflow_id)
-    validate(command.spec)
+    validate(command.spec, addresses)
     return [WorkflowUpdated(workflow_id=command.workflow_id, version=state.version + 1, spec=command.spec)]
 
 

@@ -10,6 +10,7 @@ from contracts import ErrorCode, Event
 from contracts.budgets import Budget
 from contracts.errors import DomainError
 from contracts.workflows import (
+    AbandonStep,
     AgentStep,
     ApprovalDecided,
     ApprovalStep,
@@ -46,6 +47,7 @@ from contracts.workflows import (
 from workflow_engine.domain.expressions import holds, render
 
 AGGREGATE = "execution"
+UNACTIONABLE = "unactionable"  # the error kind of an attempt the engine could not carry out (AbandonStep)
 ACTIVE = frozenset({StepStatus.SCHEDULED, StepStatus.RUNNING, StepStatus.WAITING, StepStatus.RETRY_SCHEDULED})
 LIVE = frozenset({ExecutionStatus.RUNNING, ExecutionStatus.PAUSED})
 
@@ -421,6 +423,29 @@ def fire_timer(state: Execution, command: FireTimer, now: datetime) -> list[Even
         case _:
             return []
     decision.finish_if_done()
+    return decision.events
+
+
+def abandon_step(state: Execution, command: AbandonStep, now: datetime) -> list[Event]:
+    """The engine gave up on carrying out an attempt: it fails, and the execution with it (no retry: acting on the
+    same attempt again would fail the same way). An attempt the step has moved past is left alone."""
+    decision = _decision(state, now, command.execution_id)
+    run = state.steps.get(command.step_id)
+    if state.status not in LIVE or run is None:
+        return []
+    if run.attempt == command.attempt and run.status in ACTIVE - {StepStatus.RETRY_SCHEDULED}:
+        decision.emit(
+            StepFailed(
+                step_id=command.step_id,
+                attempt=run.attempt,
+                error=command.error,
+                error_kind=UNACTIONABLE,
+                at=decision.at,
+            )
+        )
+    elif not (run.status is StepStatus.RETRY_SCHEDULED and run.attempt + 1 == command.attempt):
+        return []  # the step moved on (a later attempt, or an end); its retry's timer is what could not be kept
+    decision.emit(ExecutionFailed(step_id=command.step_id, error=command.error, at=decision.at))
     return decision.events
 
 

@@ -1,9 +1,9 @@
 """Expressions and predicates over an execution's data. Pure functions."""
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from contracts import patterns
 from contracts.workflows import EXPRESSION, AllOf, AnyOf, Comparison, Operator, Predicate
 
 MISSING = object()
@@ -86,7 +86,14 @@ def compare(comparison: Comparison, actual: Any) -> bool:
             case Operator.IN:
                 return actual in expected if isinstance(expected, str | list | dict) else False
             case Operator.MATCHES:
-                return isinstance(actual, str) and re.search(str(expected), actual) is not None
+                return isinstance(actual, str) and _matches(str(expected), actual)
     except TypeError:
         return False  # e.g. "abc" > 3: a comparison of unlike types does not hold
     return False  # pragma: no cover
+
+
+def _matches(pattern: str, text: str) -> bool:
+    try:
+        return patterns.search(pattern, text)
+    except patterns.PatternError:
+        return False  # refused on save; only a definition saved before patterns were RE2 can hold one
