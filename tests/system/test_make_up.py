@@ -79,7 +79,7 @@ class Launcher:
 def stack(infra: Infra, env_name: str, tmp_path: Path) -> Iterator[Launcher]:
     base = _free_port_base()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "LOCAL_LLM"},  # the real model has a test of its own
         "MONGODB_URL": infra.mongodb_url,
         "NATS_URL": infra.nats_url,
         "PLATFORM_ENV": env_name,

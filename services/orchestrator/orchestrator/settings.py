@@ -23,6 +23,11 @@ class RuntimeSettings(OrchestratorSettings):
     openai_model: str = Field(default="gpt-4o-mini", description="The model of agents whose setting names none.")
     openai_max_retries: int = Field(default=2, ge=0, le=10, description="The openai SDK's retries of 429 and 5xx.")
     openai_max_tokens_param: Literal["auto", "max_completion_tokens", "max_tokens"] = "auto"
+    openai_response_format: Literal["json_schema", "json_object"] = Field(
+        default="json_schema",
+        description="How an output schema is sent: OpenAI's json_schema, or json_object with the schema beside it "
+        "(llama-cpp-python's server).",
+    )
     model_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="USD per million prompt and completion tokens, by model name; a model not listed costs 0.",

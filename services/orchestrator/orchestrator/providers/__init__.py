@@ -4,7 +4,7 @@ and ``openai`` (any OpenAI-compatible endpoint)."""
 from contracts.agents import LOCAL_MODEL, ModelSetting
 from orchestrator.providers.base import ModelError, ModelProvider
 from orchestrator.providers.local import LocalProvider
-from orchestrator.providers.openai_provider import MaxTokensParam, OpenAIProvider
+from orchestrator.providers.openai_provider import MaxTokensParam, OpenAIProvider, ResponseFormatStyle
 
 
 class Providers:
@@ -18,6 +18,7 @@ class Providers:
         openai_model: str,
         openai_max_retries: int = 2,
         openai_max_tokens_param: MaxTokensParam = "auto",
+        openai_response_format: ResponseFormatStyle = "json_schema",
     ) -> None:
         self._providers: dict[str, ModelProvider] = {"local": LocalProvider()}
         self._openai_model = openai_model
@@ -27,6 +28,7 @@ class Providers:
                 base_url=openai_base_url,
                 max_retries=openai_max_retries,
                 max_tokens_param=openai_max_tokens_param,
+                response_format=openai_response_format,
             )
 
     def resolve(self, setting: ModelSetting) -> tuple[str, str]:

@@ -3,7 +3,8 @@ OpenAI-compatible server (Ollama, vLLM, LM Studio, llama-cpp-python's server).
 
 Chat Completions is the most portable API across such servers. Tools go as ``tools=[{"type": "function"}]`` and
 come back as ``ToolCall`` with parsed JSON arguments; an output schema goes as a ``json_schema`` response format,
-``strict`` when the schema meets OpenAI's strict subset, and the answer's content is parsed as JSON.
+``strict`` when the schema meets OpenAI's strict subset (or, for llama-cpp-python's server, as ``json_object`` with
+the schema beside it), and the answer's content is parsed as JSON.
 
 Timeouts and retries are set on purpose. The SDK retries 408, 409, 429, 5xx and connection errors ``max_retries``
 times with exponential backoff (honouring ``retry-after``) and never retries other 4xx. Each call gets the task's
@@ -48,6 +49,11 @@ many local servers know only ``max_tokens`` and some ignore an unknown field sil
 unbounded. ``auto`` sends ``max_completion_tokens`` to OpenAI and ``max_tokens`` elsewhere, and switches to the
 other name for good when a server refuses the one it got."""
 
+ResponseFormatStyle = Literal["json_schema", "json_object"]
+"""How an output schema is sent. ``json_schema`` is OpenAI's form, which vLLM, Ollama, LM Studio and llama.cpp's own
+server also take. ``json_object`` is ``{"type": "json_object", "schema": ...}``, the form of llama-cpp-python's server
+(which refuses ``json_schema``, with a 500) and some hosted ones: the schema constrains the output all the same."""
+
 NO_KEY = "no-key"
 """Sent when no key is configured: local servers accept any key, and OpenAI answers 401 (a clear error)."""
 OUTPUT_FORMAT_NAME = "output"
@@ -87,10 +93,12 @@ class OpenAIProvider:
         *,
         max_retries: int = 2,
         max_tokens_param: MaxTokensParam = "auto",
+        response_format: ResponseFormatStyle = "json_schema",
     ) -> None:
         """``api_key`` and ``base_url`` come from the caller's settings (OPENAI_API_KEY, OPENAI_BASE_URL; no base
         URL means OpenAI). ``max_retries`` is the SDK's own retry count for 429, 5xx and connection errors."""
         self._client = AsyncOpenAI(api_key=api_key or NO_KEY, base_url=base_url or None, max_retries=max_retries)
+        self._response_format: ResponseFormatStyle = response_format
         self._adapt_max_tokens = max_tokens_param == "auto"
         if max_tokens_param == "auto":
             host = urlsplit(base_url).hostname if base_url else OPENAI_HOST
@@ -143,7 +151,11 @@ class OpenAIProvider:
             max_completion_tokens=limit if max_tokens_param == "max_completion_tokens" else omit,
             max_tokens=limit if max_tokens_param == "max_tokens" else omit,
             tools=[_tool(t) for t in request.tools] if request.tools else omit,
-            response_format=_response_format(request.output_schema) if request.output_schema is not None else omit,
+            response_format=(
+                _response_format(request.output_schema, self._response_format)
+                if request.output_schema is not None
+                else omit
+            ),
             timeout=request.timeout_s,
         )
 
@@ -179,8 +191,11 @@ def _tool(tool: Tool) -> ChatCompletionFunctionToolParam:
     }
 
 
-def _response_format(schema: dict[str, Any]) -> ResponseFormat:
+def _response_format(schema: dict[str, Any], style: ResponseFormatStyle) -> ResponseFormat:
     sent = {k: v for k, v in schema.items() if k not in SCHEMA_METADATA}
+    if style == "json_object":
+        # Not in the SDK's types; the SDK sends a response format's keys as they are.
+        return cast(ResponseFormat, {"type": "json_object", "schema": sent})
     return {
         "type": "json_schema",
         "json_schema": {"name": OUTPUT_FORMAT_NAME, "schema": sent, "strict": strict_allowed(sent)},

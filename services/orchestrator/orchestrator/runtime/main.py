@@ -42,6 +42,7 @@ def build_app(settings: RuntimeSettings, clock: Callable[[], datetime] = utcnow)
             openai_model=settings.openai_model,
             openai_max_retries=settings.openai_max_retries,
             openai_max_tokens_param=settings.openai_max_tokens_param,
+            openai_response_format=settings.openai_response_format,
         )
         worker = TaskWorker(
             bus=runtime.bus,

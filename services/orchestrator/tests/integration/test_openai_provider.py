@@ -199,6 +199,18 @@ async def test_a_schema_outside_the_strict_subset_is_sent_non_strict(
     assert server.requests[0].body["response_format"]["json_schema"]["strict"] is False
 
 
+async def test_the_json_object_style_sends_the_schema_beside_json_object(server: OpenAICompatibleServer) -> None:
+    provider = OpenAIProvider(API_KEY, server.base_url, response_format="json_object")
+    server.script(reply_json({"score": 87, "reason": "500 seats"}))
+
+    response = await provider.complete(ask(output_schema=LEAD_SCHEMA))
+
+    assert response.output == {"score": 87, "reason": "500 seats"}
+    schema_without_metadata = {k: v for k, v in LEAD_SCHEMA.items() if k != "$schema"}
+    assert server.requests[0].body["response_format"] == {"type": "json_object", "schema": schema_without_metadata}
+    await provider.close()
+
+
 @pytest.mark.parametrize(
     ("content", "output"),
     [
