@@ -1,8 +1,10 @@
 """Budgets and usage: what a model call may cost and what it did cost."""
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.messages import Command, Event, Integer, Number
+from contracts.messages import A_NUMBER, Command, Event, Number
 from contracts.registry import REGISTRY
 
 MICROS_PER_USD = 1_000_000
@@ -14,9 +16,11 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tokens: Integer | None = Field(default=None, gt=0, le=10**12, description="Prompt plus completion tokens.")
-    cost_usd: Number | None = Field(
-        default=None, ge=0.000001, le=10**9, description="Cost at the configured model prices (at least a millionth)."
+    tokens: Annotated[int, Field(gt=0, le=10**12), A_NUMBER] | None = Field(
+        default=None, description="Prompt plus completion tokens."
+    )
+    cost_usd: Annotated[Number, Field(ge=0.000001, le=10**9)] | None = Field(
+        default=None, description="Cost at the configured model prices (at least a millionth of a dollar)."
     )
 
     @model_validator(mode="after")

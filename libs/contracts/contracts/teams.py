@@ -104,7 +104,9 @@ class TeamFromTemplate(BaseModel):
     template: Slug
     name: Name | None = None
     drop: list[Slug] = Field(default_factory=list, max_length=MAX_MEMBERS)
-    change: dict[Slug, MemberChange] = Field(default_factory=dict, max_length=MAX_MEMBERS)
+    change: dict[str, MemberChange] = Field(
+        default_factory=dict, description="By member key: how to change that member (each key a template member's)."
+    )
     add: list[TemplateMember] = Field(default_factory=list, max_length=MAX_MEMBERS)
     model: ModelSetting | None = Field(default=None, description="The model of every member not changed one by one.")
 

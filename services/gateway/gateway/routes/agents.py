@@ -1,11 +1,12 @@
 """Agents: create, read, list, update (a new version), retire, take out of service and back; availability; usage;
 the workspace's monthly budget."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from contracts.agents import (
     AgentAvailability,
@@ -29,10 +30,22 @@ from contracts.budgets import Budget, SetWorkspaceBudget
 from contracts.messages import Name
 from gateway.body import JsonBodyRoute
 from gateway.deps import CurrentPrincipal, Queries
-from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send
+from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send, segment
 
 router = APIRouter(tags=["agents"], route_class=JsonBodyRoute)
+AGENT_ID = segment("agent_id", not_one_of=["availability"])  # /agents/availability is not an agent
 IdFilter = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def _date_time(value: object) -> object:
+    """A query's date-time is RFC 3339 text: a time of day with it, never a bare number (which pydantic would take
+    for a Unix time)."""
+    if isinstance(value, str) and not re.search(r"\d[T ]\d", value):
+        raise ValueError("give a date-time, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_date_time)]
 
 
 class AgentList(BaseModel):
@@ -75,7 +88,7 @@ async def availability(
     return AvailabilityList.model_validate({"items": items})
 
 
-@router.get("/agents/{agent_id}", response_model=AgentView, summary="Get an agent, with its availability")
+@router.get(f"/agents/{AGENT_ID}", response_model=AgentView, summary="Get an agent, with its availability")
 async def get_agent(agent_id: ResourceId, principal: CurrentPrincipal, queries: Queries) -> Any:
     return await queries.ask(principal, GetAgent(agent_id=agent_id))
 
@@ -94,7 +107,7 @@ async def list_agents(
 
 
 @router.put(
-    "/agents/{agent_id}",
+    f"/agents/{AGENT_ID}",
     response_model=CommandResponse,
     summary="Replace an agent's spec (a new version; tasks in flight keep theirs)",
     responses=PENDING,
@@ -104,7 +117,7 @@ async def update_agent(agent_id: ResourceId, spec: AgentSpec, send: Send) -> Com
 
 
 @router.post(
-    "/agents/{agent_id}/retire",
+    f"/agents/{AGENT_ID}/retire",
     response_model=CommandResponse,
     summary="Retire an agent (no new tasks; its history stays readable)",
     responses=PENDING,
@@ -114,7 +127,7 @@ async def retire_agent(agent_id: ResourceId, send: Send) -> CommandResponse:
 
 
 @router.post(
-    "/agents/{agent_id}/status",
+    f"/agents/{AGENT_ID}/status",
     response_model=CommandResponse,
     summary="Take an agent out of service (paused) or back (active)",
     responses=PENDING,
@@ -127,8 +140,8 @@ async def change_agent_state(agent_id: ResourceId, change: StateChange, send: Se
 async def usage(
     principal: CurrentPrincipal,
     queries: Queries,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: DateTime | None = None,
+    until: DateTime | None = None,
     agent_id: IdFilter = None,
     execution_id: IdFilter = None,
     group_by: UsageGroup | None = None,
