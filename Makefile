@@ -48,4 +48,4 @@ bench: install
 	$(BIN)/python bench/memory.py
 
 clean:
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) .venv-llm .venv-llm.lock .data

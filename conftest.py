@@ -26,13 +26,15 @@ from gateway.settings import GatewaySettings
 from memory.main import build_app as build_memory
 from memory.settings import MemorySettings
 from orchestrator.main import build_app as build_orchestrator
-from orchestrator.settings import OrchestratorSettings
+from orchestrator.runtime.main import build_app as build_runtime
+from orchestrator.settings import OrchestratorSettings, RuntimeSettings
 from servicekit import devstack
 from servicekit.bus import ConsumerPolicy
 from servicekit.commands import envelope_for, publish_command
 from servicekit.mongo import connect_mongo
 from servicekit.runtime import Runtime
 from servicekit.settings import ServiceSettings
+from servicekit.testing import eventually
 from workflow_engine.main import build_app as build_engine
 from workflow_engine.settings import WorkflowEngineSettings
 
@@ -164,16 +166,25 @@ async def running_platform(
     engine: bool = True,
     orchestrator: bool = True,
     memory: bool = False,
+    runtime: RuntimeSettings | None = None,
     engine_settings: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Platform]:
     """The gateway (``overrides`` go to its settings), the orchestrator and the workflow engine (each unless
-    switched off; ``engine_settings`` go to the engine's) and a deterministic agent worker (none when ``behaviour``
-    is None), all in this process."""
+    switched off; ``engine_settings`` go to the engine's), the memory service (if asked), and either the agent
+    runtime (``runtime``: its settings, whose connection fields are filled in here) or a deterministic agent worker
+    (none when ``behaviour`` is None), all in this process."""
     common: dict[str, Any] = {"platform_env": env_name, "nats_url": infra.nats_url, "mongodb_url": infra.mongodb_url}
     fast: dict[str, Any] = {"relay_poll_interval_s": 0.2}
     running = [
-        name for name, on in (("orchestrator", orchestrator), ("workflow-engine", engine), ("memory", memory)) if on
+        name
+        for name, on in (
+            ("orchestrator", orchestrator),
+            ("workflow-engine", engine),
+            ("memory", memory),
+            ("agent-runtime", runtime is not None),
+        )
+        if on
     ]
     defaults = {"max_body_bytes": 4096, "backend_services": ",".join(running)}  # /readyz asks the services run here
     settings = GatewaySettings(**{**defaults, **common, **overrides})
@@ -183,6 +194,8 @@ async def running_platform(
         apps.append(build_engine(WorkflowEngineSettings(**common, **fast, timer_poll_s=0.1, **(engine_settings or {}))))
     if memory:
         apps.append(build_memory(MemorySettings(**common, **fast)))
+    if runtime is not None:
+        apps.append(build_runtime(runtime.model_copy(update={**common, "shutdown_grace_s": 0})))
     async with AsyncExitStack() as stack:
         for app in apps:
             await stack.enter_async_context(app.router.lifespan_context(app))
@@ -197,6 +210,54 @@ async def running_platform(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://gateway")
         )
         yield Platform(client, gateway, settings, worker)
+
+
+class Api:
+    """A workspace's client of the gateway, with the waits tests need."""
+
+    def __init__(self, platform: Platform, workspace: dict[str, str]) -> None:
+        self.client = platform.client
+        self.headers = platform.auth(workspace)
+        self.workspace_id = workspace["workspace_id"]
+
+    async def post(self, path: str, body: Any = None, expect: int | None = None) -> dict[str, Any]:
+        resp = await self.client.post(path, json=body, headers=self.headers)
+        if expect is not None:
+            assert resp.status_code == expect, resp.text
+        result: dict[str, Any] = resp.json()
+        return result
+
+    async def get(self, path: str, expect: int = 200) -> Any:
+        resp = await self.client.get(path, headers=self.headers)
+        assert resp.status_code == expect, resp.text
+        return resp.json()
+
+    async def workflow(self, spec: dict[str, Any]) -> str:
+        created = await self.post("/api/v1/workflows", {"spec": spec}, expect=201)
+        return str(created["resource_ids"]["workflow_id"])
+
+    async def execute(self, workflow_id: str, data: dict[str, Any] | None = None) -> str:
+        started = await self.post(f"/api/v1/workflows/{workflow_id}/executions", {"input": data or {}}, expect=201)
+        return str(started["resource_ids"]["execution_id"])
+
+    async def execution(self, execution_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.get(f"/api/v1/workflows/executions/{execution_id}")
+        return result
+
+    async def wait_for(self, execution_id: str, *statuses: str, timeout_s: float = 15) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            found = await self.execution(execution_id)
+            return found if found["status"] in statuses else None
+
+        return await eventually(probe, timeout_s)
+
+    async def wait_step(self, execution_id: str, step_id: str, status: str) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            found = await self.execution(execution_id)
+            step = next(s for s in found["steps"] if s["id"] == step_id)
+            return found if step["status"] == status else None
+
+        return await eventually(probe)
 
 
 @pytest.fixture

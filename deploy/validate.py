@@ -49,6 +49,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 APP_SERVICES: Final[Mapping[str, str]] = {
     "gateway": "gateway",
     "orchestrator": "orchestrator",
+    "agent-runtime": "orchestrator.runtime",
     "workflow-engine": "workflow_engine",
     "memory": "memory",
     "neptune": "neptune",
@@ -579,7 +580,7 @@ def check_service_modules(repo_root: Path) -> list[str]:
     return [
         f"sources: no {module}/__main__.py under {services_dir} (needed for 'python -m {module}')"
         for module in sorted(SERVICE_MODULES)
-        if not any(services_dir.glob(f"**/{module}/__main__.py"))
+        if not any(services_dir.glob(f"**/{module.replace('.', '/')}/__main__.py"))
     ]
 
 

@@ -2,10 +2,6 @@
 
 import asyncio
 import collections
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,49 +12,21 @@ from pymongo import AsyncMongoClient
 
 from conftest import Infra, Platform, running_platform
 from contracts.workflows import AgentTask, StepSucceeded
-from servicekit.devstack import free_port, http_ok, wait_until
 from servicekit.eventstore import EventStore, StreamRef, decode
 from servicekit.testing import eventually
+from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.system
 Document = dict[str, Any]
 
 
-class EngineProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "workflow_engine"],
-                env={**self.env, "HTTP_PORT": str(self.port), "TIMER_POLL_S": "0.1", "RELAY_POLL_INTERVAL_S": "0.2"},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        proc = self.proc
-        wait_until(lambda: proc.poll() is None and http_ok(f"http://127.0.0.1:{self.port}/readyz"), 60, "engine")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
-
-
 @pytest.fixture
-def engine(service_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EngineProcess]:
+def engine(service_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServiceProcess]:
     # "carried": timers due a second or more ahead ride in their commit (carried timers); by default only those 30 s
     # ahead do.
     carried = {"TIMER_CARRY_AFTER_S": "1"} if getattr(request, "param", None) == "carried" else {}
-    process = EngineProcess({**service_env, **carried}, tmp_path / "engine.log")
+    fast = {"TIMER_POLL_S": "0.1", "RELAY_POLL_INTERVAL_S": "0.2"}
+    process = ServiceProcess("workflow_engine", {**service_env, **fast, **carried}, tmp_path / "engine.log")
     process.start()
     yield process
     process.stop()
@@ -70,7 +38,7 @@ async def slow_agent(task: AgentTask) -> tuple[bool, Any]:
 
 
 @pytest.fixture
-async def platform(infra: Infra, env_name: str, engine: EngineProcess) -> AsyncIterator[Platform]:
+async def platform(infra: Infra, env_name: str, engine: ServiceProcess) -> AsyncIterator[Platform]:
     async with running_platform(infra, env_name, engine=False, behaviour=slow_agent) as running:
         yield running
 
@@ -119,7 +87,7 @@ async def _succeeded_steps(mongo: AsyncMongoClient[Document], env_name: str, ws:
 
 @pytest.mark.parametrize("engine", ["document", "carried"], indirect=True)
 async def test_a_pending_timer_fires_once_after_kill_9(
-    platform: Platform, engine: EngineProcess, mongo: AsyncMongoClient[Document], env_name: str, request: Any
+    platform: Platform, engine: ServiceProcess, mongo: AsyncMongoClient[Document], env_name: str, request: Any
 ) -> None:
     ws = await platform.new_workspace()
     headers = platform.auth(ws)
@@ -151,7 +119,7 @@ async def test_a_pending_timer_fires_once_after_kill_9(
 
 
 async def test_kill_9_mid_run_every_execution_completes_and_no_task_runs_twice(
-    platform: Platform, engine: EngineProcess, mongo: AsyncMongoClient[Document], env_name: str
+    platform: Platform, engine: ServiceProcess, mongo: AsyncMongoClient[Document], env_name: str
 ) -> None:
     ws = await platform.new_workspace()
     headers = platform.auth(ws)

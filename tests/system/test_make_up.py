@@ -2,6 +2,7 @@
 command finds the running stack by itself, and a killed service is restarted while the gateway's /readyz says it
 is gone."""
 
+import asyncio
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +23,7 @@ from conftest import Infra
 from servicekit.devstack import SERVICES, port_open
 
 pytestmark = pytest.mark.system
-BACKENDS = {"orchestrator", "workflow-engine", "memory", "neptune"}
+BACKENDS = {"orchestrator", "workflow-engine", "memory", "neptune", "agent-runtime"}
 
 
 def _free_port_base() -> int:
@@ -77,7 +79,7 @@ class Launcher:
 def stack(infra: Infra, env_name: str, tmp_path: Path) -> Iterator[Launcher]:
     base = _free_port_base()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "LOCAL_LLM"},  # the real model has a test of its own
         "MONGODB_URL": infra.mongodb_url,
         "NATS_URL": infra.nats_url,
         "PLATFORM_ENV": env_name,
@@ -132,6 +134,59 @@ async def test_every_service_is_ready_and_the_slice_works_over_http(stack: Launc
 
         spec = await client.get(f"{gateway}/openapi.json")
         assert "/api/v1/agents" in spec.json()["paths"]
+
+
+async def _settled(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The execution once it has ended or waits for an approval."""
+    deadline = time.monotonic() + 60
+    while True:
+        resp = await client.get(url, headers=headers)
+        body: dict[str, Any] = resp.json() if resp.status_code == 200 else {"status": "unknown", "steps": []}
+        if body["status"] in {"completed", "failed"} or any(s["status"] == "waiting" for s in body["steps"]):
+            return body
+        assert time.monotonic() < deadline, f"{url} never settled: {resp.text}"
+        await asyncio.sleep(0.2)
+
+
+async def test_every_template_runs_to_completion_on_make_up_alone(stack: Launcher) -> None:
+    """What the README shows a new user, on the processes make up starts and nothing else: each workflow template,
+    created on a fresh workspace (its agents are staffed), runs to ``completed`` with the local provider, and the
+    branch taken follows the input."""
+    gateway = stack.gateway
+    headers = {"Authorization": f"Bearer {stack.key}"}
+    inputs: dict[str, list[dict[str, Any]]] = {
+        "support-ticket": [{"ticket": {"subject": "Cannot log in"}}, {"ticket": {"subject": "A question on exports"}}],
+        "lead-to-customer": [
+            {"lead": {"company": "Initech", "employees": 450, "notes": "enterprise, budget approved"}},
+            {"lead": {"company": "Solo", "employees": 1, "notes": "student, just browsing"}},
+        ],
+        "content-campaign": [{"topic": "Agent teams for support desks", "audience": "support leads"}],
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        taken: dict[str, list[set[str]]] = {}
+        for slug, cases in inputs.items():
+            created = await client.post(f"{gateway}/api/v1/workflows", json={"template": slug}, headers=headers)
+            assert created.status_code == 201, created.text
+            workflow_id = created.json()["resource_ids"]["workflow_id"]
+            for case in cases:
+                started = await client.post(
+                    f"{gateway}/api/v1/workflows/{workflow_id}/executions", json={"input": case}, headers=headers
+                )
+                assert started.status_code == 201, started.text
+                url = f"{gateway}/api/v1/workflows/executions/{started.json()['resource_ids']['execution_id']}"
+                run = await _settled(client, url, headers)
+                for approval in [s for s in run["steps"] if s["status"] == "waiting"]:
+                    decided = await client.post(
+                        f"{url}/approvals/{approval['id']}", json={"approved": True}, headers=headers
+                    )
+                    assert decided.status_code == 200, decided.text
+                    run = await _settled(client, url, headers)
+                assert run["status"] == "completed", run
+                taken.setdefault(slug, []).append({s["id"] for s in run["steps"] if s["status"] == "succeeded"})
+        assert "escalate" in taken["support-ticket"][0]
+        assert "respond" in taken["support-ticket"][1]
+        assert "proposal" in taken["lead-to-customer"][0]
+        assert "nurture" in taken["lead-to-customer"][1]
 
 
 def test_the_admin_command_as_documented_uses_the_running_stack(stack: Launcher) -> None:

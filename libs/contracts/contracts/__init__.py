@@ -1,6 +1,6 @@
 """Contracts shared by every service: the only module services import from one another."""
 
-from contracts import agents, health, memory, public_events, workflows
+from contracts import agents, budgets, health, memory, public_events, teams, workflows
 from contracts.envelope import Actor, Envelope, EventRecord, new_id
 from contracts.errors import ErrorCode
 from contracts.messages import Command, Event, Message, Query
@@ -25,9 +25,11 @@ __all__ = [
     "Subjects",
     "UnknownMessageType",
     "agents",
+    "budgets",
     "health",
     "memory",
     "new_id",
     "public_events",
+    "teams",
     "workflows",
 ]

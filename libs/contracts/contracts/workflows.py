@@ -9,10 +9,12 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from contracts import patterns
+from contracts.budgets import Budget
 from contracts.messages import Command, Event, Id, Integer, Number, Query, Title
+from contracts.outputs import check_output_schema
 from contracts.registry import REGISTRY
 
 StepId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
@@ -23,10 +25,15 @@ class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+NEVER_RETRIED = frozenset({"cancelled", "budget_exceeded", "no_agent"})
+"""Error kinds a retry cannot mend: a cancellation, a budget that has run out, a workspace with no agent for the step
+(a person adds one and retries from the failed step)."""
+
+
 class RetryPolicy(Model):
     """How a failed attempt is retried: up to ``max_attempts`` in all, waiting ``backoff_s`` times ``multiplier``
     to the power of (attempt - 1), capped at ``max_backoff_s``. ``retry_on`` lists the error kinds that are retried
-    (empty: every kind but ``cancelled``)."""
+    (empty: every kind but those in ``NEVER_RETRIED``)."""
 
     max_attempts: Integer = Field(default=1, ge=1, le=20)
     backoff_s: Number = Field(default=1.0, ge=0, le=3600)
@@ -38,7 +45,7 @@ class RetryPolicy(Model):
         return float(min(self.max_backoff_s, self.backoff_s * self.multiplier ** max(0, attempt - 1)))
 
     def retries(self, error_kind: str, attempt: int) -> bool:
-        if attempt >= self.max_attempts or error_kind == "cancelled":
+        if attempt >= self.max_attempts or error_kind in NEVER_RETRIED:
             return False
         return not self.retry_on or error_kind in self.retry_on
 
@@ -97,7 +104,17 @@ class AgentStep(StepBase):
     capability: str | None = None
     instructions: str = Field(default="", max_length=20_000)
     input: dict[str, Any] = Field(default_factory=dict, description="Values or expressions passed to the agent.")
+    output_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema (draft 2020-12, no `pattern` keywords) the agent's output must follow; an output "
+        "that does not is retried per the step's policy with the error kind `invalid_output`.",
+    )
     next: StepId | None = None
+
+    @field_validator("output_schema")
+    @classmethod
+    def _valid_output_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if schema is None else check_output_schema(schema)
 
 
 class ConditionStep(StepBase):
@@ -237,6 +254,7 @@ class ExecuteWorkflow(Command):
     workflow_id: Id
     execution_id: Id
     input: dict[str, Any] = Field(default_factory=dict)
+    budget: Budget | None = Field(default=None, description="A hard limit on the model usage of the whole execution.")
 
 
 @REGISTRY.register
@@ -348,6 +366,7 @@ class ExecutionStarted(Event):
     spec: WorkflowSpec
     input: dict[str, Any]
     started_at: str
+    budget: Budget | None = None
 
 
 @REGISTRY.register
@@ -486,6 +505,13 @@ class AgentTask(Model):
     instructions: str
     input: dict[str, Any]
     deadline: str
+    workflow_id: str = ""
+    step_name: str = ""
+    output_schema: dict[str, Any] | None = None
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="The handoff: outputs of the steps that succeeded before this one, by id."
+    )
+    budget: Budget | None = Field(default=None, description="The execution's budget, shared by all its tasks.")
 
 
 def result_command_id(key: str) -> str:

@@ -9,6 +9,7 @@ until ``max_deliver`` is reached, when it too goes to the dead-letter subject.
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -98,6 +99,32 @@ async def delete_streams(js: JetStreamContext, subjects: Subjects) -> None:
 
 class PermanentFailure(Exception):
     """The message can never be handled (malformed, unknown type): dead-letter it at once."""
+
+
+class Defer(Exception):
+    """Not now, but later: the message is given back (nak) to be delivered again after ``delay_s``; not a failure,
+    so nothing is logged (it still counts as a delivery towards the consumer's ``max_deliver``)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(f"deferred by {delay_s} s")
+        self.delay_s = delay_s
+
+
+_delivery: ContextVar[Msg | None] = ContextVar("servicekit_delivery", default=None)
+
+
+def deliveries() -> int:
+    """How many times the message being handled (in this task) has been delivered, this time included."""
+    msg = _delivery.get()
+    return (msg.metadata.num_delivered or 1) if msg is not None else 1
+
+
+async def in_progress() -> None:
+    """Tell the broker that the message being handled (in this task) is still being worked on, which restarts its
+    ack wait; for a handler that takes long, such as a model call."""
+    msg = _delivery.get()
+    if msg is not None:
+        await msg.in_progress()
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +283,14 @@ class Bus:
     async def _dispatch(self, msg: Msg, handler: Handler, policy: ConsumerPolicy, on_give_up: GiveUp | None) -> None:
         delivered = msg.metadata.num_delivered or 1
         headers = dict(msg.headers or {})
+        token = _delivery.set(msg)
         try:
             await handler(msg.data, headers)
+        except Defer as defer:
+            if delivered >= policy.max_deliver:  # the broker would not deliver it again
+                await self._give_up(msg, headers, "deferred too often", delivered, policy, on_give_up)
+            else:
+                await msg.nak(delay=defer.delay_s)
         except PermanentFailure as exc:
             await self._give_up(msg, headers, str(exc), delivered, policy, on_give_up)
         except Exception as exc:
@@ -270,6 +303,8 @@ class Bus:
                 await msg.nak(delay=policy.backoff(delivered))
         else:
             await msg.ack()
+        finally:
+            _delivery.reset(token)
 
     async def _give_up(
         self,

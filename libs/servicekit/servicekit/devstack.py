@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ SERVICES: tuple[ServiceProcess, ...] = (
     ServiceProcess("workflow-engine", "workflow_engine", 8002),
     ServiceProcess("memory", "memory", 8003),
     ServiceProcess("neptune", "neptune", 8004),
+    ServiceProcess("agent-runtime", "orchestrator.runtime", 8005),
 )
 
 
@@ -292,9 +293,15 @@ class Supervisor:
 
 
 @contextmanager
-def services(env: dict[str, str], log_dir: Path, supervisor: Supervisor | None = None) -> Iterator[Supervisor]:
-    """Starts the five services under ``supervisor`` (a default one when None); yields it once every /readyz answers
-    200 (its ``urls`` are the services' base URLs by name). Keep calling its ``poll`` while they should run."""
+def services(
+    env: dict[str, str],
+    log_dir: Path,
+    supervisor: Supervisor | None = None,
+    only: Mapping[str, Mapping[str, str]] | None = None,
+) -> Iterator[Supervisor]:
+    """Starts the services (the five and the agent runtime) under ``supervisor`` (a default one when None); yields it
+    once every /readyz answers 200 (its ``urls`` are the services' base URLs by name). Keep calling its ``poll``
+    while they should run. ``only`` adds variables to one service's environment, by service name."""
     supervisor = supervisor or Supervisor()
     try:
         base = int(os.environ.get("DEVSTACK_PORT_BASE", "8000"))
@@ -303,7 +310,7 @@ def services(env: dict[str, str], log_dir: Path, supervisor: Supervisor | None =
             supervisor.start(
                 svc.name,
                 [sys.executable, "-m", svc.module],
-                {**env, "HTTP_PORT": str(port), "OTEL_SERVICE_NAME": svc.name},
+                {**env, **(only or {}).get(svc.name, {}), "HTTP_PORT": str(port), "OTEL_SERVICE_NAME": svc.name},
                 log_dir / f"{svc.name}.log",
                 url=f"http://127.0.0.1:{port}",
             )
@@ -418,6 +425,27 @@ def write_stack(path: Path, env: str, mongodb_url: str, nats_url: str, superviso
     partial.replace(path)
 
 
+@contextmanager
+def local_model(root: Path, log_dir: Path) -> Iterator[dict[str, str]]:
+    """With LOCAL_LLM set (servicekit.local_llm's profiles): the model's server for the duration, and the agent
+    runtime's settings that point at it; with it unset, nothing."""
+    name = os.environ.get("LOCAL_LLM", "").strip()
+    if not name:
+        yield {}
+        return
+    from servicekit import local_llm  # it builds on this module
+
+    try:
+        chosen = local_llm.profile(name)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        with local_llm.running(root, chosen, log_dir, say=lambda line: print(line, flush=True)) as server:
+            yield server.runtime_env()
+    except local_llm.LlmUnavailable as exc:  # raised before the stack starts, never by it
+        raise SystemExit(f"LOCAL_LLM={chosen.name}: {exc}") from None
+
+
 def up(root: Path) -> None:
     data = root / ".data"
     logs = data / "logs"
@@ -432,12 +460,16 @@ def up(root: Path) -> None:
     already = read_stack(state_file)
     if already is not None:
         raise SystemExit(f"make up already runs here for environment {env_name!r} (pid {already.launcher_pid}).")
-    with mongodb(data / "mongodb", logs) as mongo_url, nats(data / "nats", logs) as nats_url:
+    with (
+        local_model(root, logs) as runtime_env,
+        mongodb(data / "mongodb", logs) as mongo_url,
+        nats(data / "nats", logs) as nats_url,
+    ):
         env = {**os.environ, "MONGODB_URL": mongo_url, "NATS_URL": nats_url, "PLATFORM_ENV": env_name}
         supervisor = Supervisor()
         supervisor.on_change = lambda: write_stack(state_file, env_name, mongo_url, nats_url, supervisor)
         try:
-            with services(env, logs, supervisor) as stack:
+            with services(env, logs, supervisor, only={"agent-runtime": runtime_env}) as stack:
                 urls = stack.urls
                 workspace = dev_workspace(env, urls["gateway"], data / f"workspace-{env_name}.json")
                 print(

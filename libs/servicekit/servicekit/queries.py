@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 from faststream.nats import NatsMessage
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 from pydantic import ValidationError
 
 from contracts import REGISTRY, ErrorCode, Query, QueryReply, UnknownMessageType
@@ -96,6 +98,29 @@ def serve_queries(bus: Bus, service: str, router: QueryRouter, *, workers: int) 
                 .encode()
             )
         return body
+
+
+class QueryFailed(Exception):
+    """A query that got no answer (``service_unavailable``) or an error reply (its code)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def ask(
+    bus: Bus, workspace_id: str, query: Query, timeout_s: float, headers: dict[str, str] | None = None
+) -> Any:
+    """Ask another service's read models over NATS request/reply, scoped to ``workspace_id``; the result."""
+    subject = bus.subjects.query(query.service, workspace_id, query.type_name)
+    try:
+        msg = await bus.nc.request(subject, query.model_dump_json().encode(), timeout=timeout_s, headers=headers)
+    except (NatsTimeout, NoRespondersError) as exc:
+        raise QueryFailed(ErrorCode.SERVICE_UNAVAILABLE, f"the {query.service} service did not answer") from exc
+    reply = QueryReply.model_validate_json(msg.data)
+    if not reply.ok:
+        raise QueryFailed(reply.error_code or ErrorCode.INTERNAL_ERROR, reply.error_message or "query failed")
+    return reply.result
 
 
 async def ping(bus: Bus, service: str, timeout_s: float) -> bool:

@@ -16,7 +16,7 @@ class GatewaySettings(ServiceSettings):
     command_wait_s: float = Field(default=5.0, ge=0, description="How long a command request waits for its outcome.")
     query_timeout_s: float = Field(default=5.0, gt=0)
     backend_services: str = Field(
-        default="orchestrator,workflow-engine,memory,neptune",
+        default="orchestrator,workflow-engine,memory,neptune,agent-runtime",
         pattern=r"^[a-z0-9,-]*$",
         description="Comma-separated services whose answer to a ping /readyz asks for.",
     )

@@ -45,22 +45,24 @@ async def test_create_agent_travels_the_whole_path_and_reads_back(platform: Plat
 
     agent = await _get_when_projected(platform, f"/api/v1/agents/{agent_id}", headers)
     assert agent["name"] == "Lead qualifier"
-    assert agent["status"] == "available"
+    assert agent["status"] == "offline"  # no agent runtime runs here: availability is derived, never set
     assert agent["workspace_id"] == ws["workspace_id"]
 
-    busy = await platform.client.post(f"/api/v1/agents/{agent_id}/status", json={"status": "busy"}, headers=headers)
-    assert busy.status_code == 200, busy.text
+    paused = await platform.client.post(f"/api/v1/agents/{agent_id}/status", json={"status": "paused"}, headers=headers)
+    assert paused.status_code == 200, paused.text
 
-    async def is_busy() -> bool:
+    async def is_paused() -> bool:
         resp = await platform.client.get(f"/api/v1/agents/{agent_id}", headers=headers)
-        return bool(resp.json()["status"] == "busy")
+        return bool(resp.json()["status"] == "paused")
 
-    await eventually(is_busy)
-    listed = await platform.client.get("/api/v1/agents", params={"status": "busy"}, headers=headers)
+    await eventually(is_paused)
+    listed = await platform.client.get("/api/v1/agents", params={"status": "paused"}, headers=headers)
     assert [a["agent_id"] for a in listed.json()["items"]] == [agent_id]
 
-    again = await platform.client.post(f"/api/v1/agents/{agent_id}/status", json={"status": "busy"}, headers=headers)
+    again = await platform.client.post(f"/api/v1/agents/{agent_id}/status", json={"status": "paused"}, headers=headers)
     _problem(again, 409, "invalid_transition")
+    by_hand = await platform.client.post(f"/api/v1/agents/{agent_id}/status", json={"status": "busy"}, headers=headers)
+    assert by_hand.status_code == 422  # busy, available and offline are the runtime's to say
 
     status = await platform.client.get(f"/api/v1/commands/{body['command_id']}", headers=headers)
     assert status.status_code == 200
@@ -85,7 +87,7 @@ async def test_another_workspaces_resources_answer_404(platform: Platform) -> No
     other = platform.auth(globex)
     _problem(await platform.client.get(f"/api/v1/agents/{agent_id}", headers=other), 404, "agent_not_found")
     _problem(await platform.client.get(f"/api/v1/commands/{command_id}", headers=other), 404, "not_found")
-    change = await platform.client.post(f"/api/v1/agents/{agent_id}/status", json={"status": "busy"}, headers=other)
+    change = await platform.client.post(f"/api/v1/agents/{agent_id}/status", json={"status": "paused"}, headers=other)
     _problem(change, 404, "agent_not_found")
     assert (await platform.client.get("/api/v1/agents", headers=other)).json() == {"items": []}
 

@@ -1,12 +1,21 @@
-"""Composition root of the orchestrator."""
+"""Composition root of the orchestrator: agents, teams and the workspaces' budget caps (commands, read models, queries).
+The agent runtime that runs tasks is its own process of this package (``orchestrator.runtime``)."""
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
-from orchestrator.handlers import router as commands
-from orchestrator.projections import AgentsProjection
+from orchestrator.handlers import build_router
+from orchestrator.projections import AgentsProjection, TeamsProjection, WorkspaceBudgetsProjection
 from orchestrator.queries import build_queries
+from orchestrator.runtime.budgets import Budgets
+from orchestrator.runtime.ledger import UsageLedger
+from orchestrator.runtime.slots import Slots
+from orchestrator.runtime.workers import Workers
 from orchestrator.settings import OrchestratorSettings
 from servicekit.commands import serve_commands
+from servicekit.eventstore import utcnow
 from servicekit.projections import serve_projection
 from servicekit.queries import serve_queries
 from servicekit.runtime import Runtime, create_app
@@ -14,13 +23,30 @@ from servicekit.runtime import Runtime, create_app
 SERVICE = "orchestrator"
 
 
-async def setup(runtime: Runtime, app: FastAPI) -> None:
-    agents = AgentsProjection(runtime.db["agents"])
-    await agents.ensure_indexes()
-    serve_commands(runtime.bus, SERVICE, commands, runtime.store, runtime.policy)
-    serve_projection(runtime.bus, SERVICE, agents, runtime.store, runtime.policy)
-    serve_queries(runtime.bus, SERVICE, build_queries(agents), workers=runtime.settings.query_workers)
+def build_app(settings: OrchestratorSettings, clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    async def setup(runtime: Runtime, app: FastAPI) -> None:
+        db = runtime.db
+        agents = AgentsProjection(db["agents"])
+        teams = TeamsProjection(db["teams"])
+        caps = WorkspaceBudgetsProjection(db["workspace_budgets"])
+        slots, usage = Slots(db["slots"]), UsageLedger(db["usage"])
+        for part in (agents, teams, slots, usage):
+            await part.ensure_indexes()
+        serve_commands(runtime.bus, SERVICE, build_router(agents), runtime.store, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, agents, runtime.store, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, teams, runtime.store, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, caps, runtime.store, runtime.policy)
+        queries = build_queries(
+            agents,
+            teams,
+            caps,
+            slots,
+            Workers(db["workers"]),
+            Budgets(db["budgets"]),
+            usage,
+            offline_after=timedelta(seconds=settings.agent_offline_after_s),
+            clock=clock,
+        )
+        serve_queries(runtime.bus, SERVICE, queries, workers=runtime.settings.query_workers)
 
-
-def build_app(settings: OrchestratorSettings) -> FastAPI:
     return create_app(settings, setup, title="orchestrator", event_store=True)

@@ -1,25 +1,190 @@
-"""Queries answered from the agents read model."""
+"""Queries answered from the orchestrator's read models and the runtime's records."""
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from contracts.agents import GetAgent, ListAgents
+from contracts.agents import (
+    AgentAvailability,
+    AgentState,
+    AgentStatus,
+    AgentView,
+    GetAgent,
+    GetAvailability,
+    GetUsage,
+    ListAgents,
+    UsageReport,
+    can_take,
+)
+from contracts.budgets import MICROS_PER_USD
+from contracts.teams import GetTeam, GetTeamStatus, ListTeams, ListTeamTemplates
 from orchestrator.domain.agent import AgentNotFound
-from orchestrator.projections import AgentsProjection
+from orchestrator.domain.team import TeamNotFound
+from orchestrator.domain.team_templates import TEAM_TEMPLATES
+from orchestrator.projections import AgentsProjection, TeamsProjection, WorkspaceBudgetsProjection, spec_of
+from orchestrator.runtime.budgets import Budgets
+from orchestrator.runtime.ledger import UsageLedger
+from orchestrator.runtime.slots import Slots
+from orchestrator.runtime.workers import Workers
 from servicekit.queries import QueryRouter
 
+Document = dict[str, Any]
 
-def build_queries(agents: AgentsProjection) -> QueryRouter:
+
+def status_of(doc: Document, in_flight: int, online: bool) -> AgentStatus:
+    """An agent's availability, derived: retired, paused (by a person), offline (no runtime worker alive), busy (at
+    its concurrency limit) or available."""
+    if doc.get("retired"):
+        return AgentStatus.RETIRED
+    if doc.get("state") == AgentState.PAUSED.value:
+        return AgentStatus.PAUSED
+    if not online:
+        return AgentStatus.OFFLINE
+    return AgentStatus.BUSY if in_flight >= int(doc.get("concurrency_limit", 4)) else AgentStatus.AVAILABLE
+
+
+def build_queries(
+    agents: AgentsProjection,
+    teams: TeamsProjection,
+    caps: WorkspaceBudgetsProjection,
+    slots: Slots,
+    workers: Workers,
+    budgets: Budgets,
+    usage: UsageLedger,
+    *,
+    offline_after: timedelta,
+    clock: Callable[[], datetime],
+) -> QueryRouter:
     router = QueryRouter()
 
+    async def live(workspace_id: str) -> tuple[dict[str, int], bool]:
+        now = clock()
+        return await slots.in_flight(workspace_id, now), await workers.any_alive(now, offline_after)
+
+    def view(doc: Document, in_flight: dict[str, int], online: bool) -> AgentView:
+        spec = spec_of(doc)
+        n = in_flight.get(doc["agent_id"], 0)
+        return AgentView(
+            agent_id=doc["agent_id"],
+            workspace_id=doc["workspace_id"],
+            **spec.model_dump(),
+            state=AgentState(doc.get("state", AgentState.ACTIVE.value)),
+            retired=bool(doc.get("retired", False)),
+            spec_version=int(doc.get("spec_version", 1)),
+            status=status_of(doc, n, online),
+            in_flight=n,
+            version=int(doc["version"]),
+            created_at=doc["created_at"],
+            updated_at=doc["updated_at"],
+        )
+
     @router.register(GetAgent)
-    async def get_agent(query: GetAgent, workspace_id: str) -> dict[str, Any]:
-        view = await agents.get(workspace_id, query.agent_id)
-        if view is None:
+    async def get_agent(query: GetAgent, workspace_id: str) -> Document:
+        doc = await agents.get(workspace_id, query.agent_id)
+        if doc is None:
             raise AgentNotFound(f"agent {query.agent_id} not found")
-        return view.model_dump(mode="json")
+        return view(doc, *await live(workspace_id)).model_dump(mode="json")
+
+    def matches(doc: Document, role: str | None, capability: str | None) -> bool:
+        return (role is None and capability is None) or can_take(spec_of(doc), role, capability)
 
     @router.register(ListAgents)
-    async def list_agents(query: ListAgents, workspace_id: str) -> list[dict[str, Any]]:
-        return [v.model_dump(mode="json") for v in await agents.list(workspace_id, query.status, query.limit)]
+    async def list_agents(query: ListAgents, workspace_id: str) -> list[Document]:
+        in_flight, online = await live(workspace_id)
+        views = [
+            view(doc, in_flight, online)
+            for doc in await agents.rows(workspace_id)
+            if matches(doc, query.role, query.capability)
+        ]
+        return [v.model_dump(mode="json") for v in views if query.status in {None, v.status}][: query.limit]
+
+    @router.register(GetAvailability)
+    async def availability(query: GetAvailability, workspace_id: str) -> list[Document]:
+        in_flight, online = await live(workspace_id)
+        answer = []
+        for doc in await agents.rows(workspace_id, retired=False):
+            if not matches(doc, query.role, query.capability):
+                continue
+            n = in_flight.get(doc["agent_id"], 0)
+            answer.append(
+                AgentAvailability(
+                    agent_id=doc["agent_id"],
+                    name=doc["name"],
+                    role=doc["role"],
+                    capabilities=doc["capabilities"],
+                    status=status_of(doc, n, online),
+                    in_flight=n,
+                    limit=int(doc.get("concurrency_limit", 4)),
+                ).model_dump(mode="json")
+            )
+        return answer
+
+    @router.register(GetTeam)
+    async def get_team(query: GetTeam, workspace_id: str) -> Document:
+        found = await teams.get(workspace_id, query.team_id)
+        if found is None:
+            raise TeamNotFound(f"team {query.team_id} not found")
+        return found.model_dump(mode="json")
+
+    @router.register(ListTeams)
+    async def list_teams(query: ListTeams, workspace_id: str) -> list[Document]:
+        department = query.department.value if query.department else None
+        found = await teams.list(workspace_id, department, query.include_archived, query.limit)
+        return [t.model_dump(mode="json") for t in found]
+
+    @router.register(GetTeamStatus)
+    async def team_status(query: GetTeamStatus, workspace_id: str) -> Document:
+        found = await teams.get(workspace_id, query.team_id)
+        if found is None:
+            raise TeamNotFound(f"team {query.team_id} not found")
+        in_flight, online = await live(workspace_id)
+        members = []
+        for member in found.members:
+            doc = await agents.get(workspace_id, member.agent_id)
+            n = in_flight.get(member.agent_id, 0)
+            members.append(
+                {
+                    **member.model_dump(mode="json"),
+                    "name": doc["name"] if doc else None,
+                    "status": status_of(doc, n, online).value if doc else AgentStatus.RETIRED.value,
+                    "in_flight": n,
+                    "limit": int(doc.get("concurrency_limit", 4)) if doc else 0,
+                }
+            )
+        now = clock()
+        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        usage_total, _ = await usage.totals(
+            workspace_id, since=month_start, agent_ids=[m.agent_id for m in found.members]
+        )
+        return {"team": found.model_dump(mode="json"), "members": members, "usage_this_month": usage_total.model_dump()}
+
+    @router.register(ListTeamTemplates)
+    async def team_templates(query: ListTeamTemplates, workspace_id: str) -> list[Document]:
+        return [t.model_dump(mode="json") for t in TEAM_TEMPLATES.values()]
+
+    @router.register(GetUsage)
+    async def get_usage(query: GetUsage, workspace_id: str) -> Document:
+        total, groups = await usage.totals(
+            workspace_id,
+            since=query.since,
+            until=query.until,
+            agent_id=query.agent_id,
+            execution_id=query.execution_id,
+            group_by=query.group_by.value if query.group_by else None,
+        )
+        cap = await caps.cap(workspace_id)
+        month: Document | None = None
+        if cap is not None:
+            used = await budgets.used(f"{workspace_id}:month:{clock():%Y-%m}") or {}
+            month = {
+                "month": f"{clock():%Y-%m}",
+                "tokens": cap.tokens,
+                "cost_usd": cap.cost_usd,
+                "used_tokens": int(used.get("used_tokens", 0)),
+                "used_cost_usd": round(int(used.get("used_micros", 0)) / MICROS_PER_USD, 6),
+                "reserved_tokens": int(used.get("held_tokens", 0)),
+            }
+        report = UsageReport(since=query.since, until=query.until, total=total, groups=groups, budget=month)
+        return report.model_dump(mode="json")
 
     return router

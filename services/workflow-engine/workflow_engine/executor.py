@@ -32,7 +32,6 @@ from contracts.workflows import (
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
-    ExecutionStarted,
     RecordTaskResult,
     RetryScheduled,
     StepScheduled,
@@ -42,7 +41,7 @@ from contracts.workflows import (
 )
 from servicekit.bus import TASKS_DUPLICATE_WINDOW_S, Bus
 from servicekit.commands import envelope_for, publish_command
-from servicekit.eventstore import Commit, EventStore, StateCache, decode, utcnow
+from servicekit.eventstore import Commit, EventStore, StateCache, decode, load_state, utcnow
 from workflow_engine.domain import execution
 from workflow_engine.domain.addresses import DEFAULT_POLICY, AddressPolicy
 from workflow_engine.domain.execution import timers_started
@@ -147,9 +146,10 @@ class Executor:
     ) -> None:
         if event.timeout_at is None and event.wake_at is None:
             return  # conditions, fan-outs and joins complete within their own decision
-        spec = await self._spec(ws, execution_id)
-        if spec is None:
+        state = await self._execution(ws, execution_id)
+        if state is None or state.spec is None:
             return
+        spec = state.spec
         step = spec.step(event.step_id)
         timers = self._keep_timers(ws, execution_id, spec, event, version, carried)
         match step:
@@ -158,7 +158,7 @@ class Executor:
                     await timers  # the task may have gone out long ago: the attempt is left to its timeout
                     return
                 for outcome in await asyncio.gather(
-                    timers, self._dispatch_task(ws, execution_id, step, event), return_exceptions=True
+                    timers, self._dispatch_task(ws, state, step, event), return_exceptions=True
                 ):
                     if isinstance(outcome, BaseException):
                         raise outcome  # acted on again later: sent again, and dropped by the broker if it went out
@@ -168,15 +168,14 @@ class Executor:
             case _:
                 await timers
 
-    async def _spec(self, ws: str, execution_id: str) -> WorkflowSpec | None:
-        """The execution's definition: from the command handlers' cached state, or from its first commit."""
+    async def _execution(self, ws: str, execution_id: str) -> execution.Execution | None:
+        """The execution as the command handlers just decided it (their cached state), else replayed."""
         stream = execution_stream(ws, execution_id)
         cached = self._cache.get(stream, execution.evolve)
         if cached is not None and isinstance(cached.state, execution.Execution) and cached.state.spec is not None:
-            return cached.state.spec
-        first = await self._store.first_event(stream)
-        started = decode(first) if first is not None else None
-        return started.spec if isinstance(started, ExecutionStarted) else None
+            return cached.state
+        loaded = await load_state(self._store, stream, execution.Execution(), execution.evolve)
+        return loaded.state if loaded.state.exists else None
 
     async def _keep_timers(
         self,
@@ -204,7 +203,8 @@ class Executor:
                 )
         return claimed
 
-    async def _dispatch_task(self, ws: str, execution_id: str, step: AgentStep, event: StepScheduled) -> None:
+    async def _dispatch_task(self, ws: str, state: execution.Execution, step: AgentStep, event: StepScheduled) -> None:
+        execution_id = state.execution_id
         task = AgentTask(
             key=event.key,
             workspace_id=ws,
@@ -217,6 +217,11 @@ class Executor:
             instructions=step.instructions,
             input=event.input,
             deadline=event.timeout_at or "",
+            workflow_id=state.workflow_id,
+            step_name=step.name,
+            output_schema=step.output_schema,
+            context={sid: run["output"] for sid, run in state.context()["steps"].items() if sid != step.id},
+            budget=state.budget,
         )
         subjects = self._bus.subjects
         try:

@@ -15,8 +15,6 @@ A timer is kept in one of two ways, both written before anything waits on it:
   execution ends.
 """
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from servicekit.batching import InsertBatcher
 from servicekit.bus import Bus
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import Commit, EventStore, StreamRef
+from servicekit.loops import Every
 from workflow_engine.domain.execution import Execution, timers_started
 from workflow_engine.projections import ExecutionsProjection
 
@@ -299,29 +298,13 @@ class TimerLoop:
         self._executions = executions
         self._upto: datetime | None = None  # carried timers due by this have been fired
         self._saved: datetime | None = None  # the watermark saved last
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = Every(poll_s, self.fire_due, "timers")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="timers")
+        self._loop.start()
 
     async def stop(self) -> None:
-        # The flag as well as the cancellation: in 3.11 a wait_for inside (nats-py's requests) can swallow the latter.
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self.fire_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("firing timers failed; retrying")
-            await asyncio.sleep(self._poll_s)
+        await self._loop.stop()
 
     async def fire_due(self) -> int:
         """Fire every timer due by now, of both kinds; returns how many were fired."""

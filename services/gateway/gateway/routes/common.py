@@ -1,6 +1,7 @@
 """What every command endpoint shares: the response model and the submit-and-answer flow."""
 
 import re
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ from gateway.commands import CommandStatus, fingerprint
 from gateway.deps import Commands, CurrentPrincipal, IdempotencyKey
 from gateway.errors import STATUS_OF, ApiError
 
+FOLLOW_UP_NAMESPACE = uuid.UUID("1b0f7a0e-8f43-4c0e-9a43-5d7a8b2f6c11")
 ResourceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
@@ -133,6 +135,14 @@ class CommandSender:
     async def __call__(self, command: Command, *, created: str | None = None) -> CommandResponse:
         return await submit(
             self._request, self._response, self._commands, self._principal, self.command_id, command, created=created
+        )
+
+    async def follow_up(self, command: Command, purpose: str) -> CommandStatus:
+        """Send a second command that the request implies (staffing a new workflow, say); its id derives from the
+        request's, so a retried request sends it once. Its status, after at most the command wait."""
+        command_id = uuid.uuid5(FOLLOW_UP_NAMESPACE, f"{self.command_id}:{purpose}").hex
+        return await self._commands.submit(
+            self._principal, command_id, command, request_fingerprint=f"{self.command_id}:{purpose}", idempotent=True
         )
 
 

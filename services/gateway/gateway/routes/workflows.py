@@ -1,5 +1,6 @@
 """Workflow definitions, executions, approvals, live events (SSE) and templates."""
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -9,12 +10,15 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts import EventRecord
+from contracts import EventRecord, OutcomeStatus
+from contracts.agents import AgentSpec, ListAgents, StaffAgents, StaffNeed, can_take
+from contracts.budgets import Budget
 from contracts.messages import Boolean, Title
 from contracts.public_events import describe, public_event
 from contracts.workflows import (
     EXECUTION_AGGREGATE,
     EXECUTION_ENDS,
+    AgentStep,
     ArchiveWorkflow,
     CancelExecution,
     CreateWorkflow,
@@ -35,8 +39,10 @@ from contracts.workflows import (
 )
 from gateway.body import JsonBodyRoute
 from gateway.deps import BusDep, CurrentPrincipal, Queries
+from gateway.errors import ApiError
 from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send, segment
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["workflows"], route_class=JsonBodyRoute)
 Limit = Annotated[int, Query(ge=1, le=500)]
 KEEPALIVE_S = 15.0
@@ -59,6 +65,7 @@ class WorkflowFromTemplate(Model):
 
     template: str = Field(min_length=1, max_length=100)
     name: Title | None = None
+    staff: Boolean = Field(default=True, description="Create the agents its steps need that the workspace lacks.")
 
 
 WorkflowCreate = WorkflowFromSpec | WorkflowFromTemplate
@@ -67,6 +74,7 @@ WorkflowCreate = WorkflowFromSpec | WorkflowFromTemplate
 
 class ExecutionRequest(Model):
     input: dict[str, Any] = Field(default_factory=dict)
+    budget: Budget | None = Field(default=None, description="A hard limit on the execution's model usage.")
 
 
 class Cancellation(Model):
@@ -221,21 +229,78 @@ async def execution_events(
 # Definitions --------------------------------------------------------------------------------------------------
 
 
+class StaffedAgent(BaseModel):
+    agent_id: str
+    role: str
+
+
+class WorkflowCreated(CommandResponse):
+    """The workflow's command answer, with the agents created for its steps (a template's, unless ``staff`` is
+    false) and the agent steps that no agent of the workspace can take yet (they would fail with ``no_agent``)."""
+
+    staffed_agents: list[StaffedAgent] = Field(default_factory=list)
+    unstaffed_steps: list[str] = Field(default_factory=list)
+
+
+async def _staffing(
+    body: WorkflowCreate, send: Send, principal: CurrentPrincipal, queries: Queries
+) -> tuple[list[StaffedAgent], list[str]]:
+    """The agents staffing created for a template's steps, and the agent steps no agent can take yet."""
+    if isinstance(body, WorkflowFromSpec):
+        spec, template = body.spec, None
+    else:
+        templates = await queries.ask(principal, ListWorkflowTemplates())
+        found = next((t for t in templates if t["slug"] == body.template), None)
+        if found is None:
+            return [], []
+        spec, template = WorkflowSpec.model_validate(found["spec"]), body
+    steps = [step for step in spec.steps if isinstance(step, AgentStep)]
+    staffed: list[StaffedAgent] = []
+    covered: set[str] = set()  # steps whose agents staffing created or found (the read model may not show them yet)
+    if template is not None and template.staff:
+        routed = [s for s in steps if not s.agent_id]
+        needs = {(s.role, s.capability): StaffNeed(role=s.role, capability=s.capability) for s in routed}
+        status = await send.follow_up(StaffAgents(needs=list(needs.values())), "staff")
+        if status.outcome is not None and status.outcome.status is OutcomeStatus.ACCEPTED:
+            created = status.outcome.resource_ids
+            staffed = [StaffedAgent(agent_id=agent_id, role=role) for agent_id, role in sorted(created.items())]
+            covered = {s.id for s in routed}
+    views = [v for v in await queries.ask(principal, ListAgents(limit=500)) if not v["retired"]]
+    ids = {v["agent_id"] for v in views}
+    specs = [AgentSpec(name=v["name"], role=v["role"], capabilities=v["capabilities"]) for v in views]
+    unstaffed = [
+        s.id
+        for s in steps
+        if s.id not in covered
+        and not (s.agent_id in ids if s.agent_id else any(can_take(a, s.role, s.capability) for a in specs))
+    ]
+    return staffed, unstaffed
+
+
 @router.post(
     "/workflows",
-    response_model=CommandResponse,
+    response_model=WorkflowCreated,
     status_code=201,
-    summary="Create a workflow from a spec or a template",
-    responses=PENDING,
+    summary="Create a workflow from a spec or a template (a template's missing agents are created)",
+    responses={202: {"model": WorkflowCreated, "description": "Accepted; poll the command's status link."}},
 )
-async def create_workflow(body: WorkflowCreate, send: Send) -> CommandResponse:
+async def create_workflow(
+    body: WorkflowCreate, send: Send, principal: CurrentPrincipal, queries: Queries
+) -> WorkflowCreated:
     command_id = send.command_id
     workflow_id = f"wf_{command_id[:24]}"
     if isinstance(body, WorkflowFromSpec):
         command = CreateWorkflow(workflow_id=workflow_id, spec=body.spec, name=body.name)
     else:
         command = CreateWorkflow(workflow_id=workflow_id, template=body.template, name=body.name)
-    return await send(command, created=f"/api/v1/workflows/{workflow_id}")
+    answer = await send(command, created=f"/api/v1/workflows/{workflow_id}")
+    try:
+        staffed, unstaffed = await _staffing(body, send, principal, queries)
+    except ApiError as exc:  # the workflow exists: answer that, and say why the lists are missing
+        log.warning("staffing workflow %s failed: %s", workflow_id, exc.detail)
+        staffed, unstaffed = [], []
+        answer = answer.model_copy(update={"links": {**answer.links, "staffing": "unavailable"}})
+    return WorkflowCreated(**answer.model_dump(), staffed_agents=staffed, unstaffed_steps=unstaffed)
 
 
 @router.get("/workflows", response_model=Items, summary="List workflows")
@@ -287,7 +352,12 @@ async def execute_workflow(
 ) -> CommandResponse:
     command_id = send.command_id
     execution_id = f"ex_{command_id[:24]}"
-    command = ExecuteWorkflow(workflow_id=workflow_id, execution_id=execution_id, input=body.input if body else {})
+    command = ExecuteWorkflow(
+        workflow_id=workflow_id,
+        execution_id=execution_id,
+        input=body.input if body else {},
+        budget=body.budget if body else None,
+    )
     return await send(command, created=f"/api/v1/workflows/executions/{execution_id}")
 
 

@@ -4,12 +4,19 @@ from dataclasses import dataclass, replace
 
 from contracts import ErrorCode, Event
 from contracts.agents import (
+    AgentPaused,
     AgentRegistered,
+    AgentResumed,
+    AgentRetired,
     AgentSpec,
+    AgentState,
     AgentStatus,
     AgentStatusChanged,
-    ChangeAgentStatus,
+    AgentUpdated,
     RegisterAgent,
+    RetireAgent,
+    SetAgentState,
+    UpdateAgent,
 )
 from contracts.errors import DomainError
 
@@ -24,6 +31,10 @@ class AgentAlreadyExists(DomainError):
     code = ErrorCode.CONFLICT
 
 
+class AgentRetiredError(DomainError):
+    code = ErrorCode.AGENT_RETIRED
+
+
 class InvalidTransition(DomainError):
     code = ErrorCode.INVALID_TRANSITION
 
@@ -32,7 +43,9 @@ class InvalidTransition(DomainError):
 class Agent:
     agent_id: str = ""
     spec: AgentSpec | None = None
-    status: AgentStatus = AgentStatus.AVAILABLE
+    spec_version: int = 0
+    state: AgentState = AgentState.ACTIVE
+    retired: bool = False
 
     @property
     def exists(self) -> bool:
@@ -42,10 +55,26 @@ class Agent:
 def evolve(state: Agent, event: Event) -> Agent:
     match event:
         case AgentRegistered(agent_id=agent_id, spec=spec):
-            return Agent(agent_id=agent_id, spec=spec, status=AgentStatus.AVAILABLE)
-        case AgentStatusChanged(status=status):
-            return replace(state, status=status)
+            return Agent(agent_id=agent_id, spec=spec, spec_version=1)
+        case AgentUpdated(spec=spec, spec_version=spec_version):
+            return replace(state, spec=spec, spec_version=spec_version)
+        case AgentPaused():
+            return replace(state, state=AgentState.PAUSED)
+        case AgentResumed():
+            return replace(state, state=AgentState.ACTIVE)
+        case AgentRetired():
+            return replace(state, retired=True)
+        case AgentStatusChanged(status=status):  # stored before availability was derived
+            return replace(state, state=AgentState.PAUSED if status is AgentStatus.OFFLINE else AgentState.ACTIVE)
     return state
+
+
+def _live(state: Agent, agent_id: str) -> AgentSpec:
+    if state.spec is None:
+        raise AgentNotFound(f"agent {agent_id} not found")
+    if state.retired:
+        raise AgentRetiredError(f"agent {agent_id} is retired")
+    return state.spec
 
 
 def decide_register(state: Agent, command: RegisterAgent) -> list[Event]:
@@ -54,9 +83,21 @@ def decide_register(state: Agent, command: RegisterAgent) -> list[Event]:
     return [AgentRegistered(agent_id=command.agent_id, spec=command.spec)]
 
 
-def decide_status(state: Agent, command: ChangeAgentStatus) -> list[Event]:
-    if not state.exists:
-        raise AgentNotFound(f"agent {command.agent_id} not found")
-    if state.status == command.status:
-        raise InvalidTransition(f"agent {command.agent_id} is already {command.status.value}")
-    return [AgentStatusChanged(agent_id=command.agent_id, previous=state.status, status=command.status)]
+def decide_update(state: Agent, command: UpdateAgent) -> list[Event]:
+    if _live(state, command.agent_id) == command.spec:
+        return []
+    return [AgentUpdated(agent_id=command.agent_id, spec=command.spec, spec_version=state.spec_version + 1)]
+
+
+def decide_retire(state: Agent, command: RetireAgent) -> list[Event]:
+    _live(state, command.agent_id)
+    return [AgentRetired(agent_id=command.agent_id)]
+
+
+def decide_state(state: Agent, command: SetAgentState) -> list[Event]:
+    _live(state, command.agent_id)
+    if state.state == command.state:
+        raise InvalidTransition(f"agent {command.agent_id} is already {command.state.value}")
+    if command.state is AgentState.PAUSED:
+        return [AgentPaused(agent_id=command.agent_id)]
+    return [AgentResumed(agent_id=command.agent_id)]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Infra, Platform, running_platform
+from conftest import Api, Infra, Platform, running_platform
 from contracts import Actor
 from contracts.workflows import AgentTask, ExecuteWorkflow, StepScheduled, WorkflowSpec
 from servicekit.eventstore import EventStore, Metadata, StreamRef
@@ -46,52 +46,6 @@ LOCAL_HOOKS = {"webhook_allowed_hosts": ["127.0.0.1"]}  # the tests' webhook ser
 async def platform(infra: Infra, env_name: str, script: Script) -> AsyncIterator[Platform]:
     async with running_platform(infra, env_name, behaviour=scripted(script), engine_settings=LOCAL_HOOKS) as running:
         yield running
-
-
-class Api:
-    def __init__(self, platform: Platform, workspace: dict[str, str]) -> None:
-        self.client = platform.client
-        self.headers = platform.auth(workspace)
-        self.workspace_id = workspace["workspace_id"]
-
-    async def post(self, path: str, body: Any = None, expect: int | None = None) -> dict[str, Any]:
-        resp = await self.client.post(path, json=body, headers=self.headers)
-        if expect is not None:
-            assert resp.status_code == expect, resp.text
-        result: dict[str, Any] = resp.json()
-        return result
-
-    async def get(self, path: str, expect: int = 200) -> Any:
-        resp = await self.client.get(path, headers=self.headers)
-        assert resp.status_code == expect, resp.text
-        return resp.json()
-
-    async def workflow(self, spec: dict[str, Any]) -> str:
-        created = await self.post("/api/v1/workflows", {"spec": spec}, expect=201)
-        return str(created["resource_ids"]["workflow_id"])
-
-    async def execute(self, workflow_id: str, data: dict[str, Any] | None = None) -> str:
-        started = await self.post(f"/api/v1/workflows/{workflow_id}/executions", {"input": data or {}}, expect=201)
-        return str(started["resource_ids"]["execution_id"])
-
-    async def execution(self, execution_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.get(f"/api/v1/workflows/executions/{execution_id}")
-        return result
-
-    async def wait_for(self, execution_id: str, *statuses: str, timeout_s: float = 15) -> dict[str, Any]:
-        async def probe() -> dict[str, Any] | None:
-            found = await self.execution(execution_id)
-            return found if found["status"] in statuses else None
-
-        return await eventually(probe, timeout_s)
-
-    async def wait_step(self, execution_id: str, step_id: str, status: str) -> dict[str, Any]:
-        async def probe() -> dict[str, Any] | None:
-            found = await self.execution(execution_id)
-            step = next(s for s in found["steps"] if s["id"] == step_id)
-            return found if step["status"] == status else None
-
-        return await eventually(probe)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from contracts import ErrorCode, Event
+from contracts.budgets import Budget
 from contracts.errors import DomainError
 from contracts.workflows import (
     AbandonStep,
@@ -100,6 +101,7 @@ class Execution:
     workflow_version: int = 0
     spec: WorkflowSpec | None = None
     input: dict[str, Any] = field(default_factory=dict)
+    budget: Budget | None = None
     status: ExecutionStatus = ExecutionStatus.RUNNING
     steps: dict[str, StepRun] = field(default_factory=dict)
     queued: tuple[tuple[str, int, bool], ...] = ()
@@ -132,6 +134,7 @@ def evolve(state: Execution, event: Event) -> Execution:  # noqa: PLR0912 - one 
                 workflow_version=event.workflow_version,
                 spec=event.spec,
                 input=event.input,
+                budget=event.budget,
                 steps={s.id: StepRun() for s in event.spec.steps},
                 started_at=event.started_at,
                 updated_at=event.started_at,
@@ -374,6 +377,7 @@ def start(command: ExecuteWorkflow, spec: WorkflowSpec, version: int, now: datet
             workflow_version=version,
             spec=spec,
             input=command.input,
+            budget=command.budget,
             started_at=decision.at,
         )
     )
