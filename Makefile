@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The benchmarks' peer (LangGraph) in a virtual environment of its own, so its dependencies never enter .venv.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
 PACKAGES := libs/contracts libs/servicekit services/gateway services/orchestrator \
 	services/workflow-engine services/memory services/neptune
 PROJECTS := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
@@ -16,6 +19,11 @@ $(STAMP): constraints.txt requirements-dev.txt $(PROJECTS)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(BENCH_STAMP): constraints.txt bench/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q -c constraints.txt -r bench/requirements.txt
+	touch $(BENCH_STAMP)
 
 ## Start infrastructure (when missing) and all five services; prints the gateway URL and API key.
 up: install
@@ -41,11 +49,12 @@ docs: install
 	$(BIN)/python -m contracts.schema_export docs/schemas
 	$(BIN)/python -m gateway.openapi docs/api
 
-bench: install
+bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/eventstore.py
 	$(BIN)/python bench/command_path.py
 	$(BIN)/python bench/workflows.py
+	$(BIN)/python bench/agent_runtime.py
 	$(BIN)/python bench/memory.py
 
 clean:
-	rm -rf $(VENV) .venv-llm .venv-llm.lock .data
+	rm -rf $(VENV) $(BENCH_VENV) .venv-llm .venv-llm.lock .data

@@ -22,7 +22,6 @@ import itertools
 import math
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -35,10 +34,10 @@ from uuid import uuid4
 
 import httpx
 import nats
+from common import CpuMeter, Probe, aligned, free_port_base
 from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 from pymongo import ASCENDING, AsyncMongoClient
-from pymongo.errors import PyMongoError
 
 from contracts import new_id
 from servicekit import devstack
@@ -93,59 +92,8 @@ async def drive(concurrency: int, total: int, attempt: Attempt, level: Level | N
 CPU_GROUPS = ("gateway", "orchestrator", "other services", "mongodb", "nats-server", "bench client")
 
 
-class CpuMeter:
-    """CPU seconds used by the services, the database, nats-server and this process (Linux /proc; else none)."""
-
-    def __init__(self) -> None:
-        me = os.getpid()
-        self.pids: dict[str, list[int]] = {"bench client": [me]}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                text = stat.read_text()
-                argv = [a.decode(errors="replace") for a in (stat.parent / "cmdline").read_bytes().split(b"\0")]
-            except OSError:
-                continue
-            comm, ppid = text[text.index("(") + 1 : text.rindex(")")], int(text[text.rindex(")") + 2 :].split()[1])
-            group = None
-            if ppid == me and "-m" in argv[:-1]:
-                module = argv[argv.index("-m") + 1]
-                group = module if module in ("gateway", "orchestrator") else "other services"
-            elif ppid == me and any("secantusd" in a for a in argv):
-                group = "mongodb"
-            elif comm == "nats-server":
-                group = "nats-server"
-            if group is not None:
-                self.pids.setdefault(group, []).append(int(stat.parent.name))
-
-    def snapshot(self) -> dict[str, float]:
-        tick = os.sysconf("SC_CLK_TCK")
-        used: dict[str, float] = {}
-        for group, pids in self.pids.items():
-            total = 0
-            for pid in pids:
-                try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-            used[group] = total / tick
-        return used
-
-
-class Probe:
-    """Samples the CPU meter and the MongoDB server's operation counters (when it reports them)."""
-
-    def __init__(self, mongo: AsyncMongoClient[Document]) -> None:
-        self.meter = CpuMeter()
-        self.mongo = mongo
-
-    async def sample(self) -> tuple[dict[str, float], dict[str, int]]:
-        try:
-            status = await self.mongo.admin.command("serverStatus")
-            ops = {name: int(n) for name, n in status.get("opcounters", {}).items()}
-        except PyMongoError:
-            ops = {}
-        return self.meter.snapshot(), ops
+def cpu_group(module: str) -> str:
+    return module if module in ("gateway", "orchestrator") else "other services"
 
 
 @dataclass
@@ -254,7 +202,7 @@ async def measure(
         await drive(min(5, widest), args.warmup, gateway_attempt(client, api_key, warm_up))
         await drive(min(5, widest), args.warmup, floor_attempt)
         print(f"  warm-up: {args.warmup} requests, statuses {dict(warm_up)}", flush=True)
-        probe = Probe(status_mongo)
+        probe = Probe(status_mongo, CpuMeter(cpu_group))
         for concurrency in args.levels:
             # The server slows down as data accumulates, so the floor brackets ours: half before, half after.
             statuses = Counter[int]()
@@ -309,13 +257,6 @@ def render(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def aligned(table: list[list[str]]) -> str:
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def render_usage(results: list[Result]) -> tuple[str, str]:
     """Per request (ours) or iteration (floor): CPU of each process group with its share of one core; and the
     MongoDB operations the server counted."""
@@ -335,26 +276,6 @@ def render_usage(results: list[Result]) -> tuple[str, str]:
             counts = [usage.ops.get(name, 0) / n for name in op_names]
             ops_table.append([str(level.concurrency), run, *(f"{c:.1f}" for c in counts), f"{sum(counts):.1f}"])
     return aligned(cpu_table), aligned(ops_table) if op_names else "(the server reports no opcounters)"
-
-
-def free_port_base() -> int:
-    """A port from devstack.free_port above which every service's port is free too. devstack.services places the
-    services at DEVSTACK_PORT_BASE plus their offset from 8000, so this keeps them off the ports in use."""
-    offsets = [svc.port - 8000 for svc in devstack.SERVICES]
-    for _ in range(100):
-        base = devstack.free_port()
-        if base + max(offsets) < 65536 and all(port_free(base + offset) for offset in offsets):
-            return base
-    raise RuntimeError("no free range of ports for the services")
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,55 +17,25 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+from common import ACTOR, ENGINE, SPEC, WORKER, WORKSPACE, Document, Driver, Figures, engine_process, pct, quiesce
 from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from pymongo import AsyncMongoClient
 
-from contracts import Actor, Event, EventRecord, Subjects
-from contracts.workflows import (
-    AgentTask,
-    CreateWorkflow,
-    ExecuteWorkflow,
-    RecordTaskResult,
-    StepScheduled,
-    StepSucceeded,
-    WorkflowSpec,
-    result_command_id,
-)
+from contracts import Event, Subjects
+from contracts.workflows import CreateWorkflow, RecordTaskResult, StepScheduled, StepSucceeded
 from servicekit import devstack
-from servicekit.bus import ConsumerPolicy
 from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import EventStore, Metadata, StreamRef, utcnow
 from servicekit.mongo import connect_mongo
 from servicekit.runtime import Runtime
 from servicekit.settings import ServiceSettings
 
-SERVICE = "workflow-engine"
-WORKSPACE = "ws_bench"
-ACTOR = Actor(kind="system", id="bench")
-WORKER = Actor(kind="agent", id="bench-worker")  # task results come from agents, as from the real runtime
-SPEC = WorkflowSpec.model_validate(
-    {
-        "name": "Bench",
-        "start": "a",
-        "steps": [
-            {"id": "a", "kind": "agent", "role": "r", "next": "b"},
-            {"id": "b", "kind": "agent", "role": "r", "next": "c"},
-            {"id": "c", "kind": "agent", "role": "r"},
-        ],
-    }
-)
-Document = dict[str, Any]
 # What the engine does per step between a task result and the next task: two JetStream publishes, each consumed
 # by a durable pull consumer, the result command (worker -> engine) and the next task (engine -> worker); and one
 # event-store append (the commit of the result and the next step). The executor acts on that commit in-process,
@@ -73,115 +43,6 @@ Document = dict[str, Any]
 # decisions, the relay's publishing of events, timers, read models) is the overhead being measured.
 PAIRS_PER_STEP = 2
 APPENDS_PER_STEP = 1
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-@dataclass
-class Figures:
-    executions_s: float
-    steps_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-@contextmanager
-def engine_process(env: dict[str, str], log_dir: Path) -> Iterator[None]:
-    port = devstack.free_port()
-    with (log_dir / "engine.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workflow_engine"],
-            env={**env, "HTTP_PORT": str(port), "LOG_LEVEL": "WARNING", "RELAY_POLL_INTERVAL_S": "0.5"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        devstack.wait_until(
-            lambda: proc.poll() is None and devstack.http_ok(f"http://127.0.0.1:{port}/readyz"), 60, "engine"
-        )
-        yield
-    finally:
-        devstack.stop_process(proc)
-
-
-class Driver:
-    """Sends executions, plays the agent worker, and times each hand-over between steps."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.result_sent: dict[tuple[str, str], float] = {}
-        self.overheads: list[float] = []
-        self.done: dict[str, asyncio.Event] = {}
-        self.steps = 0
-
-    async def on_task(self, body: bytes, headers: dict[str, str]) -> None:
-        now = time.perf_counter()
-        task = AgentTask.model_validate_json(body)
-        previous = {"b": "a", "c": "b"}.get(task.step_id)
-        if previous is not None and (task.execution_id, previous) in self.result_sent:
-            self.overheads.append(now - self.result_sent[(task.execution_id, previous)])
-        result = RecordTaskResult(
-            execution_id=task.execution_id, step_id=task.step_id, attempt=task.attempt, ok=True, output={"ok": 1}
-        )
-        envelope = envelope_for(result, workspace_id=WORKSPACE, command_id=result_command_id(task.key), actor=WORKER)
-        self.result_sent[(task.execution_id, task.step_id)] = time.perf_counter()
-        await publish_command(self.runtime.bus, SERVICE, envelope)
-        self.steps += 1
-
-    async def on_completed(self, msg: Any) -> None:
-        record = EventRecord.model_validate_json(msg.data)
-        event = self.done.get(record.aggregate_id)
-        if event is not None:
-            event.set()
-
-    async def run(self, workflow_id: str, count: int, inflight: int) -> Figures:
-        self.overheads.clear()
-        self.steps = 0
-        gate = asyncio.Semaphore(inflight)
-        errors = 0
-
-        async def one() -> None:
-            nonlocal errors
-            async with gate:
-                execution_id = "ex_" + uuid4().hex[:20]
-                finished = self.done[execution_id] = asyncio.Event()
-                command = ExecuteWorkflow(workflow_id=workflow_id, execution_id=execution_id)
-                envelope = envelope_for(command, workspace_id=WORKSPACE, command_id=uuid4().hex, actor=ACTOR)
-                await publish_command(self.runtime.bus, SERVICE, envelope)
-                try:
-                    await asyncio.wait_for(finished.wait(), 60)
-                except TimeoutError:
-                    errors += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(count)))
-        elapsed = time.perf_counter() - started
-        return Figures(
-            executions_s=(count - errors) / elapsed,
-            steps_s=self.steps / elapsed,
-            p50_ms=pct(self.overheads, 0.5) * 1000,
-            p99_ms=pct(self.overheads, 0.99) * 1000,
-            errors=errors,
-        )
-
-
-async def quiesce(js: Any, subjects: Subjects) -> None:
-    """Wait until every consumer of the engine's streams has nothing left to deliver or to be acked (its projections
-    done catching up), so that the floor is measured on an idle machine and the next run starts on one."""
-    while True:
-        busy = 0
-        for stream in (subjects.commands_stream, subjects.events_stream):
-            for info in await js.consumers_info(stream):
-                busy += (info.num_pending or 0) + (info.num_ack_pending or 0)
-        if busy == 0:
-            return
-        await asyncio.sleep(0.2)
 
 
 async def floor(nc: Any, db: Any, env: str, steps: int, inflight: int) -> Figures:
@@ -261,15 +122,7 @@ async def bench(mongo_url: str, nats_url: str, sizes: list[int], inflights: list
     await runtime.open()
     driver = Driver(runtime)
     subjects = Subjects(env)
-    runtime.bus.consume(
-        subject=f"{env}.task.>",
-        stream=subjects.tasks_stream,
-        durable=subjects.durable("bench", "worker"),
-        handler=driver.on_task,
-        policy=ConsumerPolicy(max_ack_pending=1024, max_workers=32),  # a worker runs tasks concurrently
-    )
-    await runtime.start()
-    await runtime.bus.nc.subscribe(f"{env}.evt.execution.{WORKSPACE}.*.ExecutionCompleted", cb=driver.on_completed)
+    await driver.start()
     rows: list[tuple[int, int, Figures, Figures]] = []
     mongo: AsyncMongoClient[Document] = connect_mongo(mongo_url, 10_000)
     try:
@@ -277,7 +130,7 @@ async def bench(mongo_url: str, nats_url: str, sizes: list[int], inflights: list
             workflow_id = "wf_bench"
             create = CreateWorkflow(workflow_id=workflow_id, spec=SPEC)
             await publish_command(
-                runtime.bus, SERVICE, envelope_for(create, workspace_id=WORKSPACE, command_id=uuid4().hex, actor=ACTOR)
+                runtime.bus, ENGINE, envelope_for(create, workspace_id=WORKSPACE, command_id=uuid4().hex, actor=ACTOR)
             )
             await asyncio.sleep(1.0)
             await driver.run(workflow_id, 20, 10)  # warm-up
