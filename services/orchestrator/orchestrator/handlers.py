@@ -49,6 +49,17 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
     def stream(ctx: CommandContext, agent_id: str) -> StreamRef:
         return StreamRef(ctx.workspace_id, agent.AGGREGATE, agent_id)
 
+    async def register_once(ctx: CommandContext, register: RegisterAgent) -> None:
+        """Create an agent another command implies (staffing, a team template); one that exists is left alone, so
+        a redelivered command creates nothing twice."""
+        await ctx.execute(
+            stream(ctx, register.agent_id),
+            agent.Agent(),
+            agent.evolve,
+            lambda s: [] if s.exists else agent.decide_register(s, register),
+            new_stream=True,
+        )
+
     def team_stream(ctx: CommandContext, team_id: str) -> StreamRef:
         return StreamRef(ctx.workspace_id, team.AGGREGATE, team_id)
 
@@ -99,15 +110,8 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
             while (agent_id := staff_agent_id(ctx.workspace_id, need.role, need.capability, generation)) in taken:
                 generation += 1
             sheet = sheet_for(need.role, need.capability)
-            register = RegisterAgent(agent_id=agent_id, spec=sheet.spec())
-            await ctx.execute(
-                stream(ctx, agent_id),
-                agent.Agent(),
-                agent.evolve,
-                lambda s, r=register: [] if s.exists else agent.decide_register(s, r),  # type: ignore[misc]
-                new_stream=True,
-            )
-            existing.append((agent_id, register.spec))
+            await register_once(ctx, RegisterAgent(agent_id=agent_id, spec=sheet.spec()))
+            existing.append((agent_id, sheet.spec()))
             taken.add(agent_id)
             created[agent_id] = sheet.role
         return created
@@ -140,14 +144,7 @@ def build_router(agents: AgentsProjection) -> CommandRouter:
             raise team.InvalidTeam(f"no team template {command.request.template!r}", code=ErrorCode.TEMPLATE_NOT_FOUND)
         new_agents, spec = instantiate(template, command.request, lambda key: team_agent_id(command.team_id, key))
         for agent_id, agent_spec in new_agents:
-            register = RegisterAgent(agent_id=agent_id, spec=agent_spec)
-            await ctx.execute(
-                stream(ctx, agent_id),
-                agent.Agent(),
-                agent.evolve,
-                lambda s, r=register: [] if s.exists else agent.decide_register(s, r),  # type: ignore[misc]
-                new_stream=True,
-            )
+            await register_once(ctx, RegisterAgent(agent_id=agent_id, spec=agent_spec))
         create = CreateTeam(team_id=command.team_id, spec=spec)
         known = {agent_id: False for agent_id, _ in new_agents}
         await ctx.execute(
