@@ -248,13 +248,28 @@ class ArchiveWorkflow(Command):
     workflow_id: Id
 
 
+class Origin(Model):
+    """What an execution runs for, when another service started it (a team run, a delegation): carried into every
+    task of the execution, so the agent runtime knows the run's shared context and the delegation chain."""
+
+    kind: Literal["team_run", "delegation"]
+    id: Id
+    team_id: Id | None = None
+    objective: str = Field(default="", max_length=4000)
+
+
 @REGISTRY.register
 class ExecuteWorkflow(Command):
+    """Run a saved workflow, or, with ``spec``, a definition given inline (another service's plan, validated like a
+    saved one): ``workflow_id`` then only names it."""
+
     service = "workflow-engine"
     workflow_id: Id
     execution_id: Id
     input: dict[str, Any] = Field(default_factory=dict)
     budget: Budget | None = Field(default=None, description="A hard limit on the model usage of the whole execution.")
+    spec: WorkflowSpec | None = Field(default=None, description="An inline definition, run without being saved.")
+    origin: Origin | None = None
 
 
 @REGISTRY.register
@@ -367,6 +382,7 @@ class ExecutionStarted(Event):
     input: dict[str, Any]
     started_at: str
     budget: Budget | None = None
+    origin: Origin | None = None
 
 
 @REGISTRY.register
@@ -512,6 +528,7 @@ class AgentTask(Model):
         default_factory=dict, description="The handoff: outputs of the steps that succeeded before this one, by id."
     )
     budget: Budget | None = Field(default=None, description="The execution's budget, shared by all its tasks.")
+    origin: Origin | None = Field(default=None, description="The team run or delegation the execution runs for.")
 
 
 def result_command_id(key: str) -> str:

@@ -222,6 +222,7 @@ class Executor:
             output_schema=step.output_schema,
             context={sid: run["output"] for sid, run in state.context()["steps"].items() if sid != step.id},
             budget=state.budget,
+            origin=state.origin,
         )
         subjects = self._bus.subjects
         try:

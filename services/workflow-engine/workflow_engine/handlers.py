@@ -106,6 +106,16 @@ def build_router(
 
     @router.register(ExecuteWorkflow)
     async def execute(command: ExecuteWorkflow, ctx: CommandContext) -> dict[str, str]:
+        if command.spec is not None:  # an inline plan (a team run's, a delegation's): checked as a saved one is
+            inline = command.spec
+
+            def decide_inline(state: execution.Execution, now: datetime) -> list[Event]:
+                if state.exists:
+                    raise DomainError(f"execution {command.execution_id} already exists")
+                definition.validate(inline, addresses)
+                return execution.start(command, inline, 0, now)
+
+            return await on_execution(ctx, command.execution_id, decide_inline, new_stream=True)
         loaded = await load_state(
             ctx.store,
             workflow_stream(ctx.workspace_id, command.workflow_id),

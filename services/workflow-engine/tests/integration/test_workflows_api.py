@@ -10,7 +10,8 @@ import pytest
 
 from conftest import Api, Infra, Platform, running_platform
 from contracts import Actor
-from contracts.workflows import AgentTask, ExecuteWorkflow, StepScheduled, WorkflowSpec
+from contracts.workflows import AgentTask, ExecuteWorkflow, Origin, StepScheduled, WorkflowSpec
+from servicekit.commands import envelope_for, publish_command
 from servicekit.eventstore import EventStore, Metadata, StreamRef
 from servicekit.testing import eventually
 from workflow_engine.domain import execution
@@ -19,6 +20,7 @@ from workflow_engine.settings import WorkflowEngineSettings
 
 Script = dict[str, Any]
 META = Metadata(correlation_id="c", actor=Actor(kind="system", id="test"))
+ACTOR = Actor(kind="service", id="orchestrator")
 
 
 def scripted(script: Script) -> Any:
@@ -613,3 +615,47 @@ async def test_a_commit_the_engine_can_never_act_on_fails_its_execution_visibly(
     step = steps_by_id(failed)["wait"]
     assert (step["status"], step["error_kind"]) == ("failed", "unactionable")
     assert failed["error"].startswith("the engine could not carry out this attempt")
+
+
+async def test_an_inline_plan_runs_unsaved_and_its_tasks_carry_their_origin(api: Api, platform: Platform) -> None:
+    """Another service (the orchestrator's team runs, delegations) runs a definition of its own, checked like a
+    saved one, and every task says what it runs for."""
+    seen: list[AgentTask] = []
+    assert platform.worker is not None
+    behave = platform.worker.behaviour
+
+    async def record(task: AgentTask) -> tuple[bool, Any]:
+        seen.append(task)
+        return await behave(task)
+
+    platform.worker.behaviour = record
+    workspace_id = api.workspace_id
+    spec = {"name": "Plan", "start": "a", "steps": [agent("a", "b"), agent("b", input={"x": "$steps.a.output.done"})]}
+    origin = Origin(kind="team_run", id="run1", team_id="team1", objective="Handle the leads")
+    bus = platform.worker.runtime.bus
+    command = ExecuteWorkflow(
+        workflow_id="team-run", execution_id="ex-inline", spec=WorkflowSpec.model_validate(spec), origin=origin
+    )
+    await publish_command(
+        bus, "workflow-engine", envelope_for(command, workspace_id=workspace_id, command_id="run-inline", actor=ACTOR)
+    )
+    done = await api.wait_for("ex-inline", "completed")
+    assert steps_by_id(done)["b"]["input"] == {"x": "a"}
+    assert [task.step_id for task in seen] == ["a", "b"]
+    assert {task.origin for task in seen} == {origin}
+    assert (await api.get("/api/v1/workflows/team-run", expect=404))["code"] == "workflow_not_found"  # not saved
+
+    broken = {**spec, "start": "nowhere"}
+    bad = ExecuteWorkflow(
+        workflow_id="team-run", execution_id="ex-broken", spec=WorkflowSpec.model_validate(broken), origin=origin
+    )
+    envelope = envelope_for(bad, workspace_id=workspace_id, command_id="run-broken", actor=ACTOR)
+    await publish_command(bus, "workflow-engine", envelope)
+
+    async def outcome() -> dict[str, Any] | None:
+        status: dict[str, Any] = await api.get(f"/api/v1/commands/run-broken")
+        return status if status["status"] != "pending" else None
+
+    status = await eventually(outcome)
+    assert (status["status"], status["error_code"]) == ("rejected", "invalid_workflow")
+    assert (await api.get("/api/v1/workflows/executions/ex-broken", expect=404))["code"] == "execution_not_found"

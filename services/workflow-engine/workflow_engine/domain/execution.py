@@ -30,6 +30,7 @@ from contracts.workflows import (
     ExecutionStatus,
     FireTimer,
     JoinStep,
+    Origin,
     ParallelStep,
     PauseExecution,
     RecordTaskResult,
@@ -102,6 +103,7 @@ class Execution:
     spec: WorkflowSpec | None = None
     input: dict[str, Any] = field(default_factory=dict)
     budget: Budget | None = None
+    origin: Origin | None = None
     status: ExecutionStatus = ExecutionStatus.RUNNING
     steps: dict[str, StepRun] = field(default_factory=dict)
     queued: tuple[tuple[str, int, bool], ...] = ()
@@ -135,6 +137,7 @@ def evolve(state: Execution, event: Event) -> Execution:  # noqa: PLR0912 - one 
                 spec=event.spec,
                 input=event.input,
                 budget=event.budget,
+                origin=event.origin,
                 steps={s.id: StepRun() for s in event.spec.steps},
                 started_at=event.started_at,
                 updated_at=event.started_at,
@@ -378,6 +381,7 @@ def start(command: ExecuteWorkflow, spec: WorkflowSpec, version: int, now: datet
             spec=spec,
             input=command.input,
             budget=command.budget,
+            origin=command.origin,
             started_at=decision.at,
         )
     )
