@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
+from orchestrator.following import Followers, serve_following
 from orchestrator.handlers import build_router
 from orchestrator.projections import AgentsProjection, TeamsProjection, WorkspaceBudgetsProjection
 from orchestrator.queries import build_queries
@@ -48,5 +49,7 @@ def build_app(settings: OrchestratorSettings, clock: Callable[[], datetime] = ut
             clock=clock,
         )
         serve_queries(runtime.bus, SERVICE, queries, workers=runtime.settings.query_workers)
+        followers = Followers()  # the executions the orchestrator's plans run as, by owner
+        serve_following(runtime.bus, SERVICE, followers, runtime.policy)
 
     return create_app(settings, setup, title="orchestrator", event_store=True)
