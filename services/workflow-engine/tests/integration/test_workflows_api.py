@@ -653,7 +653,7 @@ async def test_an_inline_plan_runs_unsaved_and_its_tasks_carry_their_origin(api:
     await publish_command(bus, "workflow-engine", envelope)
 
     async def outcome() -> dict[str, Any] | None:
-        status: dict[str, Any] = await api.get(f"/api/v1/commands/run-broken")
+        status: dict[str, Any] = await api.get("/api/v1/commands/run-broken")
         return status if status["status"] != "pending" else None
 
     status = await eventually(outcome)
