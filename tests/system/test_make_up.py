@@ -189,6 +189,48 @@ async def test_every_template_runs_to_completion_on_make_up_alone(stack: Launche
         assert "nurture" in taken["lead-to-customer"][1]
 
 
+async def test_a_run_of_each_team_template_completes_on_make_up_alone(stack: Launcher) -> None:
+    """The README's team run: a team from each department template, run on an objective, plans, works through the
+    plan, shares context and ends with the lead's summary, on the processes make up starts; a coordination too."""
+    gateway = stack.gateway
+    headers = {"Authorization": f"Bearer {stack.key}"}
+
+    async def ended(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while True:
+            resp = await client.get(url, headers=headers)
+            if resp.status_code == 200 and resp.json()["status"] not in {"planning", "running", "summarizing"}:
+                return dict(resp.json())
+            assert time.monotonic() < deadline, f"{url} never ended: {resp.text}"
+            await asyncio.sleep(0.2)
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        teams = []
+        for slug in ("sales", "marketing", "support", "operations"):
+            body = {"from_template": {"template": slug}}
+            created = await client.post(f"{gateway}/api/v1/teams", json=body, headers=headers)
+            assert created.status_code == 201, created.text
+            teams.append(created.json()["resource_ids"]["team_id"])
+            started = await client.post(
+                f"{gateway}/api/v1/teams/{teams[-1]}/runs",
+                json={"objective": "Handle all new leads today"},
+                headers=headers,
+            )
+            assert started.status_code == 201, started.text
+            run = await ended(client, gateway + started.headers["Location"])
+            assert run["status"] == "completed", run
+            assert run["plan"]
+            assert all(step["status"] == "succeeded" for step in run["plan"])
+            assert len(run["handoffs"]) == len(run["plan"]) + 2
+            assert set(run["shared_context"]) >= {step["id"] for step in run["plan"]}
+            assert run["summary_by"] == "lead"
+        body = {"team_ids": teams[:2], "objective": "Launch the spring campaign and qualify its leads"}
+        started = await client.post(f"{gateway}/api/v1/coordinations", json=body, headers=headers)
+        assert started.status_code == 201, started.text
+        coordination = await ended(client, gateway + started.headers["Location"])
+        assert coordination["status"] == "completed", coordination
+
+
 def test_the_admin_command_as_documented_uses_the_running_stack(stack: Launcher) -> None:
     # As the README has it: from the checkout, no flags, no MONGODB_URL or NATS_URL; only the stack's environment.
     env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URL", "NATS_URL"}}

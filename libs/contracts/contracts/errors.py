@@ -44,6 +44,9 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     HEADERS_TOO_LARGE = "headers_too_large"
     REQUEST_TIMEOUT = "request_timeout"
+    # Team runs and coordinations
+    TEAM_RUN_NOT_FOUND = "team_run_not_found"
+    NO_RUNNABLE_MEMBER = "no_runnable_member"
 
 
 class DomainError(Exception):

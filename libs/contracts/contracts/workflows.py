@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from contracts import patterns
 from contracts.budgets import Budget
-from contracts.messages import Command, Event, Id, Integer, Number, Query, Title
+from contracts.messages import A_NUMBER, Command, Event, Id, Integer, Number, Query, Title
 from contracts.outputs import check_output_schema
 from contracts.registry import REGISTRY
 
@@ -108,6 +108,9 @@ class AgentStep(StepBase):
         default=None,
         description="JSON Schema (draft 2020-12, no `pattern` keywords) the agent's output must follow; an output "
         "that does not is retried per the step's policy with the error kind `invalid_output`.",
+    )
+    max_output_tokens: Annotated[int, Field(ge=1, le=100_000), A_NUMBER] | None = Field(
+        default=None, description="A cap on the answer's length, below the agent's own setting."
     )
     next: StepId | None = None
 
@@ -494,6 +497,7 @@ class ExecutionFailed(Event):
     step_id: str
     error: str
     at: str
+    error_kind: str = Field(default="error", description="The failed step's error kind (budget_exceeded, timeout...).")
 
 
 EXECUTION_AGGREGATE = ExecutionStarted.aggregate  # the aggregate of these events: subjects evt.execution.<ws>.<id>.*
@@ -529,6 +533,7 @@ class AgentTask(Model):
     )
     budget: Budget | None = Field(default=None, description="The execution's budget, shared by all its tasks.")
     origin: Origin | None = Field(default=None, description="The team run or delegation the execution runs for.")
+    max_output_tokens: int | None = Field(default=None, description="The step's cap on the answer's length.")
 
 
 def result_command_id(key: str) -> str:

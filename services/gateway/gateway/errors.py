@@ -62,6 +62,8 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.HEADERS_TOO_LARGE: 431,
     ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.TEAM_RUN_NOT_FOUND: 404,
+    ErrorCode.NO_RUNNABLE_MEMBER: 409,
 }
 
 

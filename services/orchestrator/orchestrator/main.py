@@ -6,15 +6,18 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
+from orchestrator.domain import team_run
 from orchestrator.following import Followers, serve_following
 from orchestrator.handlers import build_router
 from orchestrator.projections import AgentsProjection, TeamsProjection, WorkspaceBudgetsProjection
 from orchestrator.queries import build_queries
+from orchestrator.run_projection import TeamRunsProjection
 from orchestrator.runtime.budgets import Budgets
 from orchestrator.runtime.ledger import UsageLedger
 from orchestrator.runtime.slots import Slots
 from orchestrator.runtime.workers import Workers
 from orchestrator.settings import OrchestratorSettings
+from orchestrator.team_runs import TeamRunReactor, register_team_runs
 from servicekit.commands import serve_commands
 from servicekit.eventstore import utcnow
 from servicekit.projections import serve_projection
@@ -29,14 +32,18 @@ def build_app(settings: OrchestratorSettings, clock: Callable[[], datetime] = ut
         db = runtime.db
         agents = AgentsProjection(db["agents"])
         teams = TeamsProjection(db["teams"])
+        runs = TeamRunsProjection(db["team_runs"])
         caps = WorkspaceBudgetsProjection(db["workspace_budgets"])
         slots, usage = Slots(db["slots"]), UsageLedger(db["usage"])
-        for part in (agents, teams, slots, usage):
+        for part in (agents, teams, runs, slots, usage):
             await part.ensure_indexes()
-        serve_commands(runtime.bus, SERVICE, build_router(agents), runtime.store, runtime.policy)
+        router = build_router(agents)
+        register_team_runs(router, clock)
+        serve_commands(runtime.bus, SERVICE, router, runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, agents, runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, teams, runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, caps, runtime.store, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, runs, runtime.store, runtime.policy)
         queries = build_queries(
             agents,
             teams,
@@ -45,11 +52,17 @@ def build_app(settings: OrchestratorSettings, clock: Callable[[], datetime] = ut
             Workers(db["workers"]),
             Budgets(db["budgets"]),
             usage,
+            runs,
             offline_after=timedelta(seconds=settings.agent_offline_after_s),
             clock=clock,
         )
         serve_queries(runtime.bus, SERVICE, queries, workers=runtime.settings.query_workers)
+        if runtime.relay is None:
+            raise RuntimeError("the orchestrator needs its event store and relay")
+        reactor = TeamRunReactor(runtime.store, runtime.bus, router)
+        runtime.relay.add_reactor(reactor.react)
         followers = Followers()  # the executions the orchestrator's plans run as, by owner
+        followers.follow(team_run.EXECUTION_PREFIX, reactor.follow)
         serve_following(runtime.bus, SERVICE, followers, runtime.policy)
 
     return create_app(settings, setup, title="orchestrator", event_store=True)

@@ -17,11 +17,15 @@ from contracts.agents import (
     can_take,
 )
 from contracts.budgets import MICROS_PER_USD
+from contracts.team_runs import RUN_ENDS, GetTeamRun, ListTeamRuns, TeamRunStatus
 from contracts.teams import GetTeam, GetTeamStatus, ListTeams, ListTeamTemplates
+from orchestrator.domain import team_run
 from orchestrator.domain.agent import AgentNotFound
 from orchestrator.domain.team import TeamNotFound
+from orchestrator.domain.team_run import TeamRunNotFound
 from orchestrator.domain.team_templates import TEAM_TEMPLATES
 from orchestrator.projections import AgentsProjection, TeamsProjection, WorkspaceBudgetsProjection, spec_of
+from orchestrator.run_projection import TeamRunsProjection
 from orchestrator.runtime.budgets import Budgets
 from orchestrator.runtime.ledger import UsageLedger
 from orchestrator.runtime.slots import Slots
@@ -43,6 +47,14 @@ def status_of(doc: Document, in_flight: int, online: bool) -> AgentStatus:
     return AgentStatus.BUSY if in_flight >= int(doc.get("concurrency_limit", 4)) else AgentStatus.AVAILABLE
 
 
+def run_line(doc: Document) -> Document:
+    """A run as a list shows it: where it stands, not its outputs."""
+    plan = doc.get("plan", [])
+    done = sum(1 for step in plan if step.get("status") == "succeeded")
+    keep = ("run_id", "kind", "team_ids", "objective", "status", "lead", "created_at", "updated_at", "ended_at")
+    return {**{k: doc.get(k) for k in keep}, "steps": len(plan), "steps_done": done}
+
+
 def build_queries(
     agents: AgentsProjection,
     teams: TeamsProjection,
@@ -51,6 +63,7 @@ def build_queries(
     workers: Workers,
     budgets: Budgets,
     usage: UsageLedger,
+    runs: TeamRunsProjection,
     *,
     offline_after: timedelta,
     clock: Callable[[], datetime],
@@ -156,7 +169,38 @@ def build_queries(
         usage_total, _ = await usage.totals(
             workspace_id, since=month_start, agent_ids=[m.agent_id for m in found.members]
         )
-        return {"team": found.model_dump(mode="json"), "members": members, "usage_this_month": usage_total.model_dump()}
+        active = [
+            run
+            for status in (TeamRunStatus.PLANNING, TeamRunStatus.RUNNING, TeamRunStatus.SUMMARIZING)
+            for run in await runs.list(workspace_id, query.team_id, None, status.value, 20)
+        ]
+        recent = [r for r in await runs.list(workspace_id, query.team_id, None, None, 10) if r["status"] in RUN_ENDS]
+        return {
+            "team": found.model_dump(mode="json"),
+            "members": members,
+            "active_runs": [run_line(r) for r in active],
+            "recent_runs": [run_line(r) for r in recent],
+            "usage_this_month": usage_total.model_dump(),
+        }
+
+    @router.register(GetTeamRun)
+    async def get_run(query: GetTeamRun, workspace_id: str) -> Document:
+        doc = await runs.get(workspace_id, query.run_id)
+        if doc is None:
+            raise TeamRunNotFound(f"team run {query.run_id} not found")
+        ids = [team_run.execution_id(query.run_id, phase) for phase in team_run.PHASES]
+        total, by_execution = await usage.totals(workspace_id, execution_ids=ids, group_by="execution")
+        phases = dict(zip(ids, ("plan", "work", "summary"), strict=True))
+        doc["usage"] = {
+            "total": total.model_dump(),
+            "by_phase": {phases[k]: v.model_dump() for k, v in by_execution.items() if k in phases},
+        }
+        return doc
+
+    @router.register(ListTeamRuns)
+    async def list_runs(query: ListTeamRuns, workspace_id: str) -> list[Document]:
+        status = query.status.value if query.status else None
+        return [run_line(r) for r in await runs.list(workspace_id, query.team_id, query.kind, status, query.limit)]
 
     @router.register(ListTeamTemplates)
     async def team_templates(query: ListTeamTemplates, workspace_id: str) -> list[Document]:

@@ -223,6 +223,7 @@ class Executor:
             context={sid: run["output"] for sid, run in state.context()["steps"].items() if sid != step.id},
             budget=state.budget,
             origin=state.origin,
+            max_output_tokens=step.max_output_tokens,
         )
         subjects = self._bus.subjects
         try:

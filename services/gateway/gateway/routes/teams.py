@@ -4,8 +4,9 @@ status; the team templates."""
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.team_runs import TeamRunLine
 from contracts.teams import (
     AddTeamMember,
     ArchiveTeam,
@@ -70,6 +71,8 @@ class MemberStatus(BaseModel):
 class TeamStatus(BaseModel):
     team: TeamView
     members: list[MemberStatus]
+    active_runs: list[TeamRunLine]
+    recent_runs: list[TeamRunLine] = Field(description="The latest ended runs.")
     usage_this_month: dict[str, Any]
 
 

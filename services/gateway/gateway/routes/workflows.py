@@ -1,16 +1,13 @@
 """Workflow definitions, executions, approvals, live events (SSE) and templates."""
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import DeliverPolicy
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts import EventRecord, OutcomeStatus
+from contracts import OutcomeStatus
 from contracts.agents import AgentSpec, ListAgents, StaffAgents, StaffNeed, can_take
 from contracts.budgets import Budget
 from contracts.messages import Boolean, Title
@@ -41,6 +38,7 @@ from gateway.body import JsonBodyRoute
 from gateway.deps import BusDep, CurrentPrincipal, Queries
 from gateway.errors import ApiError
 from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send, segment
+from gateway.sse import LastEventId, event_stream
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["workflows"], route_class=JsonBodyRoute)
@@ -179,51 +177,11 @@ async def execution_events(
     principal: CurrentPrincipal,
     queries: Queries,
     bus: BusDep,
-    last_event_id: Annotated[
-        str | None,
-        Header(
-            alias="Last-Event-ID",
-            pattern=r"^[0-9]{1,20}$",
-            description="The id of the last event received (a version number sent by this stream): resume after it.",
-        ),
-    ] = None,
+    last_event_id: LastEventId = None,
 ) -> StreamingResponse:
-    after = int(last_event_id or 0)
     await queries.ask(principal, GetExecution(execution_id=execution_id))  # 404 unless it is the caller's
-    subjects = bus.subjects
-    subject = subjects.event(EXECUTION_AGGREGATE, principal.workspace_id, execution_id, "*")
-    sub = await bus.js.subscribe(
-        subject, stream=subjects.events_stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-    )
-
-    async def stream() -> AsyncIterator[str]:
-        """Public events strictly in version order, each once: relays on several replicas may publish a stream's
-        events out of order, so early arrivals wait for the versions before them. Internal events are not sent."""
-        next_version, early = after + 1, dict[int, EventRecord]()
-        try:
-            while not await request.is_disconnected():
-                try:
-                    msg = await sub.next_msg(timeout=KEEPALIVE_S)
-                except NatsTimeout:
-                    yield ": keep-alive\n\n"
-                    continue
-                record = EventRecord.model_validate_json(msg.data)
-                ended = record.version < next_version and record.type in EXECUTION_ENDS  # resumed after the end
-                if record.version >= next_version:
-                    early[record.version] = record
-                while next_version in early:
-                    ready = early.pop(next_version)
-                    public = public_event(ready)
-                    if public is not None:
-                        yield f"id: {public.version}\nevent: {public.type}\ndata: {public.model_dump_json()}\n\n"
-                    ended = ready.type in EXECUTION_ENDS
-                    next_version += 1
-                if ended and not early and msg.metadata.num_pending == 0:
-                    return
-        finally:
-            await sub.unsubscribe()
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    subject = bus.subjects.event(EXECUTION_AGGREGATE, principal.workspace_id, execution_id, "*")
+    return await event_stream(request, bus, subject, last_event_id, public_event, EXECUTION_ENDS)
 
 
 # Definitions --------------------------------------------------------------------------------------------------

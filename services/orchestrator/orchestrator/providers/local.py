@@ -89,8 +89,74 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+WORD = re.compile(r"[a-z]{4,}")
+
+
+def _stems(text: str) -> set[str]:
+    return {word[:5] for word in WORD.findall(text.casefold())}
+
+
+def _produces(role: str) -> str:
+    name = role.casefold()
+    if "qualif" in name or "scor" in name:
+        return "a score from 0 to 100 with the reasons"
+    if "triage" in name or "classif" in name:
+        return "the priority and the customer's sentiment"
+    if any(w in name for w in ("writ", "copy", "content", "social", "proposal", "strateg")):
+        return "a draft ready for review"
+    return "a short report of what was done"
+
+
+def _plan(data: dict[str, Any]) -> dict[str, Any]:
+    """A team lead's plan, from the members' roles and the objective's words: the members whose role or
+    capabilities the objective mentions, in the team's order; every member, in order, when it mentions fewer than
+    two of them."""
+    objective = str(data.get("objective", ""))
+    members = [m for m in data.get("members", []) if isinstance(m, dict) and m.get("agent_id")]
+    words = _stems(objective)
+
+    def mentioned(member: dict[str, Any]) -> bool:
+        about = " ".join([str(member.get("role", ""))] + [str(c) for c in member.get("capabilities", [])])
+        return bool(_stems(about) & words)
+
+    chosen = [m for m in members if mentioned(m)]
+    if len(chosen) < 2:
+        chosen = members
+    chosen = chosen[: max(1, int(data.get("max_steps", len(chosen)) or 1))]
+    steps = [
+        {
+            "member": m["agent_id"],
+            "task": f"{objective.strip()[:300]} - as the team's {m.get('role', 'member')}",
+            "produces": _produces(str(m.get("role", ""))),
+        }
+        for m in chosen
+    ]
+    return {"steps": steps, "summary": f"A plan of {len(steps)} step(s)."}
+
+
+def _summarize(data: dict[str, Any]) -> dict[str, Any]:
+    rows = [r for r in data.get("steps", []) if isinstance(r, dict)]
+    done = [r for r in rows if r.get("status") == "succeeded"]
+    outcome = str(data.get("outcome", "completed")).replace("_", " ")
+    lines = [f"Objective: {str(data.get('objective', ''))[:200]}. Outcome: {outcome}."]
+    lines.append(f"{len(done)} of {len(rows)} planned step(s) done.")
+    for row in done:
+        output = row.get("output")
+        said = output.get("summary") if isinstance(output, dict) else None
+        lines.append(f"{row.get('member')}: {str(said or row.get('task', ''))[:160]}")
+    missing = [str(r.get("step")) for r in rows if r.get("status") != "succeeded"]
+    if missing:
+        lines.append(f"Not done: {', '.join(missing)}" + (f" ({data['error']})." if data.get("error") else "."))
+    return {"summary": " ".join(lines)}
+
+
 def answer_for(role: str, data: Any) -> dict[str, Any]:
-    """What the local provider answers an agent of ``role`` given the task input ``data``."""
+    """What the local provider answers an agent of ``role`` given the task input ``data``: a team lead's plan or
+    summary when the input asks for one, else the role's kind of answer."""
+    if isinstance(data, dict) and data.get("kind") == "team_plan":
+        return _plan(data)
+    if isinstance(data, dict) and data.get("kind") == "team_summary":
+        return _summarize(data)
     text = _words(data)
     seed = _digest(role.casefold() + "|" + text)
     name = role.casefold()

@@ -139,6 +139,7 @@ class UsageLedger:
         agent_id: str | None = None,
         agent_ids: list[str] | None = None,
         execution_id: str | None = None,
+        execution_ids: list[str] | None = None,
         group_by: str | None = None,
     ) -> tuple[UsageTotals, dict[str, UsageTotals]]:
         match: Document = {"workspace_id": ws}
@@ -155,6 +156,8 @@ class UsageLedger:
             match["agent_id"] = {"$in": agent_ids}
         if execution_id is not None:
             match["execution_id"] = execution_id
+        elif execution_ids is not None:
+            match["execution_id"] = {"$in": execution_ids}
         key: Any = None
         if group_by == "day":
             key = {"$dateToString": {"format": "%Y-%m-%d", "date": "$at"}}

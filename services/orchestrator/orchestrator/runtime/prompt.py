@@ -20,7 +20,10 @@ def _json(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + " ...(truncated)"
 
 
-def build_messages(spec: AgentSpec, task: AgentTask, memories: list[str]) -> list[ChatMessage]:
+def build_messages(
+    spec: AgentSpec, task: AgentTask, memories: list[str], shared: dict[str, Any] | None = None
+) -> list[ChatMessage]:
+    """``shared``: a team run's shared context by key (its working memory), which every member reads."""
     system = [f"You are {spec.name}, a {spec.role}."]
     if spec.instructions:
         system.append(spec.instructions)
@@ -34,6 +37,8 @@ def build_messages(spec: AgentSpec, task: AgentTask, memories: list[str]) -> lis
     user.append("## Input\n```json\n" + _json(task.input, MAX_CONTEXT_CHARS) + "\n```")
     if task.context:
         user.append("## Earlier steps' outputs\n```json\n" + _json(task.context, MAX_CONTEXT_CHARS) + "\n```")
+    if shared:
+        user.append("## The run's shared context\n```json\n" + _json(shared, MAX_CONTEXT_CHARS) + "\n```")
     if memories:
         user.append("## What memory recalls\n" + "\n".join(f"- {m[:1000]}" for m in memories[:MAX_MEMORY_ITEMS]))
     return [ChatMessage("system", "\n\n".join(system)), ChatMessage("user", "\n\n".join(user))]

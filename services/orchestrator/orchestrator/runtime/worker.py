@@ -47,6 +47,7 @@ from orchestrator.runtime.budgets import Scope as BudgetScope
 from orchestrator.runtime.ledger import AttemptRecord, Attempts, UsageLedger
 from orchestrator.runtime.prompt import build_messages
 from orchestrator.runtime.slots import Slots
+from orchestrator.runtime.team_context import RunContext, run_scope
 from orchestrator.settings import RuntimeSettings
 from servicekit.bus import Bus, DeadLetter, Defer, PermanentFailure, deliveries, in_progress
 from servicekit.commands import envelope_for, publish_command
@@ -100,6 +101,7 @@ class TaskWorker:
         self._settings = settings
         self._worker = worker_id
         self._clock = clock
+        self._runs = RunContext(bus, settings.memory_timeout_s)
 
     async def handle(self, body: bytes, headers: dict[str, str]) -> None:
         try:
@@ -193,13 +195,15 @@ class TaskWorker:
     async def _run(self, task: AgentTask, agent: Candidate, deadline: datetime) -> None:
         spec, ws = agent.spec, task.workspace_id
         memories = await self._recall(task, spec, agent.agent_id)
-        messages = build_messages(spec, task, memories)
+        shared = await self._runs.shared(task)
+        messages = build_messages(spec, task, memories, shared)
+        await self._runs.record_handoff(task, agent.agent_id, sorted(shared))
         provider, model = self._providers.resolve(spec.model)
         if provider == "local":
             prompt_tokens = estimate_prompt_tokens(messages)  # what the local provider will count itself
         else:
             prompt_tokens = worst_case_prompt_tokens(messages, task.output_schema)
-        max_out = spec.model.max_output_tokens
+        max_out = min(spec.model.max_output_tokens, task.max_output_tokens or spec.model.max_output_tokens)
         prices = self._settings.model_prices
         scopes = await self._scopes(task, spec)
         if provider != "local" and model not in prices and any(s.micros is not None for s in scopes.values()):
@@ -324,10 +328,12 @@ class TaskWorker:
     async def _recall(self, task: AgentTask, spec: AgentSpec, agent_id: str) -> list[str]:
         """What memory recalls for the agent and the execution; nothing (and a warning) if memory does not answer."""
         words = " ".join(x for x in (task.step_name, task.instructions, json.dumps(task.input)[:300]) if x)
+        scopes = [Scope(kind=ScopeKind.EXECUTION, id=task.execution_id)]
+        run = run_scope(task)
         query = RetrieveMemory(
             query=words[:500] or spec.role,
             agent_id=agent_id,
-            scopes=[Scope(kind=ScopeKind.EXECUTION, id=task.execution_id)],
+            scopes=scopes if run is None else [*scopes, run],
             limit=5,
         )
         try:
@@ -340,9 +346,17 @@ class TaskWorker:
     # Budgets and usage ----------------------------------------------------------------------------------------
 
     def _budget_ids(self, task: AgentTask) -> list[str]:
-        """The budgets a task's calls may hold on: its agent's per-task one, its execution's, the workspace month's."""
+        """The budgets a task's calls may hold on: its agent's per-task one, its execution's (a team run's, shared by
+        the executions of the run: each gives its own limit, so the lead's summary keeps a reserve the others cannot
+        take), the workspace month's."""
         ws = task.workspace_id
-        return [f"{ws}:task:{task.key}", f"{ws}:execution:{task.execution_id}", f"{ws}:month:{self._clock():%Y-%m}"]
+        run = task.origin is not None and task.origin.kind == "team_run"
+        shared = (
+            f"{ws}:team_run:{task.origin.id}"
+            if task.origin is not None and run
+            else f"{ws}:execution:{task.execution_id}"
+        )
+        return [f"{ws}:task:{task.key}", shared, f"{ws}:month:{self._clock():%Y-%m}"]
 
     async def _scopes(self, task: AgentTask, spec: AgentSpec) -> dict[str, BudgetScope]:
         """The budgets that apply to the task's next call, by what they are."""
@@ -437,7 +451,11 @@ class TaskWorker:
         await self._send(task, stored)
 
     async def _send(self, task: AgentTask, document: Document) -> None:
+        """Send the attempt's result; a team run member's output is added to the run's shared context first (both
+        de-duplicated by the attempt, so a repeat sends nothing new)."""
         result = RecordTaskResult.model_validate({k: v for k, v in document.items() if k != "agent_id"})
+        if result.ok:
+            await self._runs.share_output(task, document.get("agent_id") or "runtime", result.output)
         envelope = envelope_for(
             result,
             workspace_id=task.workspace_id,

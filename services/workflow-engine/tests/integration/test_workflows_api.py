@@ -639,7 +639,13 @@ async def test_an_inline_plan_runs_unsaved_and_its_tasks_carry_their_origin(api:
     await publish_command(
         bus, "workflow-engine", envelope_for(command, workspace_id=workspace_id, command_id="run-inline", actor=ACTOR)
     )
-    done = await api.wait_for("ex-inline", "completed")
+
+    async def completed() -> dict[str, Any] | None:  # not in the read model at first: the command is asynchronous
+        resp = await api.client.get("/api/v1/workflows/executions/ex-inline", headers=api.headers)
+        found: dict[str, Any] | None = resp.json() if resp.status_code == 200 else None
+        return found if found is not None and found["status"] == "completed" else None
+
+    done = await eventually(completed)
     assert steps_by_id(done)["b"]["input"] == {"x": "a"}
     assert [task.step_id for task in seen] == ["a", "b"]
     assert {task.origin for task in seen} == {origin}

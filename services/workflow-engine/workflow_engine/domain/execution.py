@@ -347,7 +347,7 @@ class _Decision:
             due = _iso(self.now + timedelta(seconds=step.retry.delay(tried)))
             self.emit(RetryScheduled(step_id=step_id, attempt=run.attempt + 1, due_at=due))
         else:
-            self.emit(ExecutionFailed(step_id=step_id, error=error, at=self.at))
+            self.emit(ExecutionFailed(step_id=step_id, error=error, error_kind=kind, at=self.at))
 
     def finish_if_done(self) -> None:
         state = self.state
@@ -449,7 +449,9 @@ def abandon_step(state: Execution, command: AbandonStep, now: datetime) -> list[
         )
     elif not (run.status is StepStatus.RETRY_SCHEDULED and run.attempt + 1 == command.attempt):
         return []  # the step moved on (a later attempt, or an end); its retry's timer is what could not be kept
-    decision.emit(ExecutionFailed(step_id=command.step_id, error=command.error, at=decision.at))
+    decision.emit(
+        ExecutionFailed(step_id=command.step_id, error=command.error, error_kind=UNACTIONABLE, at=decision.at)
+    )
     return decision.events
 
 

@@ -1,0 +1,87 @@
+"""What a task of a team run gets beyond a plain step's: the run's shared context, and a record of its handoff.
+
+The shared context is the run's working memory (scope ``team_run``), kept by the memory service and reached over
+NATS only: every member reads it in its prompt, and each member's output is added to it under its step's id when its
+step succeeds. What a member was given (the handoff: objective, task, inputs, constraints, the shared context keys
+it could read) is sent to the orchestrator as a RecordHandoff, keyed by the attempt, so it is recorded once with
+its size however often the task is delivered.
+"""
+
+import logging
+from typing import Any
+
+from contracts import Actor
+from contracts.memory import ListMemory, PutWorkingEntry, Scope, ScopeKind, Tier
+from contracts.team_runs import Handoff, RecordHandoff
+from contracts.workflows import AgentTask
+from servicekit.bus import Bus
+from servicekit.commands import envelope_for, publish_command
+from servicekit.queries import QueryFailed, ask
+
+log = logging.getLogger(__name__)
+MAX_SHARED_ENTRIES = 50
+
+
+def run_scope(task: AgentTask) -> Scope | None:
+    """The working-memory scope of the task's team run; None for a task of any other execution."""
+    if task.origin is None or task.origin.kind != "team_run":
+        return None
+    return Scope(kind=ScopeKind.TEAM_RUN, id=task.origin.id)
+
+
+class RunContext:
+    def __init__(self, bus: Bus, timeout_s: float) -> None:
+        self._bus = bus
+        self._timeout_s = timeout_s
+
+    async def shared(self, task: AgentTask) -> dict[str, Any]:
+        """The run's shared context by key; empty (and a warning) if memory does not answer."""
+        scope = run_scope(task)
+        if scope is None:
+            return {}
+        query = ListMemory(tier=Tier.WORKING, scope=scope, limit=MAX_SHARED_ENTRIES)
+        try:
+            rows = await ask(self._bus, task.workspace_id, query, self._timeout_s)
+        except QueryFailed as exc:
+            log.warning("the shared context of %s could not be read: %s", task.key, exc)
+            return {}
+        return {str(row["key"]): row.get("value") for row in rows if isinstance(row, dict) and "key" in row}
+
+    async def record_handoff(self, task: AgentTask, agent_id: str, shared_keys: list[str]) -> None:
+        scope = run_scope(task)
+        if scope is None:
+            return
+        given = task.input if isinstance(task.input, dict) else {"input": task.input}
+        handoff = Handoff(
+            objective=task.origin.objective if task.origin else "",
+            task=str(given.get("task") or task.instructions or task.step_name or task.step_id)[:2000],
+            produces=str(given.get("produces") or "")[:500],
+            inputs={k: v for k, v in given.items() if k not in {"kind", "objective", "task", "produces"}},
+            constraints={
+                "deadline": task.deadline,
+                "output_schema": task.output_schema is not None,
+                "budget": task.budget.model_dump(mode="json") if task.budget else None,
+                "max_output_tokens": task.max_output_tokens,
+            },
+            references=shared_keys,
+        )
+        command = RecordHandoff(
+            run_id=scope.id, step_id=task.step_id, attempt=task.attempt, agent_id=agent_id, handoff=handoff
+        )
+        await self._publish(task, "orchestrator", "handoff-" + task.key.replace(":", "-"), command, agent_id)
+
+    async def share_output(self, task: AgentTask, agent_id: str, output: Any) -> None:
+        """Add a member's output to the run's shared context, under its step's id."""
+        scope = run_scope(task)
+        if scope is None:
+            return
+        command = PutWorkingEntry(scope=scope, key=task.step_id, value=output)
+        await self._publish(task, "memory", "share-" + task.key.replace(":", "-"), command, agent_id)
+
+    async def _publish(
+        self, task: AgentTask, service: str, command_id: str, command: RecordHandoff | PutWorkingEntry, agent_id: str
+    ) -> None:
+        envelope = envelope_for(
+            command, workspace_id=task.workspace_id, command_id=command_id, actor=Actor(kind="agent", id=agent_id)
+        )
+        await publish_command(self._bus, service, envelope)
