@@ -224,8 +224,8 @@ async def test_a_run_of_each_team_template_completes_on_make_up_alone(stack: Lau
             assert len(run["handoffs"]) == len(run["plan"]) + 2
             assert set(run["shared_context"]) >= {step["id"] for step in run["plan"]}
             assert run["summary_by"] == "lead"
-        body = {"team_ids": teams[:2], "objective": "Launch the spring campaign and qualify its leads"}
-        started = await client.post(f"{gateway}/api/v1/coordinations", json=body, headers=headers)
+        together: dict[str, Any] = {"team_ids": teams[:2], "objective": "Launch the campaign, qualify its leads"}
+        started = await client.post(f"{gateway}/api/v1/coordinations", json=together, headers=headers)
         assert started.status_code == 201, started.text
         coordination = await ended(client, gateway + started.headers["Location"])
         assert coordination["status"] == "completed", coordination
