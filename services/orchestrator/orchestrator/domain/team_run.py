@@ -297,7 +297,8 @@ def decide_note(state: TeamRun, command: NoteRunExecution, now: datetime) -> lis
                 TeamRunEnded(status=status, summary=f"Nothing ran: {error}.", summary_by="runtime", error=error, at=at)
             ]
         return []
-    if phase == "work" and state.status is TeamRunStatus.RUNNING:
+    if phase == "work" and state.status in {TeamRunStatus.RUNNING, TeamRunStatus.SUMMARIZING}:
+        # A step's own event may come after its execution's end (they are consumed apart): it is still taken.
         step_id = str(data.get("step_id", ""))
         attempt = int(data.get("attempt", 0) or 0)
         run = state.steps.get(step_id)
@@ -305,7 +306,8 @@ def decide_note(state: TeamRun, command: NoteRunExecution, now: datetime) -> lis
             return [MemberStepScheduled(step_id=step_id, attempt=attempt, at=at)]
         if kind == StepSucceeded.type_name and run is not None and run.status != "succeeded":
             return [MemberStepSucceeded(step_id=step_id, attempt=attempt, output=data.get("output"), at=at)]
-        if kind == StepFailed.type_name and run is not None and run.status != "succeeded" and attempt >= run.attempt:
+        fresh = run is not None and (attempt > run.attempt or (attempt == run.attempt and run.status != "failed"))
+        if kind == StepFailed.type_name and run is not None and run.status != "succeeded" and fresh:
             return [
                 MemberStepFailed(
                     step_id=step_id,
@@ -316,6 +318,8 @@ def decide_note(state: TeamRun, command: NoteRunExecution, now: datetime) -> lis
                 )
             ]
         summarize = execution_id(command.run_id, "sum")
+        if state.status is not TeamRunStatus.RUNNING:
+            return []
         if kind == ExecutionCompleted.type_name:
             outputs = data.get("output") or {}
             late: list[Event] = [  # a step's own event may come after the execution's end: its output is here
@@ -330,7 +334,12 @@ def decide_note(state: TeamRun, command: NoteRunExecution, now: datetime) -> lis
                 "budget_exceeded" if error_kind == "budget_exceeded" else "failed"
             )
             error = str(data.get("error", "a step failed"))[:2000]
-            return [TeamRunSummarizing(outcome=outcome, error=error, execution_id=summarize, at=at)]
+            failed: list[Event] = (
+                [MemberStepFailed(step_id=step_id, attempt=run.attempt, error=error, error_kind=error_kind, at=at)]
+                if run is not None and run.status not in {"failed", "succeeded"}
+                else []
+            )
+            return [*failed, TeamRunSummarizing(outcome=outcome, error=error, execution_id=summarize, at=at)]
         return []
     if phase == "sum" and state.status is TeamRunStatus.SUMMARIZING:
         final: Literal["completed", "failed", "budget_exceeded"] = (

@@ -106,14 +106,22 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def worst_case_prompt_tokens(messages: list[ChatMessage], output_schema: dict[str, Any] | None = None) -> int:
+def worst_case_prompt_tokens(
+    messages: list[ChatMessage], output_schema: dict[str, Any] | None = None, tools: list[Tool] | None = None
+) -> int:
     """An upper bound of what a model's tokenizer counts for the prompt: a byte-level BPE token is at least one
-    byte of UTF-8, so the bytes of the messages, of the output schema (sent again as the response format) and the
-    chat template's overhead per message. Budgets reserve this for real models (the local provider counts
-    ``estimate_prompt_tokens`` itself)."""
-    total = REQUEST_OVERHEAD_TOKENS + sum(MESSAGE_OVERHEAD_TOKENS + len(m.content.encode()) for m in messages)
+    byte of UTF-8, so the bytes of the messages (with the tool calls they carry), of the output schema (sent again
+    as the response format), of the tools' schemas and the chat template's overhead per message. Budgets reserve
+    this for real models (the local provider counts ``estimate_prompt_tokens`` itself)."""
+    total = REQUEST_OVERHEAD_TOKENS
+    for m in messages:
+        total += MESSAGE_OVERHEAD_TOKENS + len(m.content.encode()) + len(m.tool_call_id.encode())
+        for call in m.tool_calls:
+            total += MESSAGE_OVERHEAD_TOKENS + len((call.id + call.name + json.dumps(call.arguments)).encode())
     if output_schema is not None:
         total += len(json.dumps(output_schema).encode())
+    for tool in tools or []:
+        total += MESSAGE_OVERHEAD_TOKENS + len((tool.name + tool.description + json.dumps(tool.parameters)).encode())
     return total
 
 

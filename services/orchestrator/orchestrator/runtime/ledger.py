@@ -86,6 +86,16 @@ class Attempts:
         )
         return None if doc is None else int(doc["calls"])
 
+    async def next_call(self, ws: str, key: str, holder: str, now: datetime, lease: timedelta) -> int | None:
+        """Count the next model call of a conversation with tools, for the holder of the call lease; its number, or
+        None when the lease was lost (another handling of the attempt took over)."""
+        doc = await self.collection.find_one_and_update(
+            {"_id": self._id(ws, key), "result": None, "answer": None, "calling_by": holder},
+            {"$inc": {"calls": 1}, "$set": {"called_at": now, "calling_until": now + lease}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else int(doc["calls"])
+
     async def renew(self, ws: str, key: str, holder: str, now: datetime, lease: timedelta) -> None:
         await self.collection.update_one(
             {"_id": self._id(ws, key), "calling_by": holder}, {"$set": {"calling_until": now + lease}}

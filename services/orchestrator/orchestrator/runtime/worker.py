@@ -35,9 +35,11 @@ from orchestrator.domain.routing import Candidate, Verdict, route
 from orchestrator.projections import AgentsProjection, WorkspaceBudgetsProjection
 from orchestrator.providers import Providers
 from orchestrator.providers.base import (
+    ChatMessage,
     ModelError,
     ModelRequest,
     ModelResponse,
+    Tool,
     Usage,
     estimate_prompt_tokens,
     worst_case_prompt_tokens,
@@ -48,6 +50,7 @@ from orchestrator.runtime.ledger import AttemptRecord, Attempts, UsageLedger
 from orchestrator.runtime.prompt import build_messages
 from orchestrator.runtime.slots import Slots
 from orchestrator.runtime.team_context import RunContext, run_scope
+from orchestrator.runtime.tools import MAX_TOOL_TURNS, RunTools
 from orchestrator.settings import RuntimeSettings
 from servicekit.bus import Bus, DeadLetter, Defer, PermanentFailure, deliveries, in_progress
 from servicekit.commands import envelope_for, publish_command
@@ -102,6 +105,7 @@ class TaskWorker:
         self._worker = worker_id
         self._clock = clock
         self._runs = RunContext(bus, settings.memory_timeout_s)
+        self._tools = RunTools(bus, settings.memory_timeout_s)
 
     async def handle(self, body: bytes, headers: dict[str, str]) -> None:
         try:
@@ -199,10 +203,13 @@ class TaskWorker:
         messages = build_messages(spec, task, memories, shared)
         await self._runs.record_handoff(task, agent.agent_id, sorted(shared))
         provider, model = self._providers.resolve(spec.model)
-        if provider == "local":
-            prompt_tokens = estimate_prompt_tokens(messages)  # what the local provider will count itself
-        else:
-            prompt_tokens = worst_case_prompt_tokens(messages, task.output_schema)
+        tools = [] if provider == "local" else self._tools.offered(task)
+
+        def prompt_size(sent: list[ChatMessage], offered: list[Tool]) -> int:
+            if provider == "local":
+                return estimate_prompt_tokens(sent)  # what the local provider will count itself
+            return worst_case_prompt_tokens(sent, task.output_schema, offered)
+
         max_out = min(spec.model.max_output_tokens, task.max_output_tokens or spec.model.max_output_tokens)
         prices = self._settings.model_prices
         scopes = await self._scopes(task, spec)
@@ -210,7 +217,6 @@ class TaskWorker:
             error = f"model {model} has no price in MODEL_PRICES, so a budget in money cannot be kept"
             await self._finish(task, agent, ok=False, kind="budget_exceeded", error=error)
             return
-        hold = Hold(prompt_tokens + max_out, cost_micros(prices, model, prompt_tokens, max_out))
         holder = f"{self._worker}/{uuid4().hex[:12]}"
         lease = timedelta(seconds=self._settings.slot_lease_s)
         spec_doc = spec.model_dump(mode="json")
@@ -225,32 +231,55 @@ class TaskWorker:
                 return
             raise Defer(1.0)
         await self._release_calls(task, call, [scope.budget_id for scope in scopes.values()])
-        hold_key = f"{task.key}/{call}"
-        short = await self._budgets.reserve(list(scopes.values()), hold_key, hold, deadline + HOLD_MARGIN)
-        if short is not None:
-            kind = next(name for name, scope in scopes.items() if scope == short)
-            error = f"the call needs up to {hold.tokens} tokens, more than the {kind} budget has left"
-            await self._finish(task, agent, ok=False, kind="budget_exceeded", error=error)
-            return
-        timeout_s = min(self._settings.max_call_s, (deadline - self._clock()).total_seconds())
-        request = ModelRequest(
-            model=model,
-            messages=messages,
-            max_output_tokens=max_out,
-            timeout_s=max(0.001, timeout_s),
-            temperature=spec.model.temperature,
-            output_schema=task.output_schema,
-            role=spec.role,
-        )
-        try:
-            response = await self._call(task, holder, provider, request)
-        except ModelError as exc:
-            usage = exc.usage
-            if usage is None and exc.kind == "timeout" and provider != "local":
-                usage = Usage(prompt_tokens, max_out, estimated=True)  # it may have been billed: at its worst case
-            await self._account(task, agent.agent_id, call, scopes, (provider, model), usage)
-            await self._finish(task, agent, ok=False, kind=exc.kind, error=str(exc)[:2000])
-            return
+        turn = 0
+        while True:  # one model call per turn; a turn with tool calls gets their results and another turn
+            offered = tools if turn < MAX_TOOL_TURNS else []  # the last turn must answer
+            prompt_tokens = prompt_size(messages, offered)
+            hold = Hold(prompt_tokens + max_out, cost_micros(prices, model, prompt_tokens, max_out))
+            short = await self._budgets.reserve(
+                list(scopes.values()), f"{task.key}/{call}", hold, deadline + HOLD_MARGIN
+            )
+            if short is not None:
+                kind = next(name for name, scope in scopes.items() if scope == short)
+                error = f"the call needs up to {hold.tokens} tokens, more than the {kind} budget has left"
+                await self._finish(task, agent, ok=False, kind="budget_exceeded", error=error)
+                return
+            timeout_s = min(self._settings.max_call_s, (deadline - self._clock()).total_seconds())
+            request = ModelRequest(
+                model=model,
+                messages=messages,
+                max_output_tokens=max_out,
+                timeout_s=max(0.001, timeout_s),
+                temperature=spec.model.temperature,
+                output_schema=task.output_schema,
+                tools=offered,
+                role=spec.role,
+            )
+            try:
+                response = await self._call(task, holder, provider, request)
+            except ModelError as exc:
+                usage = exc.usage
+                if usage is None and exc.kind == "timeout" and provider != "local":
+                    usage = Usage(prompt_tokens, max_out, estimated=True)  # it may have been billed: its worst case
+                await self._account(task, agent.agent_id, call, scopes, (provider, model), usage)
+                await self._finish(task, agent, ok=False, kind=exc.kind, error=str(exc)[:2000])
+                return
+            if not (response.tool_calls and offered):
+                break
+            await self._account(task, agent.agent_id, call, scopes, (provider, model), response.usage)
+            results = await self._tools.run(task, agent.agent_id, call, response.tool_calls)
+            messages = [
+                *messages,
+                ChatMessage("assistant", response.text, tool_calls=response.tool_calls),
+                *(
+                    ChatMessage("tool", text, tool_call_id=c.id)
+                    for c, text in zip(response.tool_calls, results, strict=True)
+                ),
+            ]
+            following = await self._attempts.next_call(ws, task.key, holder, self._clock(), lease)
+            if following is None:
+                raise Defer(1.0)  # the call lease was lost: another handling of the attempt goes on with it
+            call, turn = following, turn + 1
         answer = {
             "call": call,
             "agent_id": agent.agent_id,

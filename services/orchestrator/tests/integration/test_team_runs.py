@@ -11,7 +11,7 @@ import pytest
 from conftest import Api, Infra, Platform, running_platform
 from orchestrator.settings import RuntimeSettings
 from servicekit.testing import eventually
-from tests.support.openai_server import Hold, OpenAICompatibleServer, Reply, reply_json
+from tests.support.openai_server import FunctionCall, Hold, OpenAICompatibleServer, Reply, reply_json
 
 ENDS = ("completed", "failed", "budget_exceeded", "cancelled")
 
@@ -303,3 +303,35 @@ async def test_bad_runs_are_refused_with_a_stable_code_and_other_workspaces_see_
     assert (await other.get(f"/api/v1/teams/{team['team_id']}/runs", expect=200))["items"] == []
     bad_id = await api.client.get("/api/v1/team-runs/not-a-run", headers=api.headers)
     assert bad_id.status_code == 422
+
+
+async def test_with_a_tool_calling_model_a_member_reads_and_writes_the_shared_context(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    write = FunctionCall("write_shared_context", json.dumps({"key": "findings", "value": {"leads": 3}}))
+    read = FunctionCall("read_shared_context", "{}")
+    server.script(Reply(None, tool_calls=(write, read)), Reply('{"summary": "three leads noted"}'), model="tooly")
+    lead = await local_agent(api, "Lead", "planner")
+    member = await openai_member(api, "Tooly", "tooly")
+    team_id = await hand_team(api, lead, member)
+    view = await run_ended(api, await run_team(api, team_id, "Note the leads"))
+    assert view["status"] == "completed", view["error"]
+    step = next(s for s in view["plan"] if s["agent_id"] == member)
+    assert step["output"] == {"summary": "three leads noted"}
+
+    first, second = server.requests_for("tooly")
+    offered = {t["function"]["name"] for t in first.body["tools"]}
+    assert offered == {"read_shared_context", "write_shared_context", "retrieve_memory"}
+    answers = [m for m in second.body["messages"] if m["role"] == "tool"]
+    assert json.loads(answers[0]["content"]) == {"written": "findings"}
+    assert "plan" in json.loads(answers[1]["content"])["entries"]  # what the lead's step added before it
+
+    entry = await eventually(lambda: shared_entry(api, view["run_id"], "findings"))
+    assert entry["value"] == {"leads": 3}
+    usage = await api.get(f"/api/v1/usage?execution_id={view['executions']['work']}&group_by=agent")
+    assert usage["groups"][member]["calls"] == 2  # each turn is a call, reserved and counted
+
+
+async def shared_entry(api: Api, run_id: str, key: str) -> dict[str, Any] | None:
+    resp = await api.client.get(f"/api/v1/memory/working/team_run/{run_id}/{key}", headers=api.headers)
+    return dict(resp.json()) if resp.status_code == 200 else None

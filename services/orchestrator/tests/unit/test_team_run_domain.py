@@ -194,3 +194,13 @@ def test_a_handoff_is_recorded_once_per_attempt_with_its_size() -> None:
     assert len(events) == 1
     assert getattr(events[0], "size_bytes", 0) > 20
     assert decide_handoff(apply(state, events), command) == []
+
+
+def test_a_failed_step_is_taken_from_its_executions_end_when_its_own_event_comes_later() -> None:
+    state = planned()
+    state, _ = note(state, "work", "StepScheduled", step_id="s1", attempt=1)
+    state, events = note(state, "work", "ExecutionFailed", step_id="s1", error="no room", error_kind="budget_exceeded")
+    assert [type(e).__name__ for e in events] == ["MemberStepFailed", "TeamRunSummarizing"]
+    assert [row["status"] for row in table(state)] == ["failed", "pending"]
+    _, late = note(state, "work", "StepFailed", step_id="s1", attempt=1, error="no room", error_kind="budget_exceeded")
+    assert late == []

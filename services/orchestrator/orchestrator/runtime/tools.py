@@ -1,0 +1,177 @@
+"""The tools an agent gets while it works on a team run, with a model that can call tools (the openai provider).
+
+Each tool runs in the runtime, within the task's workspace and run: it reads or writes the run's shared context (its
+working memory, scope ``team_run``), or asks memory what it recalls, always through the memory service's commands
+and queries over NATS. A tool never raises into the model call: bad arguments or a failure come back to the model
+as ``{"error": ...}``, so it can correct itself. What a tool writes is keyed by the attempt, the turn and the call's
+place in it, so a repeated delivery of the same attempt writes nothing twice.
+
+The model's turns are bounded (``MAX_TOOL_TURNS``); each turn is a model call of its own, reserved against the
+task's budgets like the first and counted in its usage.
+"""
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from contracts import Actor
+from contracts.memory import ListMemory, PutWorkingEntry, RetrieveMemory, Scope, ScopeKind, Tier
+from contracts.workflows import AgentTask
+from orchestrator.providers.base import Tool, ToolCall
+from orchestrator.runtime.team_context import run_scope
+from servicekit.bus import Bus
+from servicekit.commands import envelope_for, publish_command
+from servicekit.queries import QueryFailed, ask
+
+log = logging.getLogger(__name__)
+MAX_TOOL_TURNS = 4
+MAX_RESULT_CHARS = 6000
+MAX_VALUE_BYTES = 16_000
+KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """One tool call to run: the task, the agent working on it, where it is in the attempt."""
+
+    task: AgentTask
+    agent_id: str
+    call: int
+    index: int
+    arguments: dict[str, Any]
+
+    @property
+    def command_id(self) -> str:
+        return f"tool-{self.task.key.replace(':', '-')}-{self.call}-{self.index}"
+
+
+Handler = Callable[[Use], Awaitable[Result]]
+
+READ = Tool(
+    name="read_shared_context",
+    description="Read the run's shared context: one entry by key, or every entry when no key is given.",
+    parameters={
+        "type": "object",
+        "properties": {"key": {"type": "string", "description": "An entry's key; leave it out for all."}},
+        "additionalProperties": False,
+    },
+)
+WRITE = Tool(
+    name="write_shared_context",
+    description="Add or replace an entry of the run's shared context, which every member of the run reads.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "key": {"type": "string", "description": "Letters, digits and _ . : - only, at most 128."},
+            "value": {"description": "Any JSON value, at most 16 kB."},
+        },
+        "required": ["key", "value"],
+        "additionalProperties": False,
+    },
+)
+RECALL = Tool(
+    name="retrieve_memory",
+    description="Ask the workspace's memory what it knows about something (long-term knowledge and the run's context).",
+    parameters={
+        "type": "object",
+        "properties": {"query": {"type": "string", "description": "What to look for, in a few words."}},
+        "required": ["query"],
+        "additionalProperties": False,
+    },
+)
+
+
+class RunTools:
+    """The tools of a team run's tasks, and their execution."""
+
+    def __init__(self, bus: Bus, timeout_s: float) -> None:
+        self._bus = bus
+        self._timeout_s = timeout_s
+        self._handlers: dict[str, tuple[Tool, Handler]] = {
+            READ.name: (READ, self._read),
+            WRITE.name: (WRITE, self._write),
+            RECALL.name: (RECALL, self._recall),
+        }
+
+    def add(self, tool: Tool, handler: Handler) -> None:
+        """Another tool for the runs' tasks (messaging, delegation), run the same way."""
+        self._handlers[tool.name] = (tool, handler)
+
+    def offered(self, task: AgentTask) -> list[Tool]:
+        """The tools a task may call: those of a team run, none for a plain workflow's task."""
+        return [] if run_scope(task) is None else [tool for tool, _ in self._handlers.values()]
+
+    async def run(self, task: AgentTask, agent_id: str, call: int, calls: list[ToolCall]) -> list[str]:
+        """The result of each tool call, as the JSON text the model is given back."""
+        results = []
+        for index, tool_call in enumerate(calls):
+            known = self._handlers.get(tool_call.name)
+            use = Use(task, agent_id, call, index, tool_call.arguments)
+            if known is None:
+                result: Result = {"error": f"there is no tool {tool_call.name[:80]!r}"}
+            else:
+                try:
+                    result = await known[1](use)
+                except Exception as exc:  # a tool's failure is the model's to handle, not the task's
+                    log.warning("tool %s of %s failed", tool_call.name, task.key, exc_info=True)
+                    result = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            text = json.dumps(result, ensure_ascii=False, default=str)
+            results.append(text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + " ...(truncated)")
+        return results
+
+    async def _ask(self, use: Use, query: ListMemory | RetrieveMemory) -> Any:
+        try:
+            return await ask(self._bus, use.task.workspace_id, query, self._timeout_s)
+        except QueryFailed as exc:
+            return {"error": f"memory did not answer: {exc}"}
+
+    async def _read(self, use: Use) -> Result:
+        scope = run_scope(use.task)
+        assert scope is not None
+        key = use.arguments.get("key")
+        if key is not None and (not isinstance(key, str) or not KEY.match(key)):
+            return {"error": "key: letters, digits and _ . : - only, 1 to 128 of them"}
+        rows = await self._ask(use, ListMemory(tier=Tier.WORKING, scope=scope, key=key, limit=50))
+        if isinstance(rows, dict):
+            return rows
+        entries = {str(r["key"]): r.get("value") for r in rows if isinstance(r, dict) and "key" in r}
+        if key is not None and key not in entries:
+            return {"error": f"the shared context has no entry {key!r}", "keys": []}
+        return {"entries": entries}
+
+    async def _write(self, use: Use) -> Result:
+        scope = run_scope(use.task)
+        assert scope is not None
+        key, value = use.arguments.get("key"), use.arguments.get("value")
+        if not isinstance(key, str) or not KEY.match(key):
+            return {"error": "key: letters, digits and _ . : - only, 1 to 128 of them"}
+        if "value" not in use.arguments:
+            return {"error": "value is required"}
+        if len(json.dumps(value, default=str).encode()) > MAX_VALUE_BYTES:
+            return {"error": f"value: at most {MAX_VALUE_BYTES} bytes of JSON"}
+        command = PutWorkingEntry(scope=scope, key=key, value=value)
+        envelope = envelope_for(
+            command,
+            workspace_id=use.task.workspace_id,
+            command_id=use.command_id,
+            actor=Actor(kind="agent", id=use.agent_id),
+        )
+        await publish_command(self._bus, "memory", envelope)
+        return {"written": key}
+
+    async def _recall(self, use: Use) -> Result:
+        query = use.arguments.get("query")
+        if not isinstance(query, str) or not query.strip():
+            return {"error": "query: a few words to look for"}
+        scopes = [Scope(kind=ScopeKind.EXECUTION, id=use.task.execution_id)]
+        run = run_scope(use.task)
+        if run is not None:
+            scopes.append(run)
+        found = await self._ask(use, RetrieveMemory(query=query[:500], agent_id=use.agent_id, scopes=scopes, limit=5))
+        if isinstance(found, dict):
+            return found
+        return {"found": [str(item.get("content", ""))[:1000] for item in found if isinstance(item, dict)]}
