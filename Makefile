@@ -55,6 +55,7 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/workflows.py
 	$(BIN)/python bench/agent_runtime.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/team_runs.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .venv-llm .venv-llm.lock .data

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +56,15 @@ from common import (
     CpuMeter,
     Document,
     Driver,
+    Meter,
     Probe,
     aligned,
     free_port_base,
+    ms,
     pct,
     quiesce,
     service_process,
+    spread,
 )
 from pymongo import AsyncMongoClient
 
@@ -173,41 +176,6 @@ class Side:
     driver: Driver
     clock: StepClock
     subjects: Subjects
-
-
-class Meter:
-    """The CPU and MongoDB probe, less what the machine does when idle (the services' polls, heartbeats and
-    sweeps, in both environments): measured once, per second, and taken out of every run in proportion to its
-    length, so that a slower run is not charged more of it per step."""
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-        self.idle_cpu: dict[str, float] = {}
-        self.idle_ops: dict[str, float] = {}
-
-    async def calibrate(self, seconds: float) -> None:
-        async def idle() -> None:
-            await asyncio.sleep(seconds)
-
-        _, cpu, ops, elapsed = await self._raw(idle)
-        self.idle_cpu = {group: spent / elapsed for group, spent in cpu.items()}
-        self.idle_ops = {name: n / elapsed for name, n in ops.items()}
-
-    async def _raw(self, work: Callable[[], Awaitable[Any]]) -> tuple[Any, dict[str, float], dict[str, int], float]:
-        cpu_before, ops_before = await self.probe.sample()
-        started = time.perf_counter()
-        result = await work()
-        elapsed = time.perf_counter() - started
-        cpu_after, ops_after = await self.probe.sample()
-        cpu = {group: spent - cpu_before.get(group, 0.0) for group, spent in cpu_after.items()}
-        ops = {name: n - ops_before.get(name, 0) for name, n in ops_after.items()}
-        return result, cpu, ops, elapsed
-
-    async def measured(self, work: Callable[[], Awaitable[Any]]) -> tuple[Any, dict[str, float], dict[str, int]]:
-        result, cpu, ops, elapsed = await self._raw(work)
-        cpu = {group: max(0.0, spent - self.idle_cpu.get(group, 0.0) * elapsed) for group, spent in cpu.items()}
-        ops = {name: max(0, round(n - self.idle_ops.get(name, 0.0) * elapsed)) for name, n in ops.items()}
-        return result, cpu, ops
 
 
 async def run_ours(side: Side, meter: Meter, size: int, inflight: int) -> Run:
@@ -445,16 +413,6 @@ async def measure(
 
 
 # Report -----------------------------------------------------------------------------------------------------------
-
-
-def ms(values: list[float], q: float) -> str:
-    return f"{pct(values, q) * 1000:.1f}"
-
-
-def spread(values: list[float], digits: int = 1) -> str:
-    """The range of a figure over the repetitions: ``low-high`` (or the one value)."""
-    low, high = min(values), max(values)
-    return f"{low:.{digits}f}" if f"{low:.{digits}f}" == f"{high:.{digits}f}" else f"{low:.{digits}f}-{high:.{digits}f}"
 
 
 def report(args: argparse.Namespace, results: Results) -> None:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,17 @@ def pct(values: Sequence[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def ms(values: Sequence[float], q: float) -> str:
+    """The ``q`` percentile of ``values`` (seconds) in milliseconds, printed."""
+    return f"{pct(values, q) * 1000:.1f}"
+
+
+def spread(values: Sequence[float], digits: int = 1) -> str:
+    """The range of a figure over the repetitions: ``low-high`` (or the one value)."""
+    low, high = min(values), max(values)
+    return f"{low:.{digits}f}" if f"{low:.{digits}f}" == f"{high:.{digits}f}" else f"{low:.{digits}f}-{high:.{digits}f}"
 
 
 @dataclass
@@ -293,6 +304,41 @@ class Probe:
         except PyMongoError:
             ops = {}
         return self.meter.snapshot(), ops
+
+
+class Meter:
+    """The CPU and MongoDB probe, less what the machine does when idle (the services' polls, heartbeats and
+    sweeps, in both environments): measured once, per second, and taken out of every run in proportion to its
+    length, so that a slower run is not charged more of it per step."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.idle_cpu: dict[str, float] = {}
+        self.idle_ops: dict[str, float] = {}
+
+    async def calibrate(self, seconds: float) -> None:
+        async def idle() -> None:
+            await asyncio.sleep(seconds)
+
+        _, cpu, ops, elapsed = await self._raw(idle)
+        self.idle_cpu = {group: spent / elapsed for group, spent in cpu.items()}
+        self.idle_ops = {name: n / elapsed for name, n in ops.items()}
+
+    async def _raw(self, work: Callable[[], Awaitable[Any]]) -> tuple[Any, dict[str, float], dict[str, int], float]:
+        cpu_before, ops_before = await self.probe.sample()
+        started = time.perf_counter()
+        result = await work()
+        elapsed = time.perf_counter() - started
+        cpu_after, ops_after = await self.probe.sample()
+        cpu = {group: spent - cpu_before.get(group, 0.0) for group, spent in cpu_after.items()}
+        ops = {name: n - ops_before.get(name, 0) for name, n in ops_after.items()}
+        return result, cpu, ops, elapsed
+
+    async def measured(self, work: Callable[[], Awaitable[Any]]) -> tuple[Any, dict[str, float], dict[str, int]]:
+        result, cpu, ops, elapsed = await self._raw(work)
+        cpu = {group: max(0.0, spent - self.idle_cpu.get(group, 0.0) * elapsed) for group, spent in cpu.items()}
+        ops = {name: max(0, round(n - self.idle_ops.get(name, 0.0) * elapsed)) for name, n in ops.items()}
+        return result, cpu, ops
 
 
 def aligned(table: list[list[str]]) -> str:
