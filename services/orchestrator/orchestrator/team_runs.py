@@ -31,7 +31,7 @@ from contracts.team_runs import (
     TeamRunStarted,
     TeamRunSummarizing,
 )
-from contracts.workflows import CancelExecution, ExecuteWorkflow, Origin, WorkflowSpec
+from contracts.workflows import CancelExecution, ExecuteWorkflow, Origin, StepScheduled, WorkflowSpec
 from orchestrator.domain import agent, team, team_run
 from orchestrator.domain.run_plans import plan_spec, summary_spec, work_spec
 from servicekit.bus import Bus
@@ -127,7 +127,8 @@ def register_team_runs(router: CommandRouter, clock: Clock) -> None:
 
     @router.register(RecordHandoff)
     async def handoff(command: RecordHandoff, ctx: CommandContext) -> dict[str, str]:
-        return await on_run(ctx, command.run_id, lambda s: team_run.decide_handoff(s, command))
+        now = clock()
+        return await on_run(ctx, command.run_id, lambda s: team_run.decide_handoff(s, command, now))
 
 
 class TeamRunReactor:
@@ -191,8 +192,8 @@ class TeamRunReactor:
     async def follow(self, record: EventRecord) -> None:
         """An event of one of a run's executions: noted on the run at once (a repeat is recognised by its id)."""
         parsed = team_run.parse_execution_id(record.aggregate_id)
-        if parsed is None:
-            return
+        if parsed is None or record.type == StepScheduled.type_name:
+            return  # a step's start is its handoff, which the runtime records as the member begins
         note = NoteRunExecution(
             run_id=parsed[0], execution_id=record.aggregate_id, event_type=record.type, data=record.data
         )

@@ -190,12 +190,14 @@ def decide_cancel(state: TeamRun, command: CancelTeamRun, now: datetime) -> list
     return [TeamRunCancelled(reason=reason, execution_id=state.current_execution, at=_iso(now))]
 
 
-def decide_handoff(state: TeamRun, command: RecordHandoff) -> list[Event]:
+def decide_handoff(state: TeamRun, command: RecordHandoff, now: datetime) -> list[Event]:
+    """The handoff of a step's attempt, recorded once with its size; for a step of the plan it is also the step's
+    start (the runtime sends it as the member begins), so the engine's StepScheduled need not be followed."""
     _live(state, command.run_id)
     if (command.step_id, command.attempt) in state.handoffs:
         return []
     size = len(json.dumps(command.handoff.model_dump(mode="json"), ensure_ascii=False).encode())
-    return [
+    events: list[Event] = [
         HandoffRecorded(
             step_id=command.step_id,
             attempt=command.attempt,
@@ -204,6 +206,11 @@ def decide_handoff(state: TeamRun, command: RecordHandoff) -> list[Event]:
             size_bytes=size,
         )
     ]
+    run = state.steps.get(command.step_id)
+    fresh = run is not None and command.attempt > run.attempt and run.status != "succeeded"
+    if fresh and state.status is TeamRunStatus.RUNNING:
+        events.append(MemberStepScheduled(step_id=command.step_id, attempt=command.attempt, at=_iso(now)))
+    return events
 
 
 def check_plan(output: Any, members: list[RunMember], max_steps: int) -> tuple[list[PlanStep], str | None]:

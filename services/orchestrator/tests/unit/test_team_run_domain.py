@@ -190,10 +190,10 @@ def test_a_handoff_is_recorded_once_per_attempt_with_its_size() -> None:
     state = planned()
     handoff = Handoff(objective="o", task="qualify", inputs={"previous": None})
     command = RecordHandoff(run_id="r1", step_id="s1", attempt=1, agent_id="a1", handoff=handoff)
-    events = decide_handoff(state, command)
-    assert len(events) == 1
+    events = decide_handoff(state, command, NOW)
+    assert [type(e).__name__ for e in events] == ["HandoffRecorded", "MemberStepScheduled"]
     assert getattr(events[0], "size_bytes", 0) > 20
-    assert decide_handoff(apply(state, events), command) == []
+    assert decide_handoff(apply(state, events), command, NOW) == []
 
 
 def test_a_failed_step_is_taken_from_its_executions_end_when_its_own_event_comes_later() -> None:
