@@ -136,16 +136,22 @@ async def test_every_service_is_ready_and_the_slice_works_over_http(stack: Launc
         assert "/api/v1/agents" in spec.json()["paths"]
 
 
-async def _settled(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> dict[str, Any]:
-    """The execution once it has ended or waits for an approval."""
+async def _settled(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], approvals: frozenset[str]
+) -> dict[str, Any]:
+    """The execution once it has ended or one of its approval steps waits (a join waits too, for its branches)."""
     deadline = time.monotonic() + 60
     while True:
         resp = await client.get(url, headers=headers)
         body: dict[str, Any] = resp.json() if resp.status_code == 200 else {"status": "unknown", "steps": []}
-        if body["status"] in {"completed", "failed"} or any(s["status"] == "waiting" for s in body["steps"]):
+        if body["status"] in {"completed", "failed"} or _waiting(body, approvals):
             return body
         assert time.monotonic() < deadline, f"{url} never settled: {resp.text}"
         await asyncio.sleep(0.2)
+
+
+def _waiting(run: dict[str, Any], approvals: frozenset[str]) -> list[str]:
+    return [s["id"] for s in run["steps"] if s["status"] == "waiting" and s["id"] in approvals]
 
 
 async def test_every_template_runs_to_completion_on_make_up_alone(stack: Launcher) -> None:
@@ -168,19 +174,24 @@ async def test_every_template_runs_to_completion_on_make_up_alone(stack: Launche
             created = await client.post(f"{gateway}/api/v1/workflows", json={"template": slug}, headers=headers)
             assert created.status_code == 201, created.text
             workflow_id = created.json()["resource_ids"]["workflow_id"]
+            saved = await client.get(f"{gateway}/api/v1/workflows/{workflow_id}", headers=headers)
+            assert saved.status_code == 200, saved.text
+            approvals = frozenset(s["id"] for s in saved.json()["spec"]["steps"] if s["kind"] == "approval")
             for case in cases:
                 started = await client.post(
                     f"{gateway}/api/v1/workflows/{workflow_id}/executions", json={"input": case}, headers=headers
                 )
                 assert started.status_code == 201, started.text
                 url = f"{gateway}/api/v1/workflows/executions/{started.json()['resource_ids']['execution_id']}"
-                run = await _settled(client, url, headers)
-                for approval in [s for s in run["steps"] if s["status"] == "waiting"]:
+                undecided = approvals
+                run = await _settled(client, url, headers, undecided)
+                while waiting := _waiting(run, undecided):
                     decided = await client.post(
-                        f"{url}/approvals/{approval['id']}", json={"approved": True}, headers=headers
+                        f"{url}/approvals/{waiting[0]}", json={"approved": True}, headers=headers
                     )
                     assert decided.status_code == 200, decided.text
-                    run = await _settled(client, url, headers)
+                    undecided -= {waiting[0]}
+                    run = await _settled(client, url, headers, undecided)
                 assert run["status"] == "completed", run
                 taken.setdefault(slug, []).append({s["id"] for s in run["steps"] if s["status"] == "succeeded"})
         assert "escalate" in taken["support-ticket"][0]

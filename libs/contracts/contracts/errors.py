@@ -47,6 +47,14 @@ class ErrorCode(StrEnum):
     # Team runs and coordinations
     TEAM_RUN_NOT_FOUND = "team_run_not_found"
     NO_RUNNABLE_MEMBER = "no_runnable_member"
+    # Messaging
+    THREAD_NOT_FOUND = "thread_not_found"
+    THREAD_FULL = "thread_full"
+    # Delegation
+    DELEGATION_NOT_FOUND = "delegation_not_found"
+    DELEGATION_LOOP = "delegation_loop"
+    DELEGATION_TOO_DEEP = "delegation_too_deep"
+    NO_AGENT = "no_agent"
 
 
 class DomainError(Exception):

@@ -64,6 +64,12 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.TEAM_RUN_NOT_FOUND: 404,
     ErrorCode.NO_RUNNABLE_MEMBER: 409,
+    ErrorCode.THREAD_NOT_FOUND: 404,
+    ErrorCode.THREAD_FULL: 409,
+    ErrorCode.DELEGATION_NOT_FOUND: 404,
+    ErrorCode.DELEGATION_LOOP: 409,
+    ErrorCode.DELEGATION_TOO_DEEP: 409,
+    ErrorCode.NO_AGENT: 409,
 }
 
 
