@@ -241,6 +241,27 @@ async def test_a_run_of_each_team_template_completes_on_make_up_alone(stack: Lau
         coordination = await ended(client, gateway + started.headers["Location"])
         assert coordination["status"] == "completed", coordination
 
+        # The README's messages: to a team, a person's reply into the thread, the thread listed.
+        note = {"to": {"team_id": teams[0]}, "subject": "Priorities", "body": "Enterprise leads first this week."}
+        sent = await client.post(f"{gateway}/api/v1/messages", json=note, headers=headers)
+        assert sent.status_code == 201, sent.text
+        thread_id = sent.json()["resource_ids"]["thread_id"]
+        reply = {"body": "And reply to Initech today."}
+        answered = await client.post(f"{gateway}/api/v1/threads/{thread_id}/messages", json=reply, headers=headers)
+        assert answered.status_code == 201, answered.text
+        deadline = time.monotonic() + 30
+        while (
+            len(
+                (listed := await client.get(f"{gateway}/api/v1/messages?thread_id={thread_id}", headers=headers))
+                .json()
+                .get("items", [])
+            )
+            < 2
+        ):
+            assert time.monotonic() < deadline, listed.text
+            await asyncio.sleep(0.2)
+        assert [m["body"] for m in listed.json()["items"]] == [note["body"], reply["body"]]
+
 
 def test_the_admin_command_as_documented_uses_the_running_stack(stack: Launcher) -> None:
     # As the README has it: from the checkout, no flags, no MONGODB_URL or NATS_URL; only the stack's environment.

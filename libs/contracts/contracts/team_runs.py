@@ -72,6 +72,9 @@ class Handoff(Model):
     inputs: dict[str, Any] = Field(default_factory=dict, description="The previous member's output and the run input.")
     constraints: dict[str, Any] = Field(default_factory=dict, description="Deadline, output schema, budget left.")
     references: list[str] = Field(default_factory=list, description="Keys of the run's shared context it may read.")
+    messages: list[str] = Field(
+        default_factory=list, description="Ids of the messages it had received during the run, given in its prompt."
+    )
 
 
 class RunRequest(Model):

@@ -6,6 +6,7 @@ literal.
 """
 
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -259,6 +260,11 @@ class Origin(Model):
     id: Id
     team_id: Id | None = None
     objective: str = Field(default="", max_length=4000)
+    since: datetime | None = Field(
+        default=None,
+        description="When the run or delegation started: messages its agents receive from then on "
+        "reach their next tasks.",
+    )
 
 
 @REGISTRY.register

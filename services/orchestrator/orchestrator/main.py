@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from orchestrator.domain import team_run
 from orchestrator.following import Followers, serve_following
 from orchestrator.handlers import build_router
+from orchestrator.mail import InboxReactor, register_mail
+from orchestrator.mail_projection import ThreadsProjection, register_mail_queries
 from orchestrator.projections import AgentsProjection, TeamsProjection, WorkspaceBudgetsProjection
 from orchestrator.queries import build_queries
 from orchestrator.run_projection import TeamRunsProjection
@@ -34,16 +36,19 @@ def build_app(settings: OrchestratorSettings, clock: Callable[[], datetime] = ut
         teams = TeamsProjection(db["teams"])
         runs = TeamRunsProjection(db["team_runs"])
         caps = WorkspaceBudgetsProjection(db["workspace_budgets"])
+        threads = ThreadsProjection(db["threads"], db["messages"])
         slots, usage = Slots(db["slots"]), UsageLedger(db["usage"])
-        for part in (agents, teams, runs, slots, usage):
+        for part in (agents, teams, runs, threads, slots, usage):
             await part.ensure_indexes()
         router = build_router(agents)
         register_team_runs(router, clock)
+        register_mail(router, clock)
         serve_commands(runtime.bus, SERVICE, router, runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, agents, runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, teams, runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, caps, runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, runs, runtime.store, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, threads, runtime.store, runtime.policy)
         queries = build_queries(
             agents,
             teams,
@@ -56,11 +61,13 @@ def build_app(settings: OrchestratorSettings, clock: Callable[[], datetime] = ut
             offline_after=timedelta(seconds=settings.agent_offline_after_s),
             clock=clock,
         )
+        register_mail_queries(queries, threads)
         serve_queries(runtime.bus, SERVICE, queries, workers=runtime.settings.query_workers)
         if runtime.relay is None:
             raise RuntimeError("the orchestrator needs its event store and relay")
         reactor = TeamRunReactor(runtime.store, runtime.bus, router)
         runtime.relay.add_reactor(reactor.react)
+        runtime.relay.add_reactor(InboxReactor(runtime.bus).react)
         followers = Followers()  # the executions the orchestrator's plans run as, by owner
         followers.follow(team_run.EXECUTION_PREFIX, reactor.follow)
         serve_following(runtime.bus, SERVICE, followers, runtime.policy)

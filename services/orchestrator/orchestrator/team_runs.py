@@ -174,7 +174,13 @@ class TeamRunReactor:
         budget: Budget | None,
     ) -> None:
         execution_id = team_run.execution_id(run_id, phase)
-        origin = Origin(kind="team_run", id=run_id, team_id=started.team_ids[0], objective=started.objective)
+        origin = Origin(
+            kind="team_run",
+            id=run_id,
+            team_id=started.team_ids[0],
+            objective=started.objective,
+            since=datetime.fromisoformat(started.at),
+        )
         command = ExecuteWorkflow(
             workflow_id="team-run",
             execution_id=execution_id,

@@ -1,12 +1,10 @@
 """Agents: create, read, list, update (a new version), retire, take out of service and back; availability; usage;
 the workspace's monthly budget."""
 
-import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.agents import (
     AgentAvailability,
@@ -30,22 +28,11 @@ from contracts.budgets import Budget, SetWorkspaceBudget
 from contracts.messages import Name
 from gateway.body import JsonBodyRoute
 from gateway.deps import CurrentPrincipal, Queries
-from gateway.routes.common import PENDING, CommandResponse, ResourceId, Send, segment
+from gateway.routes.common import PENDING, CommandResponse, DateTime, ResourceId, Send, segment
 
 router = APIRouter(tags=["agents"], route_class=JsonBodyRoute)
 AGENT_ID = segment("agent_id", not_one_of=["availability"])  # /agents/availability is not an agent
 IdFilter = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-
-
-def _date_time(value: object) -> object:
-    """A query's date-time is RFC 3339 text: a time of day with it, never a bare number (which pydantic would take
-    for a Unix time)."""
-    if isinstance(value, str) and not re.search(r"\d[T ]\d", value):
-        raise ValueError("give a date-time, e.g. 2026-12-01T00:00:00Z")
-    return value
-
-
-DateTime = Annotated[datetime, BeforeValidator(_date_time)]
 
 
 class AgentList(BaseModel):

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from contracts import Command, ErrorCode, OutcomeStatus
@@ -17,6 +17,17 @@ from gateway.errors import STATUS_OF, ApiError
 
 FOLLOW_UP_NAMESPACE = uuid.UUID("1b0f7a0e-8f43-4c0e-9a43-5d7a8b2f6c11")
 ResourceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+def _date_time(value: object) -> object:
+    """A query's date-time is RFC 3339 text: a time of day with it, never a bare number (which pydantic would take
+    for a Unix time)."""
+    if isinstance(value, str) and not re.search(r"\d[T ]\d", value):
+        raise ValueError("give a date-time, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_date_time)]
 
 
 class _Segment(Convertor[str]):

@@ -21,9 +21,14 @@ def _json(value: Any, limit: int) -> str:
 
 
 def build_messages(
-    spec: AgentSpec, task: AgentTask, memories: list[str], shared: dict[str, Any] | None = None
+    spec: AgentSpec,
+    task: AgentTask,
+    memories: list[str],
+    shared: dict[str, Any] | None = None,
+    received: list[dict[str, Any]] | None = None,
 ) -> list[ChatMessage]:
-    """``shared``: a team run's shared context by key (its working memory), which every member reads."""
+    """``shared``: a team run's shared context by key (its working memory), which every member reads;
+    ``received``: the messages the agent received during the run (MessageView documents)."""
     system = [f"You are {spec.name}, a {spec.role}."]
     if spec.instructions:
         system.append(spec.instructions)
@@ -39,6 +44,13 @@ def build_messages(
         user.append("## Earlier steps' outputs\n```json\n" + _json(task.context, MAX_CONTEXT_CHARS) + "\n```")
     if shared:
         user.append("## The run's shared context\n```json\n" + _json(shared, MAX_CONTEXT_CHARS) + "\n```")
+    if received:
+        lines = [
+            f"- from {m['sender']['kind']} {m['sender']['id']} (thread {m['thread_id']}, {m['posted_at']}): "
+            + _json(m["body"], 1000)
+            for m in received
+        ]
+        user.append("## Messages you received during this run\n" + "\n".join(lines))
     if memories:
         user.append("## What memory recalls\n" + "\n".join(f"- {m[:1000]}" for m in memories[:MAX_MEMORY_ITEMS]))
     return [ChatMessage("system", "\n\n".join(system)), ChatMessage("user", "\n\n".join(user))]

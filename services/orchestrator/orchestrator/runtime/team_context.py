@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from contracts import Actor
+from contracts.mail import ListMessages
 from contracts.memory import ListMemory, PutWorkingEntry, Scope, ScopeKind, Tier
 from contracts.team_runs import Handoff, RecordHandoff
 from contracts.workflows import AgentTask
@@ -20,6 +21,7 @@ from servicekit.queries import QueryFailed, ask
 
 log = logging.getLogger(__name__)
 MAX_SHARED_ENTRIES = 50
+MAX_RECEIVED = 20
 
 
 def run_scope(task: AgentTask) -> Scope | None:
@@ -47,7 +49,22 @@ class RunContext:
             return {}
         return {str(row["key"]): row.get("value") for row in rows if isinstance(row, dict) and "key" in row}
 
-    async def record_handoff(self, task: AgentTask, agent_id: str, shared_keys: list[str]) -> None:
+    async def received(self, task: AgentTask, agent_id: str) -> list[dict[str, Any]]:
+        """The messages the agent received since its run (or delegation) started, oldest first (at most
+        MAX_RECEIVED, the latest); empty for a task of a plain execution, and (with a warning) if none can be read."""
+        if task.origin is None or task.origin.since is None:
+            return []
+        query = ListMessages(agent_id=agent_id, since=task.origin.since, limit=500)
+        try:
+            rows = await ask(self._bus, task.workspace_id, query, self._timeout_s)
+        except QueryFailed as exc:
+            log.warning("the messages to %s could not be read for %s: %s", agent_id, task.key, exc)
+            return []
+        return [row for row in rows if isinstance(row, dict)][-MAX_RECEIVED:]
+
+    async def record_handoff(
+        self, task: AgentTask, agent_id: str, shared_keys: list[str], message_ids: list[str] | None = None
+    ) -> None:
         scope = run_scope(task)
         if scope is None:
             return
@@ -64,6 +81,7 @@ class RunContext:
                 "max_output_tokens": task.max_output_tokens,
             },
             references=shared_keys,
+            messages=message_ids or [],
         )
         command = RecordHandoff(
             run_id=scope.id, step_id=task.step_id, attempt=task.attempt, agent_id=agent_id, handoff=handoff

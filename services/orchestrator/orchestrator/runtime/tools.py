@@ -1,15 +1,17 @@
 """The tools an agent gets while it works on a team run, with a model that can call tools (the openai provider).
 
 Each tool runs in the runtime, within the task's workspace and run: it reads or writes the run's shared context (its
-working memory, scope ``team_run``), or asks memory what it recalls, always through the memory service's commands
-and queries over NATS. A tool never raises into the model call: bad arguments or a failure come back to the model
-as ``{"error": ...}``, so it can correct itself. What a tool writes is keyed by the attempt, the turn and the call's
-place in it, so a repeated delivery of the same attempt writes nothing twice.
+working memory, scope ``team_run``), asks memory what it recalls (always through the memory service's commands and
+queries over NATS), or sends a message to a teammate or a team (a PostMessage to the orchestrator). A tool never
+raises into the model call: bad arguments or a failure come back to the model as ``{"error": ...}``, so it can
+correct itself. What a tool writes is keyed by the attempt, the turn and the call's place in it, so a repeated
+delivery of the same attempt writes nothing twice.
 
 The model's turns are bounded (``MAX_TOOL_TURNS``); each turn is a model call of its own, reserved against the
 task's budgets like the first and counted in its usage.
 """
 
+import hashlib
 import json
 import logging
 import re
@@ -17,7 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from contracts import Actor
+from contracts import Actor, Command
+from contracts.agents import GetAgent
+from contracts.mail import MAX_BODY_CHARS, Addressee, PostMessage
 from contracts.memory import ListMemory, PutWorkingEntry, RetrieveMemory, Scope, ScopeKind, Tier
 from contracts.workflows import AgentTask
 from orchestrator.providers.base import Tool, ToolCall
@@ -31,6 +35,7 @@ MAX_TOOL_TURNS = 4
 MAX_RESULT_CHARS = 6000
 MAX_VALUE_BYTES = 16_000
 KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 Result = dict[str, Any]
 
 
@@ -47,6 +52,10 @@ class Use:
     @property
     def command_id(self) -> str:
         return f"tool-{self.task.key.replace(':', '-')}-{self.call}-{self.index}"
+
+    def derived_id(self, prefix: str) -> str:
+        """An id of what this call creates (a message, a thread), the same however often the attempt runs."""
+        return f"{prefix}_{hashlib.sha256(self.command_id.encode()).hexdigest()[:24]}"
 
 
 Handler = Callable[[Use], Awaitable[Result]]
@@ -84,6 +93,23 @@ RECALL = Tool(
     },
 )
 
+SEND = Tool(
+    name="send_message",
+    description="Send a message to a teammate (agent_id) or a team (team_id): it reaches them in their next task. "
+    "Give thread_id to answer in a thread; leave it out to start one.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "agent_id": {"type": "string", "description": "The agent to write to."},
+            "team_id": {"type": "string", "description": "Or the team, whose members all receive it."},
+            "thread_id": {"type": "string", "description": "A thread to answer in."},
+            "body": {"type": "string", "description": f"The message, at most {MAX_BODY_CHARS} characters."},
+        },
+        "required": ["body"],
+        "additionalProperties": False,
+    },
+)
+
 
 class RunTools:
     """The tools of a team run's tasks, and their execution."""
@@ -95,6 +121,7 @@ class RunTools:
             READ.name: (READ, self._read),
             WRITE.name: (WRITE, self._write),
             RECALL.name: (RECALL, self._recall),
+            SEND.name: (SEND, self._send_message),
         }
 
     def add(self, tool: Tool, handler: Handler) -> None:
@@ -123,7 +150,7 @@ class RunTools:
             results.append(text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + " ...(truncated)")
         return results
 
-    async def _ask(self, use: Use, query: ListMemory | RetrieveMemory) -> Any:
+    async def _ask(self, use: Use, query: ListMemory | RetrieveMemory | GetAgent) -> Any:
         try:
             return await ask(self._bus, use.task.workspace_id, query, self._timeout_s)
         except QueryFailed as exc:
@@ -153,15 +180,46 @@ class RunTools:
             return {"error": "value is required"}
         if len(json.dumps(value, default=str).encode()) > MAX_VALUE_BYTES:
             return {"error": f"value: at most {MAX_VALUE_BYTES} bytes of JSON"}
-        command = PutWorkingEntry(scope=scope, key=key, value=value)
-        envelope = envelope_for(
-            command,
-            workspace_id=use.task.workspace_id,
-            command_id=use.command_id,
-            actor=Actor(kind="agent", id=use.agent_id),
-        )
-        await publish_command(self._bus, "memory", envelope)
+        await self._publish(use, "memory", PutWorkingEntry(scope=scope, key=key, value=value))
         return {"written": key}
+
+    async def _publish(self, use: Use, service: str, command: Command) -> None:
+        actor = Actor(kind="agent", id=use.agent_id)
+        envelope = envelope_for(command, workspace_id=use.task.workspace_id, command_id=use.command_id, actor=actor)
+        await publish_command(self._bus, service, envelope)
+
+    async def _send_message(self, use: Use) -> Result:
+        args = use.arguments
+        body, thread_id = args.get("body"), args.get("thread_id")
+        agent_id, team_id = args.get("agent_id"), args.get("team_id")
+        if not isinstance(body, str) or not body.strip() or len(body) > MAX_BODY_CHARS:
+            return {"error": f"body: the message's text, 1 to {MAX_BODY_CHARS} characters"}
+        if (agent_id is None) == (team_id is None) and thread_id is None:
+            return {"error": "give agent_id or team_id (or thread_id to answer in a thread)"}
+        named = [v for v in (agent_id, team_id, thread_id) if v is not None]
+        if not all(isinstance(v, str) and ID.match(v) for v in named):
+            return {"error": "ids: letters, digits, _ and - only, 1 to 64 of them"}
+        if agent_id is not None and team_id is not None:
+            return {"error": "give agent_id or team_id, not both"}
+        if agent_id is not None:
+            found = await self._ask(use, GetAgent(agent_id=agent_id))
+            if isinstance(found, dict) and ("error" in found or found.get("retired")):
+                return {"error": f"agent {agent_id} cannot be written to: not found or retired"}
+        to = None if agent_id is None and team_id is None else Addressee(agent_id=agent_id, team_id=team_id)
+        new_thread = thread_id is None
+        thread = thread_id if isinstance(thread_id, str) else use.derived_id("th")
+        origin = use.task.origin
+        command = PostMessage(
+            thread_id=thread,
+            message_id=use.derived_id("msg"),
+            new_thread=new_thread,
+            to=to,
+            body=body,
+            from_agent_id=use.agent_id,
+            run_id=origin.id if origin else None,
+        )
+        await self._publish(use, "orchestrator", command)
+        return {"sent": command.message_id, "thread_id": thread}
 
     async def _recall(self, use: Use) -> Result:
         query = use.arguments.get("query")

@@ -200,8 +200,9 @@ class TaskWorker:
         spec, ws = agent.spec, task.workspace_id
         memories = await self._recall(task, spec, agent.agent_id)
         shared = await self._runs.shared(task)
-        messages = build_messages(spec, task, memories, shared)
-        await self._runs.record_handoff(task, agent.agent_id, sorted(shared))
+        received = await self._runs.received(task, agent.agent_id)
+        messages = build_messages(spec, task, memories, shared, received)
+        await self._runs.record_handoff(task, agent.agent_id, sorted(shared), [m["message_id"] for m in received])
         provider, model = self._providers.resolve(spec.model)
         tools = [] if provider == "local" else self._tools.offered(task)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from conftest import Api, Infra, Platform, running_platform
-from orchestrator.settings import RuntimeSettings
+from conftest import Api, Infra, Platform
 from servicekit.testing import eventually
 from tests.support.openai_server import FunctionCall, Hold, OpenAICompatibleServer, Reply, reply_json
+from tests.support.runtime_platform import with_runtime
 
 ENDS = ("completed", "failed", "budget_exceeded", "cancelled")
 
@@ -24,12 +24,7 @@ async def server() -> AsyncIterator[OpenAICompatibleServer]:
 
 @pytest.fixture
 async def platform(infra: Infra, env_name: str, server: OpenAICompatibleServer) -> AsyncIterator[Platform]:
-    settings = RuntimeSettings(
-        openai_base_url=server.base_url, openai_api_key="test", openai_max_retries=0, heartbeat_s=0.5
-    )
-    async with running_platform(
-        infra, env_name, behaviour=None, memory=True, runtime=settings, max_body_bytes=65536
-    ) as running:
+    async with with_runtime(infra, env_name, server, max_body_bytes=65536) as running:
         yield running
 
 
@@ -321,7 +316,7 @@ async def test_with_a_tool_calling_model_a_member_reads_and_writes_the_shared_co
 
     first, second = server.requests_for("tooly")
     offered = {t["function"]["name"] for t in first.body["tools"]}
-    assert offered == {"read_shared_context", "write_shared_context", "retrieve_memory"}
+    assert offered == {"read_shared_context", "write_shared_context", "retrieve_memory", "send_message"}
     answers = [m for m in second.body["messages"] if m["role"] == "tool"]
     assert json.loads(answers[0]["content"]) == {"written": "findings"}
     assert "plan" in json.loads(answers[1]["content"])["entries"]  # what the lead's step added before it
