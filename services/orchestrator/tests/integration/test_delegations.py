@@ -158,6 +158,9 @@ async def test_another_workspaces_delegation_is_not_found(api: Api, platform: Pl
     found = await other.get(f"/api/v1/delegations/{delegation_id}", expect=404)
     assert found["code"] == "delegation_not_found"
     assert (await other.get("/api/v1/delegations"))["items"] == []
+    theirs = await new_agent(other, "Theirs")  # nor does another workspace's delegation continue a chain
+    parent = await delegate(other, expect=404, agent_id=theirs, parent_delegation_id=delegation_id)
+    assert parent["code"] == "delegation_not_found"
 
 
 @pytest.mark.parametrize(
