@@ -263,6 +263,35 @@ async def test_a_run_of_each_team_template_completes_on_make_up_alone(stack: Lau
         assert [m["body"] for m in listed.json()["items"]] == [note["body"], reply["body"]]
 
 
+async def test_the_readmes_delegation_runs_on_make_up_alone(stack: Launcher) -> None:
+    """The README's delegation: to the agent its first example creates, routed by capability, followed to its
+    result, on the processes make up starts."""
+    gateway, headers = stack.gateway, {"Authorization": f"Bearer {stack.key}"}
+    agent = {"name": "Lead qualifier", "role": "sales", "capabilities": ["qualification"]}
+    task = "Qualify the lead Initech (450 employees, budget approved)"
+    body = {"task": task, "capability": "qualification", "input": {"company": "Initech"}, "budget": {"tokens": 5000}}
+
+    async def until(client: httpx.AsyncClient, path: str, *statuses: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while (view := dict((await client.get(gateway + path, headers=headers)).json())).get("status") not in statuses:
+            assert time.monotonic() < deadline, f"{path} never became {statuses}: {view}"
+            await asyncio.sleep(0.2)
+        return view
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        created = await client.post(f"{gateway}/api/v1/agents", json=agent, headers=headers)
+        assert created.status_code == 201, created.text
+        await until(client, created.headers["Location"], "available")
+        started = await client.post(f"{gateway}/api/v1/delegations", json={**body, "deadline_s": 120}, headers=headers)
+        assert started.status_code == 201, started.text
+        assert started.json()["resource_ids"]["agent_id"] == created.json()["resource_ids"]["agent_id"]
+        view = await until(client, started.headers["Location"], "succeeded", "failed")
+        assert view["status"] == "succeeded", view
+        assert view["output"] is not None
+        listed = await client.get(f"{gateway}/api/v1/delegations?status=succeeded", headers=headers)
+        assert [d["delegation_id"] for d in listed.json()["items"]] == [view["delegation_id"]]
+
+
 def test_the_admin_command_as_documented_uses_the_running_stack(stack: Launcher) -> None:
     # As the README has it: from the checkout, no flags, no MONGODB_URL or NATS_URL; only the stack's environment.
     env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URL", "NATS_URL"}}

@@ -1,6 +1,17 @@
 """Contracts shared by every service: the only module services import from one another."""
 
-from contracts import agents, budgets, health, mail, memory, public_events, team_runs, teams, workflows
+from contracts import (
+    agents,
+    budgets,
+    delegations,
+    health,
+    mail,
+    memory,
+    public_events,
+    team_runs,
+    teams,
+    workflows,
+)
 from contracts.envelope import Actor, Envelope, EventRecord, new_id
 from contracts.errors import ErrorCode
 from contracts.messages import Command, Event, Message, Query
@@ -26,6 +37,7 @@ __all__ = [
     "UnknownMessageType",
     "agents",
     "budgets",
+    "delegations",
     "health",
     "mail",
     "memory",

@@ -260,6 +260,11 @@ class Origin(Model):
     id: Id
     team_id: Id | None = None
     objective: str = Field(default="", max_length=4000)
+    budget_run_id: Id | None = Field(
+        default=None,
+        description="A team run whose budget the execution's calls hold on (a delegation made during the run), "
+        "instead of a budget of the execution's own.",
+    )
     since: datetime | None = Field(
         default=None,
         description="When the run or delegation started: messages its agents receive from then on "

@@ -6,13 +6,15 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
-from orchestrator.domain import team_run
+from orchestrator.delegation_projection import DelegationsProjection
+from orchestrator.delegations import DelegationReactor, register_delegations
+from orchestrator.domain import delegation, team_run
 from orchestrator.following import Followers, serve_following
 from orchestrator.handlers import build_router
 from orchestrator.mail import InboxReactor, register_mail
 from orchestrator.mail_projection import ThreadsProjection, register_mail_queries
 from orchestrator.projections import AgentsProjection, TeamsProjection, WorkspaceBudgetsProjection
-from orchestrator.queries import build_queries
+from orchestrator.queries import build_queries, register_delegation_queries
 from orchestrator.run_projection import TeamRunsProjection
 from orchestrator.runtime.budgets import Budgets
 from orchestrator.runtime.ledger import UsageLedger
@@ -70,6 +72,24 @@ def build_app(settings: OrchestratorSettings, clock: Callable[[], datetime] = ut
         runtime.relay.add_reactor(InboxReactor(runtime.bus).react)
         followers = Followers()  # the executions the orchestrator's plans run as, by owner
         followers.follow(team_run.EXECUTION_PREFIX, reactor.follow)
+        # Delegations: a task to one agent, run as a one-step execution of the engine (``dg-`` executions).
+        delegations = DelegationsProjection(db["delegations"])
+        await delegations.ensure_indexes()
+        offline_after = timedelta(seconds=settings.agent_offline_after_s)
+        register_delegations(
+            router,
+            agents,
+            slots,
+            Workers(db["workers"]),
+            max_depth=settings.delegation_max_depth,
+            offline_after=offline_after,
+            clock=clock,
+        )
+        serve_projection(runtime.bus, SERVICE, delegations, runtime.store, runtime.policy)
+        register_delegation_queries(queries, delegations, usage)
+        delegating = DelegationReactor(runtime.store, runtime.bus, router)
+        runtime.relay.add_reactor(delegating.react)
+        followers.follow(delegation.EXECUTION_PREFIX, delegating.follow)
         serve_following(runtime.bus, SERVICE, followers, runtime.policy)
 
     return create_app(settings, setup, title="orchestrator", event_store=True)

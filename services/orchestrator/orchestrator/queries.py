@@ -17,10 +17,13 @@ from contracts.agents import (
     can_take,
 )
 from contracts.budgets import MICROS_PER_USD
+from contracts.delegations import GetDelegation, ListDelegations
 from contracts.team_runs import RUN_ENDS, GetTeamRun, ListTeamRuns, TeamRunStatus
 from contracts.teams import GetTeam, GetTeamStatus, ListTeams, ListTeamTemplates
+from orchestrator.delegation_projection import DelegationsProjection
 from orchestrator.domain import team_run
 from orchestrator.domain.agent import AgentNotFound
+from orchestrator.domain.delegation import DelegationNotFound
 from orchestrator.domain.team import TeamNotFound
 from orchestrator.domain.team_run import TeamRunNotFound
 from orchestrator.domain.team_templates import TEAM_TEMPLATES
@@ -232,3 +235,20 @@ def build_queries(
         return report.model_dump(mode="json")
 
     return router
+
+
+def register_delegation_queries(router: QueryRouter, delegations: DelegationsProjection, usage: UsageLedger) -> None:
+    """A delegation with the model usage of its execution; the delegations of the workspace, newest first."""
+
+    @router.register(GetDelegation)
+    async def get_delegation(query: GetDelegation, workspace_id: str) -> Document:
+        doc = await delegations.get(workspace_id, query.delegation_id)  # another workspace's is not found
+        if doc is None:
+            raise DelegationNotFound(f"delegation {query.delegation_id} not found")
+        total, _ = await usage.totals(workspace_id, execution_ids=[doc["execution_id"]])
+        return {**doc, "usage": total.model_dump()}
+
+    @router.register(ListDelegations)
+    async def list_delegations(query: ListDelegations, workspace_id: str) -> list[Document]:
+        status = query.status.value if query.status else None
+        return await delegations.list(workspace_id, query.agent_id, status, query.limit)

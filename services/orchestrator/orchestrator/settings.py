@@ -11,6 +11,9 @@ class OrchestratorSettings(ServiceSettings):
     agent_offline_after_s: float = Field(
         default=15.0, gt=0, description="An agent is offline when no runtime worker has sent a heartbeat this long."
     )
+    delegation_max_depth: int = Field(
+        default=3, ge=1, le=20, description="The most agents a delegation chain holds (the delegators and the target)."
+    )
 
 
 class RuntimeSettings(OrchestratorSettings):

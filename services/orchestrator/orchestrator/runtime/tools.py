@@ -11,19 +11,27 @@ The model's turns are bounded (``MAX_TOOL_TURNS``); each turn is a model call of
 task's budgets like the first and counted in its usage.
 """
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from contracts import Actor, Command
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from contracts import Actor, Command, CommandOutcome, OutcomeStatus
 from contracts.agents import GetAgent
+from contracts.delegations import GetDelegation
 from contracts.mail import MAX_BODY_CHARS, Addressee, PostMessage
 from contracts.memory import ListMemory, PutWorkingEntry, RetrieveMemory, Scope, ScopeKind, Tier
 from contracts.workflows import AgentTask
+from orchestrator.delegating import delegate_from_task
 from orchestrator.providers.base import Tool, ToolCall
 from orchestrator.runtime.team_context import run_scope
 from servicekit.bus import Bus
@@ -36,6 +44,8 @@ MAX_RESULT_CHARS = 6000
 MAX_VALUE_BYTES = 16_000
 KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DELEGATE_WAIT_S = 10.0  # how long the tool waits for a delegation's result before answering with its id
+SHARED_CONTEXT_TOOLS = frozenset({"read_shared_context", "write_shared_context"})  # a team run's only
 Result = dict[str, Any]
 
 
@@ -110,6 +120,25 @@ SEND = Tool(
     },
 )
 
+DELEGATE = Tool(
+    name="delegate",
+    description="Hand a sub-task to another agent: the one named (agent_id), or the least loaded free agent with a "
+    "capability or role. Answers with its result if it comes within a few seconds, else with the delegation's id. "
+    "Refused when it would loop back to an agent already in the chain of delegations or go too deep.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "task": {"type": "string", "description": "What the other agent must do."},
+            "agent_id": {"type": "string", "description": "The agent to hand it to."},
+            "capability": {"type": "string", "description": "Or a capability the agent must have."},
+            "role": {"type": "string", "description": "Or a role the agent must have."},
+            "input": {"type": "object", "description": "Data the agent is given with the task."},
+        },
+        "required": ["task"],
+        "additionalProperties": False,
+    },
+)
+
 
 class RunTools:
     """The tools of a team run's tasks, and their execution."""
@@ -122,6 +151,7 @@ class RunTools:
             WRITE.name: (WRITE, self._write),
             RECALL.name: (RECALL, self._recall),
             SEND.name: (SEND, self._send_message),
+            DELEGATE.name: (DELEGATE, self._delegate),
         }
 
     def add(self, tool: Tool, handler: Handler) -> None:
@@ -129,14 +159,20 @@ class RunTools:
         self._handlers[tool.name] = (tool, handler)
 
     def offered(self, task: AgentTask) -> list[Tool]:
-        """The tools a task may call: those of a team run, none for a plain workflow's task."""
-        return [] if run_scope(task) is None else [tool for tool, _ in self._handlers.values()]
+        """The tools a task may call: all of them in a team run; in a delegation, all but the run's shared context;
+        none for a plain workflow's task."""
+        if task.origin is None:
+            return []
+        shared = run_scope(task) is not None
+        return [tool for tool, _ in self._handlers.values() if shared or tool.name not in SHARED_CONTEXT_TOOLS]
 
     async def run(self, task: AgentTask, agent_id: str, call: int, calls: list[ToolCall]) -> list[str]:
         """The result of each tool call, as the JSON text the model is given back."""
         results = []
         for index, tool_call in enumerate(calls):
             known = self._handlers.get(tool_call.name)
+            if known is not None and known[0] not in self.offered(task):
+                known = None  # a tool this task was not offered is not there for it
             use = Use(task, agent_id, call, index, tool_call.arguments)
             if known is None:
                 result: Result = {"error": f"there is no tool {tool_call.name[:80]!r}"}
@@ -150,7 +186,7 @@ class RunTools:
             results.append(text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + " ...(truncated)")
         return results
 
-    async def _ask(self, use: Use, query: ListMemory | RetrieveMemory | GetAgent) -> Any:
+    async def _ask(self, use: Use, query: ListMemory | RetrieveMemory | GetAgent | GetDelegation) -> Any:
         try:
             return await ask(self._bus, use.task.workspace_id, query, self._timeout_s)
         except QueryFailed as exc:
@@ -233,3 +269,59 @@ class RunTools:
         if isinstance(found, dict):
             return found
         return {"found": [str(item.get("content", ""))[:1000] for item in found if isinstance(item, dict)]}
+
+    async def _delegate(self, use: Use) -> Result:
+        args, task, origin = use.arguments, use.task, use.task.origin
+        text = args.get("task")
+        if not isinstance(text, str) or not text.strip():
+            return {"error": "task: what the other agent must do"}
+        run_id = None if origin is None else origin.id if origin.kind == "team_run" else origin.budget_run_id
+        left_s = (datetime.fromisoformat(task.deadline) - datetime.now(UTC)).total_seconds()
+        delegation_id = use.derived_id("dg")
+        try:
+            await delegate_from_task(
+                self._bus,
+                task,
+                use.agent_id,
+                delegation_id=delegation_id,
+                command_id=use.command_id,
+                task_text=text,
+                to_agent_id=args.get("agent_id"),
+                capability=args.get("capability"),
+                role=args.get("role"),
+                input=args.get("input") if isinstance(args.get("input"), dict) else {},
+                budget=task.budget,  # within the run's budget: its calls hold on the run's (run_id)
+                deadline_s=max(1, min(600, int(left_s))),
+                run_id=run_id,
+            )
+        except ValidationError as exc:
+            return {"error": "; ".join(str(e["msg"]) for e in exc.errors())[:500]}
+        return await self._delegation_result(use, delegation_id, min(DELEGATE_WAIT_S, max(0.0, left_s / 2)))
+
+    async def _delegation_result(self, use: Use, delegation_id: str, wait_s: float) -> Result:
+        """The delegation's result when it ends within ``wait_s``; its refusal (a loop, too deep, no free agent)
+        as an error; else where it stands."""
+        until = time.monotonic() + wait_s
+        while True:
+            found = await self._ask(use, GetDelegation(delegation_id=delegation_id))
+            if isinstance(found, dict) and found.get("status") in {"succeeded", "failed"}:
+                keep = ("delegation_id", "agent_id", "status", "output", "error", "error_kind")
+                return {k: found.get(k) for k in keep if found.get(k) is not None}
+            if not (isinstance(found, dict) and "status" in found):
+                refused = await self._outcome(use)
+                if refused is not None and refused.status is OutcomeStatus.REJECTED:
+                    return {"error": refused.error_message or "refused", "code": refused.error_code}
+            if time.monotonic() >= until:
+                status = found.get("status") if isinstance(found, dict) else None
+                return {"delegation_id": delegation_id, "status": status or "requested"}
+            await asyncio.sleep(0.25)
+
+    async def _outcome(self, use: Use) -> CommandOutcome | None:
+        subjects = self._bus.subjects
+        try:
+            msg = await self._bus.js.get_last_msg(
+                subjects.outcomes_stream, subjects.outcome(use.task.workspace_id, use.command_id)
+            )
+        except NotFoundError:
+            return None
+        return CommandOutcome.model_validate_json(msg.data or b"")

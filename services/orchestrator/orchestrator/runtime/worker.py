@@ -377,15 +377,11 @@ class TaskWorker:
 
     def _budget_ids(self, task: AgentTask) -> list[str]:
         """The budgets a task's calls may hold on: its agent's per-task one, its execution's (a team run's, shared by
-        the executions of the run: each gives its own limit, so the lead's summary keeps a reserve the others cannot
-        take), the workspace month's."""
-        ws = task.workspace_id
-        run = task.origin is not None and task.origin.kind == "team_run"
-        shared = (
-            f"{ws}:team_run:{task.origin.id}"
-            if task.origin is not None and run
-            else f"{ws}:execution:{task.execution_id}"
-        )
+        the executions of the run, and by the delegations made during it: each gives its own limit, so the lead's
+        summary keeps a reserve the others cannot take), the workspace month's."""
+        ws, origin = task.workspace_id, task.origin
+        run = None if origin is None else origin.id if origin.kind == "team_run" else origin.budget_run_id
+        shared = f"{ws}:team_run:{run}" if run else f"{ws}:execution:{task.execution_id}"
         return [f"{ws}:task:{task.key}", shared, f"{ws}:month:{self._clock():%Y-%m}"]
 
     async def _scopes(self, task: AgentTask, spec: AgentSpec) -> dict[str, BudgetScope]:

@@ -316,7 +316,7 @@ async def test_with_a_tool_calling_model_a_member_reads_and_writes_the_shared_co
 
     first, second = server.requests_for("tooly")
     offered = {t["function"]["name"] for t in first.body["tools"]}
-    assert offered == {"read_shared_context", "write_shared_context", "retrieve_memory", "send_message"}
+    assert offered == {"read_shared_context", "write_shared_context", "retrieve_memory", "send_message", "delegate"}
     answers = [m for m in second.body["messages"] if m["role"] == "tool"]
     assert json.loads(answers[0]["content"]) == {"written": "findings"}
     assert "plan" in json.loads(answers[1]["content"])["entries"]  # what the lead's step added before it
@@ -325,6 +325,33 @@ async def test_with_a_tool_calling_model_a_member_reads_and_writes_the_shared_co
     assert entry["value"] == {"leads": 3}
     usage = await api.get(f"/api/v1/usage?execution_id={view['executions']['work']}&group_by=agent")
     assert usage["groups"][member]["calls"] == 2  # each turn is a call, reserved and counted
+
+
+async def test_with_a_tool_calling_model_a_member_delegates_within_the_runs_budget(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    delegate = FunctionCall("delegate", json.dumps({"task": "Research Initech", "capability": "research"}))
+    loop = FunctionCall("delegate", json.dumps({"task": "Do it yourself", "agent_id": "SELF"}))
+    lead = await local_agent(api, "Lead", "planner")
+    member = await openai_member(api, "Delegator", "delegator")
+    body = {"name": "Researcher", "role": "researcher", "capabilities": ["research"], "model": LOCAL}
+    researcher = str((await api.post("/api/v1/agents", body, expect=201))["resource_ids"]["agent_id"])
+    loop = FunctionCall("delegate", loop.arguments.replace("SELF", member))
+    server.script(Reply(None, tool_calls=(delegate, loop)), Reply('{"summary": "researched"}'), model="delegator")
+    team_id = await hand_team(api, lead, member)
+    view = await run_ended(api, await run_team(api, team_id, "Research the lead", budget={"tokens": 50000}))
+    assert view["status"] == "completed", view["error"]
+
+    first, second = server.requests_for("delegator")
+    assert "delegate" in {t["function"]["name"] for t in first.body["tools"]}
+    answers = [json.loads(m["content"]) for m in second.body["messages"] if m["role"] == "tool"]
+    assert answers[0]["status"] == "succeeded"
+    assert answers[0]["agent_id"] == researcher  # routed by capability to the free agent that has it
+    assert answers[1]["code"] == "delegation_loop"  # to itself: refused before any model call
+    (made,) = (await api.get(f"/api/v1/delegations?agent_id={member}"))["items"]
+    found = await api.get(f"/api/v1/delegations/{made['delegation_id']}")
+    assert (found["chain"], found["agent_id"], found["status"]) == ([member], researcher, "succeeded")
+    assert found["run_id"] == view["run_id"]  # its calls held on the run's budget
 
 
 async def shared_entry(api: Api, run_id: str, key: str) -> dict[str, Any] | None:
