@@ -21,6 +21,7 @@ import pytest
 
 from conftest import Infra
 from servicekit.devstack import SERVICES, port_open
+from tests.support.sse import read_events
 
 pytestmark = pytest.mark.system
 BACKENDS = {"orchestrator", "workflow-engine", "memory", "neptune", "agent-runtime"}
@@ -290,6 +291,40 @@ async def test_the_readmes_delegation_runs_on_make_up_alone(stack: Launcher) -> 
         assert view["output"] is not None
         listed = await client.get(f"{gateway}/api/v1/delegations?status=succeeded", headers=headers)
         assert [d["delegation_id"] for d in listed.json()["items"]] == [view["delegation_id"]]
+
+
+async def test_neptune_as_the_readme_shows_it_on_make_up_alone(stack: Launcher) -> None:
+    """The README's Neptune: a conversation, a team created and run by chat, the turn streamed as SSE."""
+    gateway, headers = stack.gateway, {"Authorization": f"Bearer {stack.key}"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        created = await client.post(
+            f"{gateway}/api/v1/neptune/conversations", json={"title": "Sales ops"}, headers=headers
+        )
+        assert created.status_code == 201, created.text
+        conversation_id = created.json()["resource_ids"]["conversation_id"]
+        url = f"{gateway}/api/v1/neptune/conversations/{conversation_id}/messages"
+
+        async def say(content: str) -> list[tuple[str, dict[str, Any]]]:
+            async with client.stream("POST", url, json={"content": content}, headers=headers) as resp:
+                assert resp.status_code == 200, await resp.aread()
+                events = await read_events(resp)
+            assert [kind for kind, _ in events] == ["tool_call", "tool_result", "message"], events
+            return events
+
+        made = await say("Create a sales team with lead qualifier and proposal writer")
+        team_id = made[1][1]["result"]["team_id"]
+        team = (await client.get(f"{gateway}/api/v1/teams/{team_id}", headers=headers)).json()
+        assert sorted(m["role"] for m in team["members"]) == ["lead qualifier", "proposal writer"]
+        ran = await say("Have the sales team follow up with all stalled deals")
+        run_id = ran[1][1]["result"]["run_id"]
+        deadline = time.monotonic() + 60
+        while (run := (await client.get(f"{gateway}/api/v1/team-runs/{run_id}", headers=headers)).json())[
+            "status"
+        ] != "completed":
+            assert time.monotonic() < deadline, run
+            await asyncio.sleep(0.3)
+        view = (await client.get(f"{gateway}/api/v1/neptune/conversations/{conversation_id}", headers=headers)).json()
+        assert [t["intent"] for t in view["turns"]] == ["create_team", "run_team"]
 
 
 def test_the_admin_command_as_documented_uses_the_running_stack(stack: Launcher) -> None:

@@ -1,5 +1,5 @@
 """schemathesis over the OpenAPI the gateway serves, against the gateway on a real socket (uvicorn, as in
-production) with the orchestrator, the workflow engine, memory and a deterministic agent worker behind it.
+production) with the orchestrator, the workflow engine, memory, Neptune and a deterministic agent worker behind it.
 
 Every check is on: no 5xx, responses match their schema, status codes and content types are documented, data the
 schema allows is accepted and data it forbids is refused, auth is required. tests/system/schemathesis.toml holds
@@ -17,6 +17,7 @@ import pytest
 
 from conftest import Infra, running_platform
 from servicekit.testing import served
+from tests.support.neptune_process import neptune_process
 
 pytestmark = pytest.mark.system
 HERE = Path(__file__).parent
@@ -27,7 +28,7 @@ async def test_the_api_does_what_its_openapi_says(infra: Infra, env_name: str, t
     # Production's body limit; a query timeout that a loaded test machine does not reach (a 503 fails the run).
     async with running_platform(infra, env_name, memory=True, max_body_bytes=1_048_576, query_timeout_s=30) as platform:
         workspace = await platform.new_workspace()
-        async with served(platform.gateway, platform.settings) as url:
+        async with served(platform.gateway, platform.settings) as url, neptune_process(infra, env_name, url):
             command = [
                 str(Path(sys.executable).parent / "schemathesis"),
                 "--config-file",

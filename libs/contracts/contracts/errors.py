@@ -55,6 +55,9 @@ class ErrorCode(StrEnum):
     DELEGATION_LOOP = "delegation_loop"
     DELEGATION_TOO_DEEP = "delegation_too_deep"
     NO_AGENT = "no_agent"
+    # Neptune
+    CONVERSATION_NOT_FOUND = "conversation_not_found"
+    FORBIDDEN = "forbidden"
 
 
 class DomainError(Exception):

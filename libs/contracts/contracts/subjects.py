@@ -58,6 +58,10 @@ class Subjects:
     def inbox(self, workspace_id: str, agent_id: str) -> str:
         return f"{self.env}.agent.{workspace_id}.{agent_id}.inbox"
 
+    def neptune_turn(self, workspace_id: str, turn_id: str) -> str:
+        """Core NATS: a Neptune turn's live events, which the gateway relays to the person as Server-Sent Events."""
+        return f"{self.env}.neptune.turn.{workspace_id}.{turn_id}"
+
     def outcome(self, workspace_id: str, command_id: str) -> str:
         return f"{self.env}.outcome.{workspace_id}.{command_id}"
 

@@ -305,12 +305,14 @@ def services(
     supervisor = supervisor or Supervisor()
     try:
         base = int(os.environ.get("DEVSTACK_PORT_BASE", "8000"))
+        wiring = {"neptune": {"GATEWAY_URL": f"http://127.0.0.1:{base}"}}  # Neptune acts through the gateway
         for svc in SERVICES:
             port = base + (svc.port - 8000)
+            extra = {**wiring.get(svc.name, {}), **(only or {}).get(svc.name, {})}
             supervisor.start(
                 svc.name,
                 [sys.executable, "-m", svc.module],
-                {**env, **(only or {}).get(svc.name, {}), "HTTP_PORT": str(port), "OTEL_SERVICE_NAME": svc.name},
+                {**env, **extra, "HTTP_PORT": str(port), "OTEL_SERVICE_NAME": svc.name},
                 log_dir / f"{svc.name}.log",
                 url=f"http://127.0.0.1:{port}",
             )

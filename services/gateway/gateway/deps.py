@@ -7,6 +7,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from contracts import ErrorCode
 from gateway.commands import CommandGateway
+from gateway.credentials import PREFIX as NEPTUNE_PREFIX
+from gateway.credentials import verify
 from gateway.errors import ApiError
 from gateway.queries import QueryClient
 from gateway.settings import GatewaySettings
@@ -51,12 +53,26 @@ API_KEY = HTTPBearer(
 )
 
 
+def neptune_secret(request: Request) -> bytes:
+    """The key that signs Neptune's credentials: the setting, or one drawn when the app started."""
+    secret: bytes = request.app.state.neptune_secret
+    return secret
+
+
 async def _principal(
-    workspaces: Workspaces, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY)]
+    request: Request,
+    workspaces: Workspaces,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials.strip():
         raise ApiError(ErrorCode.UNAUTHORIZED, "Send the workspace API key as 'Authorization: Bearer <key>'.")
-    principal = await workspaces.authenticate(credentials.credentials.strip())
+    token = credentials.credentials.strip()
+    if token.startswith(NEPTUNE_PREFIX):
+        principal = verify(neptune_secret(request), token)
+        if principal is not None and not await workspaces.key_active(principal.workspace_id, principal.key_id):
+            principal = None
+    else:
+        principal = await workspaces.authenticate(token)
     if principal is None:
         raise ApiError(ErrorCode.UNAUTHORIZED, "The API key is not valid.")
     return principal

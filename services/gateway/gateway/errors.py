@@ -70,6 +70,8 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.DELEGATION_LOOP: 409,
     ErrorCode.DELEGATION_TOO_DEEP: 409,
     ErrorCode.NO_AGENT: 409,
+    ErrorCode.CONVERSATION_NOT_FOUND: 404,
+    ErrorCode.FORBIDDEN: 403,
 }
 
 

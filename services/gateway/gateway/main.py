@@ -1,5 +1,6 @@
 """Composition root of the gateway."""
 
+import secrets
 from functools import partial
 
 from fastapi import FastAPI
@@ -25,6 +26,8 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         runtime.on_stop(commands.close)
         app.state.settings = settings
         app.state.workspaces = workspaces
+        configured = settings.neptune_token_secret.get_secret_value()
+        app.state.neptune_secret = configured.encode() if configured else secrets.token_bytes(32)
         app.state.commands = commands
         app.state.queries = QueryClient(runtime.bus, settings.query_timeout_s)
         for backend in settings.backends:  # /readyz says which backend does not answer its queries

@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from servicekit.settings import ServiceSettings
 
@@ -25,6 +25,16 @@ class GatewaySettings(ServiceSettings):
     memory_max_import_entries: int = Field(default=1000, ge=1, description="Most entries in one import.")
     memory_max_query_chars: int = Field(default=500, ge=1, description="Longest retrieval query (characters).")
     memory_default_ttl_s: float = Field(default=86_400.0, gt=0, description="Short-term expiry when none is given.")
+
+    neptune_token_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Signs the short-lived credentials minted for Neptune's tool calls; the same on every gateway "
+        "replica (empty: a random one per process, enough for one gateway).",
+    )
+    neptune_token_ttl_s: float = Field(default=300.0, gt=0, le=3600, description="How long such a credential lives.")
+    neptune_turn_timeout_s: float = Field(
+        default=120.0, gt=0, description="How long a chat turn's stream waits for Neptune's answer."
+    )
 
     @property
     def backends(self) -> list[str]:

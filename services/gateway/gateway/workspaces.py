@@ -19,10 +19,12 @@ KEY_PREFIX = "apk_"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller of a request: a workspace, through one of its keys."""
+    """The caller of a request: a workspace, through one of its keys (``via`` Neptune, with a credential the
+    gateway minted for a chat turn)."""
 
     workspace_id: str
     key_id: str
+    via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,13 @@ class WorkspaceStore:
         while len(self._verified) > self._size:
             self._verified.popitem(last=False)
         return principal
+
+    async def key_active(self, workspace_id: str, key_id: str) -> bool:
+        """Whether the key is the workspace's and not revoked (a credential minted from it lives no longer)."""
+        found = await self._keys.find_one(
+            {"_id": key_id, "workspace_id": workspace_id, "revoked_at": {"$exists": False}}
+        )
+        return found is not None
 
     async def get(self, workspace_id: str) -> Document | None:
         return await self._workspaces.find_one({"_id": workspace_id})

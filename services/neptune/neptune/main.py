@@ -1,17 +1,32 @@
-"""Composition root of the neptune service."""
+"""Composition root of the neptune service: conversations (commands, read model, queries)."""
 
+from collections.abc import Callable
+from datetime import datetime
+
+import httpx
 from fastapi import FastAPI
 
+from neptune.conversations import ConversationsProjection, build_router, register_queries
 from neptune.settings import NeptuneSettings
+from servicekit.commands import serve_commands
+from servicekit.eventstore import utcnow
+from servicekit.projections import serve_projection
 from servicekit.queries import QueryRouter, serve_queries
 from servicekit.runtime import Runtime, create_app
 
 SERVICE = "neptune"
 
 
-def build_app(settings: NeptuneSettings) -> FastAPI:
+def build_app(settings: NeptuneSettings, clock: Callable[[], datetime] = utcnow) -> FastAPI:
     async def setup(runtime: Runtime, app: FastAPI) -> None:
-        # No queries of its own yet; it answers the ping every service answers, so the gateway sees it is up.
-        serve_queries(runtime.bus, SERVICE, QueryRouter(), workers=settings.query_workers)
+        http = httpx.AsyncClient(base_url=settings.gateway_url, timeout=settings.gateway_timeout_s)
+        runtime.on_stop(http.aclose)
+        rows = ConversationsProjection(runtime.db["conversations"])
+        await rows.ensure_indexes()
+        serve_commands(runtime.bus, SERVICE, build_router(runtime.bus, http, clock), runtime.store, runtime.policy)
+        serve_projection(runtime.bus, SERVICE, rows, runtime.store, runtime.policy)
+        queries = QueryRouter()
+        register_queries(queries, runtime.store, rows)
+        serve_queries(runtime.bus, SERVICE, queries, workers=settings.query_workers)
 
-    return create_app(settings, setup, title="neptune")
+    return create_app(settings, setup, title="neptune", event_store=True)

@@ -3,8 +3,19 @@
 from fastapi import APIRouter
 
 from gateway.errors import PROBLEM_RESPONSES
-from gateway.routes import agents, commands, delegations, memory, messages, team_runs, teams, workflows, workspace
+from gateway.routes import (
+    agents,
+    commands,
+    delegations,
+    memory,
+    messages,
+    neptune,
+    team_runs,
+    teams,
+    workflows,
+    workspace,
+)
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
-for module in (workspace, agents, teams, team_runs, messages, delegations, workflows, memory, commands):
+for module in (workspace, agents, teams, team_runs, messages, delegations, workflows, memory, neptune, commands):
     router.include_router(module.router)
