@@ -77,6 +77,7 @@ class TurnCompleted(Event):
     tools: list[ToolUse]
     answer: str
     intent: str = Field(description="What Neptune took the message for (the offline parser's intent, or `model`).")
+    usage: dict[str, Any] = Field(default_factory=dict, description="The model's usage in the turn, if a model ran.")
     at: str
 
 
@@ -104,6 +105,7 @@ class TurnView(Model):
     tools: list[ToolUse]
     answer: str
     intent: str
+    usage: dict[str, Any] = Field(default_factory=dict)
     at: str
 
 

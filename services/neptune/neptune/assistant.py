@@ -6,7 +6,7 @@ service streams to the person. What the parser does not understand is answered w
 """
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,6 +48,7 @@ class TurnResult:
     intent: str
     tools: list[ToolUse]
     answer: str
+    usage: dict[str, Any] = field(default_factory=dict)
 
 
 def arguments_of(intent: Intent) -> dict[str, Any]:

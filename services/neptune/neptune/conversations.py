@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from openai import AsyncOpenAI
 from pymongo import ASCENDING, DESCENDING
 
 from contracts import EventRecord
@@ -29,6 +30,8 @@ from neptune.assistant import offline_turn
 from neptune.domain import conversation
 from neptune.domain.conversation import Conversation, ConversationNotFound
 from neptune.gateway_client import GatewayClient
+from neptune.model_turn import model_turn
+from neptune.settings import NeptuneSettings
 from servicekit.bus import Bus
 from servicekit.commands import CommandContext, CommandRouter
 from servicekit.eventstore import EventStore, StreamRef, decode, load_state
@@ -43,7 +46,9 @@ def conversation_stream(workspace_id: str, conversation_id: str) -> StreamRef:
     return StreamRef(workspace_id, conversation.AGGREGATE, conversation_id)
 
 
-def build_router(bus: Bus, http: httpx.AsyncClient, clock: Clock) -> CommandRouter:
+def build_router(
+    bus: Bus, http: httpx.AsyncClient, clock: Clock, settings: NeptuneSettings, llm: AsyncOpenAI | None
+) -> CommandRouter:
     router = CommandRouter()
 
     @router.register(StartConversation)
@@ -77,13 +82,17 @@ def build_router(bus: Bus, http: httpx.AsyncClient, clock: Clock) -> CommandRout
             return ids
         conversation.check_turn(state, command.conversation_id)
         client = GatewayClient(http, command.credential, idempotency_prefix=f"neptune-{command.turn_id}")
-        result = await offline_turn(client, command.content, emit)
+        if llm is None:
+            result = await offline_turn(client, command.content, emit)
+        else:
+            result = await model_turn(llm, settings, client, state.turns, command.content, emit)
         recorded = TurnCompleted(
             turn_id=command.turn_id,
             content=command.content,
             tools=result.tools,
             answer=result.answer,
             intent=result.intent,
+            usage=result.usage,
             at=clock().isoformat(),
         )
         await ctx.execute(stream, Conversation(), conversation.evolve, lambda s: conversation.decide_turn(s, recorded))

@@ -7,6 +7,7 @@ import httpx
 from fastapi import FastAPI
 
 from neptune.conversations import ConversationsProjection, build_router, register_queries
+from neptune.model_turn import build_llm
 from neptune.settings import NeptuneSettings
 from servicekit.commands import serve_commands
 from servicekit.eventstore import utcnow
@@ -23,7 +24,11 @@ def build_app(settings: NeptuneSettings, clock: Callable[[], datetime] = utcnow)
         runtime.on_stop(http.aclose)
         rows = ConversationsProjection(runtime.db["conversations"])
         await rows.ensure_indexes()
-        serve_commands(runtime.bus, SERVICE, build_router(runtime.bus, http, clock), runtime.store, runtime.policy)
+        llm = build_llm(settings)
+        if llm is not None:
+            runtime.on_stop(llm.close)
+        router = build_router(runtime.bus, http, clock, settings, llm)
+        serve_commands(runtime.bus, SERVICE, router, runtime.store, runtime.policy)
         serve_projection(runtime.bus, SERVICE, rows, runtime.store, runtime.policy)
         queries = QueryRouter()
         register_queries(queries, runtime.store, rows)

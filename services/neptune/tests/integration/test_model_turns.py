@@ -1,0 +1,135 @@
+"""Neptune with a model that calls tools: the openai SDK against the tests' OpenAI-compatible server (real HTTP), the
+tools through the real gateway and services. A two-tool chain, an ambiguous name answered with a question, a tool
+error fed back, the workspace's live context in the system prompt, the history, the turn's budget, and the
+fallback to the offline parser when the model is down."""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from conftest import Api, Infra
+from servicekit.testing import eventually
+from tests.support.neptune_process import Neptune, conversation, neptune_platform, readable, say, teams
+from tests.support.openai_server import Fail, FunctionCall, OpenAICompatibleServer, Reply
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[OpenAICompatibleServer]:
+    async with OpenAICompatibleServer(default=Reply("Done.")) as running:
+        yield running
+
+
+@pytest.fixture
+async def neptune(infra: Infra, env_name: str, server: OpenAICompatibleServer) -> AsyncIterator[Neptune]:
+    model = {"openai_api_key": "test", "openai_base_url": server.base_url, "openai_max_retries": 0}
+    async with neptune_platform(infra, env_name, **model) as running:
+        yield running
+
+
+@pytest.fixture
+async def api(neptune: Neptune) -> Api:
+    return Api(neptune.platform, await neptune.platform.new_workspace())
+
+
+def call(name: str, **arguments: Any) -> Reply:
+    return Reply(None, tool_calls=(FunctionCall(name, json.dumps(arguments)),))
+
+
+def tool_messages(request_body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(m["content"]) for m in request_body["messages"] if m["role"] == "tool"]
+
+
+async def test_the_model_chains_two_tools_for_one_request(api: Api, server: OpenAICompatibleServer) -> None:
+    server.script(
+        call("create_agent_team", department="support"),
+        call("run_agent_team", team="Support", objective="the ticket backlog"),
+        Reply("I created the support team and started it on the ticket backlog."),
+    )
+    talk = await conversation(api)
+    turn = await say(api, talk, "create a support team and run it on the ticket backlog")
+    assert turn.tools == ["create_agent_team", "run_agent_team"]
+    assert turn.answer == "I created the support team and started it on the ticket backlog."
+    (team,) = await teams(api, 1)
+    assert team["department"] == "support"
+    runs = (await api.get(f"/api/v1/teams/{team['team_id']}/runs"))["items"]
+    assert [r["objective"] for r in runs] == ["the ticket backlog"]
+
+    first, second, third = server.requests
+    assert {t["function"]["name"] for t in first.body["tools"]} >= {"create_agent_team", "run_agent_team"}
+    assert tool_messages(second.body)[0]["team_id"] == team["team_id"]  # each result is fed back
+    assert tool_messages(third.body)[1]["run_id"] == runs[0]["run_id"]
+    view = await api.get(f"/api/v1/neptune/conversations/{talk}")
+    (recorded,) = view["turns"]
+    assert (recorded["intent"], recorded["usage"]["calls"]) == ("model", 3)
+    assert recorded["usage"]["prompt_tokens"] > 0
+
+
+async def test_an_ambiguous_name_comes_back_as_a_question(api: Api, server: OpenAICompatibleServer) -> None:
+    for _ in range(2):
+        await api.post("/api/v1/workflows", {"template": "support-ticket"}, expect=201)
+    server.script(call("get_workflow_status", workflow="support ticket"), Reply("Which of the two do you mean?"))
+    talk = await conversation(api)
+    turn = await say(api, talk, "what's the status of the support ticket workflow?")
+    asked = turn.result()
+    assert "Which one do you mean?" in asked["question"]
+    _, second = server.requests
+    assert "Which one do you mean?" in tool_messages(second.body)[0]["question"]  # the model is told, not guessed
+    assert turn.answer == "Which of the two do you mean?"
+
+
+async def test_a_tool_error_is_fed_back_and_the_model_corrects_it(api: Api, server: OpenAICompatibleServer) -> None:
+    server.script(
+        call("create_agent_team", department="sales", colour="blue"),  # an argument the tool does not have
+        call("create_agent_team", department="sales"),
+        Reply("Created the sales team."),
+    )
+    talk = await conversation(api)
+    turn = await say(api, talk, "make me a sales team")
+    assert [u["ok"] for kind, u in turn.events if kind == "tool_result"] == [False, True]
+    _, second, _ = server.requests
+    assert "bad arguments" in tool_messages(second.body)[0]["error"]
+    assert len(await teams(api, 1)) == 1  # made once, by the corrected call
+
+
+async def test_the_system_prompt_carries_the_workspace_and_the_history_is_reread(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    created = await api.post("/api/v1/teams", {"from_template": {"template": "marketing"}}, expect=201)
+    team_id = created["resource_ids"]["team_id"]
+    await teams(api, 1)
+    talk = await conversation(api)
+    await say(api, talk, "hello")
+    await say(api, talk, "and again")
+    first, second = server.requests
+    system = first.body["messages"][0]
+    assert system["role"] == "system"
+    assert team_id in system["content"]
+    assert "create and manage agent teams" in system["content"]
+    said = [m["content"] for m in second.body["messages"] if m["role"] in {"user", "assistant"}]
+    assert said[-3:] == ["hello", "Done.", "and again"]  # the first turn, reread
+
+
+async def test_a_call_the_turns_budget_cannot_hold_is_not_made(infra: Infra, env_name: str) -> None:
+    async with OpenAICompatibleServer(default=Reply("never")) as server:
+        model = {
+            "openai_api_key": "test",
+            "openai_base_url": server.base_url,
+            "max_output_tokens": 16_000,
+            "turn_max_tokens": 1000,
+        }
+        async with neptune_platform(infra, env_name, **model) as neptune:
+            api = Api(neptune.platform, await neptune.platform.new_workspace())
+            turn = await say(api, await conversation(api), "list my teams")
+        assert server.requests == []
+    assert "budget is spent" in turn.answer
+
+
+async def test_when_the_model_is_down_the_offline_parser_answers(api: Api, server: OpenAICompatibleServer) -> None:
+    server.script(Fail(500))
+    talk = await conversation(api)
+    turn = await say(api, talk, "Create a sales team with lead qualifier and proposal writer")
+    assert turn.answer.startswith("(The model could not be reached")
+    team = await eventually(lambda: readable(api, f"/api/v1/teams/{turn.result()['team_id']}"))
+    assert sorted(m["role"] for m in team["members"]) == ["lead qualifier", "proposal writer"]
