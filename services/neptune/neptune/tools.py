@@ -10,7 +10,7 @@ tool's error, given back as it is.
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -378,7 +378,7 @@ def _control(action: str) -> Callable[[GatewayClient, WorkflowArgs], Awaitable[O
         done = await client.post(f"/api/v1/workflows/executions/{execution_id}/{action}", {})
         if not done.ok:
             return _error(done, f"{action} of {latest['workflow_name']}")
-        past = {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}[action]
+        past = {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled", "retry": "Retried"}[action]
         return Outcome(
             True,
             {
@@ -457,6 +457,87 @@ async def retrieve_agent_memory(client: GatewayClient, args: RecallArgs) -> Outc
     return Outcome(True, {"summary": "What memory holds: " + " | ".join(lines), "found": lines})
 
 
+class CoordinateArgs(Args):
+    teams: list[str] = Field(min_length=2, max_length=5, description="The teams' names or ids; the first leads.")
+    objective: str = Field(min_length=1, max_length=4000)
+
+
+class DecideArgs(WorkflowArgs):
+    approved: bool
+    comment: str = Field(default="", max_length=2000)
+
+
+class UsageArgs(Args):
+    group_by: Literal["agent", "execution", "model", "day"] | None = Field(default=None, description="How to split it.")
+
+
+async def coordinate_agents(client: GatewayClient, args: CoordinateArgs) -> Outcome:
+    chosen: list[Result] = []
+    for name in args.teams:
+        found = await _pick(client, "/api/v1/teams", name, "team_id", "team", "department")
+        if isinstance(found, Outcome):
+            return found
+        chosen.append(found)
+    body = {"team_ids": [t["team_id"] for t in chosen], "objective": args.objective}
+    started = await client.post("/api/v1/coordinations", body)
+    if not started.ok:
+        return _error(started, "starting the coordination")
+    run_id = started.body["resource_ids"]["run_id"]
+    names = " and ".join(str(t["name"]) for t in chosen)
+    return Outcome(
+        True,
+        {
+            "summary": f"{names} are working together on: {args.objective} ({chosen[0]['name']} leads).",
+            "run_id": run_id,
+            "links": {"run": f"/api/v1/coordinations/{run_id}", "live": f"/api/v1/team-runs/{run_id}/events"},
+        },
+    )
+
+
+async def decide_approval(client: GatewayClient, args: DecideArgs) -> Outcome:
+    latest, answered = await _latest_execution(client, args.workflow)
+    if latest is None:
+        assert answered is not None
+        return answered
+    execution_id = latest["execution_id"]
+    detail = await client.get(f"/api/v1/workflows/executions/{execution_id}")
+    steps = detail.body.get("steps", []) if detail.ok and isinstance(detail.body, dict) else []
+    waiting = [s["id"] for s in steps if s.get("kind") == "approval" and s.get("status") == "waiting"]
+    if not waiting:
+        return Outcome(False, {"error": f"the latest run of {latest['workflow_name']} waits for no approval"})
+    step_id = waiting[0]
+    decision = {"approved": args.approved, "comment": args.comment}
+    done = await client.post(f"/api/v1/workflows/executions/{execution_id}/approvals/{step_id}", decision)
+    if not done.ok:
+        return _error(done, "deciding the approval")
+    verb = "Approved" if args.approved else "Rejected"
+    return Outcome(
+        True,
+        {
+            "summary": f"{verb} {step_id} of {latest['workflow_name']}.",
+            "execution_id": execution_id,
+            "step_id": step_id,
+            "links": {"execution": f"/api/v1/workflows/executions/{execution_id}"},
+        },
+    )
+
+
+async def show_usage(client: GatewayClient, args: UsageArgs) -> Outcome:
+    found = await client.get("/api/v1/usage", {"group_by": args.group_by})
+    if not found.ok:
+        return _error(found, "reading usage")
+    total = found.body.get("total", {})
+    budget = found.body.get("budget")
+    left = ""
+    if isinstance(budget, dict) and budget.get("tokens"):
+        left = f"; {budget['tokens'] - budget.get('used_tokens', 0)} tokens left of this month's {budget['tokens']}"
+    summary = (
+        f"{total.get('calls', 0)} model calls, {total.get('total_tokens', 0)} tokens, "
+        f"${total.get('cost_usd', 0.0):.4f}{left}."
+    )
+    return Outcome(True, {"summary": summary, "total": total, "groups": found.body.get("groups", {}), "budget": budget})
+
+
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
     name: str
@@ -495,6 +576,22 @@ TOOLS: dict[str, ToolSpec] = {
         _spec("pause_execution", "Pause a workflow's latest run.", WorkflowArgs, _control("pause")),
         _spec("resume_execution", "Resume a workflow's latest run.", WorkflowArgs, _control("resume")),
         _spec("cancel_execution", "Cancel a workflow's latest run.", WorkflowArgs, _control("cancel")),
+        _spec(
+            "retry_execution",
+            "Retry a workflow's failed latest run from its failed steps.",
+            WorkflowArgs,
+            _control("retry"),
+        ),
+        _spec(
+            "decide_approval",
+            "Approve or reject the step a workflow's latest run waits on.",
+            DecideArgs,
+            decide_approval,
+        ),
+        _spec(
+            "coordinate_agents", "Several teams on one objective, the first leading.", CoordinateArgs, coordinate_agents
+        ),
+        _spec("show_usage", "Model usage and cost, and the monthly budget left.", UsageArgs, show_usage),
         _spec("delegate_to_agent", "Hand a task to an agent.", DelegateArgs, delegate_to_agent),
         _spec(
             "check_agent_availability",

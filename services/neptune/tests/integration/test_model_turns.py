@@ -133,3 +133,66 @@ async def test_when_the_model_is_down_the_offline_parser_answers(api: Api, serve
     assert turn.answer.startswith("(The model could not be reached")
     team = await eventually(lambda: readable(api, f"/api/v1/teams/{turn.result()['team_id']}"))
     assert sorted(m["role"] for m in team["members"]) == ["lead qualifier", "proposal writer"]
+
+
+async def test_coordination_approval_retry_and_usage_through_the_model(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    for template in ("sales", "support"):
+        await api.post("/api/v1/teams", {"from_template": {"template": template}}, expect=201)
+    await teams(api, 2)
+    lead = await api.post("/api/v1/workflows", {"template": "lead-to-customer"}, expect=201)
+    workflow_id = lead["resource_ids"]["workflow_id"]
+    big = {"lead": {"company": "Initech", "employees": 450, "notes": "enterprise, budget approved"}}
+    execution_id = (await api.post(f"/api/v1/workflows/{workflow_id}/executions", {"input": big}, expect=201))[
+        "resource_ids"
+    ]["execution_id"]
+
+    async def waiting() -> bool:
+        found = await readable(api, f"/api/v1/workflows/executions/{execution_id}")
+        return found is not None and any(s["status"] == "waiting" and s["kind"] == "approval" for s in found["steps"])
+
+    await eventually(waiting, 30)
+    server.script(
+        call("coordinate_agents", teams=["Sales", "Support"], objective="Win back unhappy customers"),
+        call("decide_approval", workflow="lead to customer", approved=True, comment="go"),
+        call("show_usage", group_by="agent"),
+        Reply("Done: coordinated, approved and counted."),
+    )
+    turn = await say(api, await conversation(api), "coordinate sales and support, approve the proposal, show usage")
+    assert [u["ok"] for kind, u in turn.events if kind == "tool_result"] == [True, True, True]
+    run_id = turn.result(0)["run_id"]
+    coordination = await eventually(lambda: readable(api, f"/api/v1/coordinations/{run_id}"))
+    assert (coordination["kind"], len(coordination["team_ids"])) == ("coordination", 2)
+
+    async def completed() -> bool:
+        found = await readable(api, f"/api/v1/workflows/executions/{execution_id}")
+        return found is not None and found["status"] == "completed"
+
+    await eventually(completed, 30)  # approved: the run went on to its end
+    assert "model calls" in turn.result(2)["summary"]
+    assert turn.result(2)["total"]["calls"] > 0
+
+
+async def test_a_failed_run_is_retried_through_the_model(api: Api, server: OpenAICompatibleServer) -> None:
+    spec = {
+        "name": "Audit",
+        "start": "audit",
+        "steps": [{"id": "audit", "kind": "agent", "name": "Audit", "role": "auditor", "instructions": "Audit it."}],
+    }
+    created = await api.post("/api/v1/workflows", {"spec": spec}, expect=201)
+    workflow_id = created["resource_ids"]["workflow_id"]
+    execution_id = (await api.post(f"/api/v1/workflows/{workflow_id}/executions", {"input": {}}, expect=201))[
+        "resource_ids"
+    ]["execution_id"]
+
+    async def status_is(wanted: str) -> bool:
+        found = await readable(api, f"/api/v1/workflows/executions/{execution_id}")
+        return found is not None and found["status"] == wanted
+
+    await eventually(lambda: status_is("failed"), 30)  # no auditor in the workspace: no_agent
+    await api.post("/api/v1/agents", {"name": "Ada", "role": "auditor", "model": {"provider": "local"}}, expect=201)
+    server.script(call("retry_execution", workflow="Audit"), Reply("Retried."))
+    turn = await say(api, await conversation(api), "retry the audit workflow")
+    assert turn.result()["execution_id"] == execution_id
+    await eventually(lambda: status_is("completed"), 30)
