@@ -256,7 +256,10 @@ class Origin(Model):
     """What an execution runs for, when another service started it (a team run, a delegation): carried into every
     task of the execution, so the agent runtime knows the run's shared context and the delegation chain."""
 
-    kind: Literal["team_run", "delegation"]
+    kind: Literal["team_run", "delegation", "dry_run"] = Field(
+        description="A dry run's agent steps use the deterministic local provider whatever their agents' models, and "
+        "its webhook steps are not called (they succeed with what they would have called)."
+    )
     id: Id
     team_id: Id | None = None
     objective: str = Field(default="", max_length=4000)

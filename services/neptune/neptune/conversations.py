@@ -81,7 +81,8 @@ def build_router(
             await emit(TurnEvent(type="message", data={"content": done.answer}))
             return ids
         conversation.check_turn(state, command.conversation_id)
-        client = GatewayClient(http, command.credential, idempotency_prefix=f"neptune-{command.turn_id}")
+        earlier = [use for done_turn in state.turns for use in done_turn.tools]
+        client = GatewayClient(http, command.credential, f"neptune-{command.turn_id}", earlier)
         if llm is None:
             result = await offline_turn(client, command.content, emit)
         else:

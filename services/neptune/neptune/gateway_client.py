@@ -4,10 +4,13 @@ Every request has a timeout; a command is sent with an Idempotency-Key derived f
 turn handled again after a crash gets the first outcome back instead of doing the work twice.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from contracts.neptune import ToolUse
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +31,13 @@ class Answer:
 
 
 class GatewayClient:
-    def __init__(self, client: httpx.AsyncClient, credential: str, idempotency_prefix: str) -> None:
+    """The gateway as one turn sees it; ``earlier`` holds the tool calls of the conversation's earlier turns (what a
+    tool may build on, e.g. a proposal the person has since confirmed)."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, credential: str, idempotency_prefix: str, earlier: Sequence[ToolUse] = ()
+    ) -> None:
+        self.earlier = tuple(earlier)
         self._client = client
         self._headers = {"Authorization": f"Bearer {credential}"}
         self._prefix = idempotency_prefix

@@ -7,13 +7,18 @@ used, several are a question back listing them, never a guess. A refusal of the 
 tool's error, given back as it is.
 """
 
+import asyncio
+import hashlib
+import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.workflows import AgentStep, WorkflowSpec
 from neptune.gateway_client import Answer, GatewayClient
 
 Result = dict[str, Any]
@@ -538,6 +543,114 @@ async def show_usage(client: GatewayClient, args: UsageArgs) -> Outcome:
     return Outcome(True, {"summary": summary, "total": total, "groups": found.body.get("groups", {}), "budget": budget})
 
 
+class ProposeWorkflowArgs(Args):
+    spec: WorkflowSpec = Field(description="The definition, in the engine's own schema (only its step kinds).")
+    sample_input: dict[str, Any] = Field(default_factory=dict, description="An input to try it on.")
+
+
+class SaveWorkflowArgs(Args):
+    proposal_id: str = Field(pattern=r"^wfp_[0-9a-f]{16}$", description="What propose_workflow answered.")
+
+
+DRY_RUN_WAIT_S = 20.0
+
+
+def proposal_id(spec: dict[str, Any]) -> str:
+    return "wfp_" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+async def propose_workflow(client: GatewayClient, args: ProposeWorkflowArgs) -> Outcome:
+    """A definition checked and tried, never saved: the engine validates it, a dry run on the deterministic provider
+    shows the path the sample input takes, and the steps that no agent of the workspace can take are named."""
+    spec = args.spec.model_dump(mode="json", exclude_none=True)
+    listed = await client.get("/api/v1/agents", {"limit": 500})
+    agents = [a for a in _items(listed) if not a.get("retired")] if listed.ok else []
+    missing = [
+        step.id
+        for step in args.spec.steps
+        if isinstance(step, AgentStep)
+        and not any(
+            (step.agent_id is None or a["agent_id"] == step.agent_id)
+            and (step.role is None or a.get("role") == step.role)
+            and (step.capability is None or step.capability in a.get("capabilities", []))
+            for a in agents
+        )
+    ]
+    tried = await client.post("/api/v1/workflows/dry-runs", {"spec": spec, "input": args.sample_input})
+    if not tried.ok:
+        return _error(tried, "checking the definition")  # the engine's own validation: nothing is saved
+    execution_id = tried.body["resource_ids"].get("execution_id") or tried.body["links"]["resource"].rsplit("/", 1)[-1]
+    run = await _settled(client, execution_id)
+    steps = run.get("steps", []) if run else []
+    path = [f"{s['id']}: {s['status']}" for s in steps if s.get("status") not in {"pending", None}]
+    ident = proposal_id(spec)
+    shown = ", ".join(f"{s.id} ({s.kind})" for s in args.spec.steps)
+    return Outcome(
+        True,
+        {
+            "summary": f"Proposed {args.spec.name}: {shown}. On the sample input: {'; '.join(path) or 'no step ran'}"
+            + (f". No agent can take {', '.join(missing)} yet" if missing else "")
+            + ". Not saved: ask the person to confirm, then call save_workflow.",
+            "proposal_id": ident,
+            "steps": [{"id": s.id, "kind": s.kind, "name": s.name} for s in args.spec.steps],
+            "path": path,
+            "dry_run_status": run.get("status") if run else "unknown",
+            "missing_agents": missing,
+            "links": {"dry_run": f"/api/v1/workflows/executions/{execution_id}"},
+        },
+    )
+
+
+async def _settled(client: GatewayClient, execution_id: str) -> dict[str, Any] | None:
+    """The dry run once it has ended or waits (for an approval, a delay), within DRY_RUN_WAIT_S."""
+    until = time.monotonic() + DRY_RUN_WAIT_S
+    found: dict[str, Any] | None = None
+    while time.monotonic() < until:
+        answer = await client.get(f"/api/v1/workflows/executions/{execution_id}")
+        if answer.ok and isinstance(answer.body, dict):
+            found = answer.body
+            steps = found.get("steps", [])
+            if found.get("status") != "running" or any(
+                s.get("status") == "waiting" and s.get("kind") in {"approval", "delay"} for s in steps
+            ):
+                return found
+        await asyncio.sleep(0.2)
+    return found
+
+
+async def save_workflow(client: GatewayClient, args: SaveWorkflowArgs) -> Outcome:
+    """Save a definition proposed in an earlier turn: the person has seen it and answered since."""
+    proposed = next(
+        (
+            use
+            for use in reversed(client.earlier)
+            if use.name == "propose_workflow" and use.ok and use.result.get("proposal_id") == args.proposal_id
+        ),
+        None,
+    )
+    if proposed is None:
+        return Outcome(
+            False,
+            {
+                "error": "no such proposal in an earlier turn: propose the workflow, show it, and save it once the "
+                "person has confirmed (a proposal is never saved in the turn that made it)"
+            },
+        )
+    spec = proposed.arguments["spec"]
+    created = await client.post("/api/v1/workflows", {"spec": spec})
+    if not created.ok:
+        return _error(created, "saving the workflow")
+    workflow_id = created.body["resource_ids"]["workflow_id"]
+    return Outcome(
+        True,
+        {
+            "summary": f"Saved the workflow {spec.get('name', '')}.",
+            "workflow_id": workflow_id,
+            "links": {"workflow": f"/api/v1/workflows/{workflow_id}"},
+        },
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
     name: str
@@ -590,6 +703,18 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         _spec(
             "coordinate_agents", "Several teams on one objective, the first leading.", CoordinateArgs, coordinate_agents
+        ),
+        _spec(
+            "propose_workflow",
+            "Check and dry-run a workflow definition written from a description; never saves it.",
+            ProposeWorkflowArgs,
+            propose_workflow,
+        ),
+        _spec(
+            "save_workflow",
+            "Save a workflow proposed in an earlier turn, once the person confirmed it.",
+            SaveWorkflowArgs,
+            save_workflow,
         ),
         _spec("show_usage", "Model usage and cost, and the monthly budget left.", UsageArgs, show_usage),
         _spec("delegate_to_agent", "Hand a task to an agent.", DelegateArgs, delegate_to_agent),

@@ -163,7 +163,12 @@ class Executor:
                     if isinstance(outcome, BaseException):
                         raise outcome  # acted on again later: sent again, and dropped by the broker if it went out
             case WebhookStep() if event.timeout_at:
-                if await timers:  # its timeout is the once-only claim of the call
+                if not await timers:  # its timeout is the once-only claim of the call
+                    return
+                if state.origin is not None and state.origin.kind == "dry_run":  # shown, never called
+                    would = {"dry_run": True, "would_call": f"{step.method} {step.url}"}
+                    self._spawn(self._record_result(ws, execution_id, step.id, event, ok=True, kind="", output=would))
+                else:
                     self._spawn(self._call_webhook(ws, execution_id, step, event))
             case _:
                 await timers

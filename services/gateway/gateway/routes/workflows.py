@@ -27,6 +27,7 @@ from contracts.workflows import (
     ListExecutions,
     ListWorkflows,
     ListWorkflowTemplates,
+    Origin,
     PauseExecution,
     ResumeExecution,
     RetryExecution,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["workflows"], route_class=JsonBodyRoute)
 Limit = Annotated[int, Query(ge=1, le=500)]
 KEEPALIVE_S = 15.0
-WORKFLOW_ID = segment("workflow_id", not_one_of=["executions"])
+WORKFLOW_ID = segment("workflow_id", not_one_of=["executions", "dry-runs"])
 
 
 class Model(BaseModel):
@@ -315,6 +316,31 @@ async def execute_workflow(
         execution_id=execution_id,
         input=body.input if body else {},
         budget=body.budget if body else None,
+    )
+    return await send(command, created=f"/api/v1/workflows/executions/{execution_id}")
+
+
+class DryRun(Model):
+    spec: WorkflowSpec
+    input: dict[str, Any] = Field(default_factory=dict, description="A sample input: the branch it takes is shown.")
+
+
+@router.post(
+    "/workflows/dry-runs",
+    response_model=CommandResponse,
+    status_code=201,
+    summary="Try a definition on a sample input without saving it: the engine validates it, its agent steps run on "
+    "the deterministic local provider and its webhooks are not called; follow the execution to see the path",
+    responses=PENDING,
+)
+async def dry_run(body: DryRun, send: Send) -> CommandResponse:
+    execution_id = f"dr_{send.command_id[:24]}"
+    command = ExecuteWorkflow(
+        workflow_id="dry-run",
+        execution_id=execution_id,
+        input=body.input,
+        spec=body.spec,
+        origin=Origin(kind="dry_run", id=execution_id),
     )
     return await send(command, created=f"/api/v1/workflows/executions/{execution_id}")
 

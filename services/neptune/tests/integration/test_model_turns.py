@@ -196,3 +196,78 @@ async def test_a_failed_run_is_retried_through_the_model(api: Api, server: OpenA
     turn = await say(api, await conversation(api), "retry the audit workflow")
     assert turn.result()["execution_id"] == execution_id
     await eventually(lambda: status_is("completed"), 30)
+
+
+TRIAGE = {
+    "name": "Ticket triage",
+    "start": "triage",
+    "steps": [
+        {
+            "id": "triage",
+            "kind": "agent",
+            "name": "Triage",
+            "role": "triage",
+            "instructions": "Read the ticket; give its sentiment.",
+            "output_schema": {
+                "type": "object",
+                "properties": {"sentiment": {"type": "string", "enum": ["angry", "calm"]}},
+                "required": ["sentiment"],
+            },
+            "next": "route",
+        },
+        {
+            "id": "route",
+            "kind": "condition",
+            "name": "Angry?",
+            "branches": [
+                {"when": {"field": "$steps.triage.output.sentiment", "op": "eq", "value": "angry"}, "next": "escalate"}
+            ],
+            "default": "answer",
+        },
+        {"id": "escalate", "kind": "approval", "name": "Manager approves", "prompt": "Escalate?", "next": "answer"},
+        {"id": "answer", "kind": "agent", "name": "Answer", "role": "support agent", "instructions": "Answer it."},
+    ],
+}
+
+
+async def test_a_workflow_from_a_description_is_checked_dry_run_and_saved_only_once_confirmed(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    for name, role in (("Tia", "triage"), ("Sam", "support agent")):
+        await api.post("/api/v1/agents", {"name": name, "role": role, "model": {"provider": "local"}}, expect=201)
+    ticket = {"ticket": {"subject": "Refund now, this is the third time!", "body": "I am furious"}}
+    server.script(
+        call("propose_workflow", spec=TRIAGE, sample_input=ticket),
+        call("save_workflow", proposal_id="wfp_0000000000000000"),  # saving in the same turn: refused
+        Reply("Here is the workflow; shall I save it?"),
+    )
+    talk = await conversation(api)
+    proposed = await say(api, talk, "set up a workflow that triages tickets, escalates the angry ones, else answers")
+    result = proposed.result(0)
+    assert "steps" in result, result
+    assert [s["id"] for s in result["steps"]] == ["triage", "route", "escalate", "answer"]
+    assert result["path"][0].startswith("triage: ")
+    assert result["missing_agents"] == []
+    assert "no such proposal" in proposed.result(1)["error"]
+    assert (await api.get("/api/v1/workflows"))["items"] == []  # nothing saved before the person says so
+
+    server.script(call("save_workflow", proposal_id=result["proposal_id"]), Reply("Saved."))
+    saved = await say(api, talk, "yes, save it")
+    workflow_id = saved.result()["workflow_id"]
+    stored = await api.get(f"/api/v1/workflows/{workflow_id}")
+    assert [s["id"] for s in stored["spec"]["steps"]] == ["triage", "route", "escalate", "answer"]
+
+
+async def test_an_invented_step_kind_or_a_broken_graph_is_never_saved(api: Api, server: OpenAICompatibleServer) -> None:
+    invented = {**TRIAGE, "steps": [*TRIAGE["steps"][:1], {"id": "route", "kind": "teleport", "name": "Beam"}]}
+    broken = {**TRIAGE, "steps": [{**TRIAGE["steps"][0], "next": "nowhere"}]}
+    server.script(
+        call("propose_workflow", spec=invented),
+        call("propose_workflow", spec=broken),
+        Reply("Both were refused."),
+    )
+    turn = await say(api, await conversation(api), "make a workflow that beams tickets away")
+    first, second = (r for kind, r in turn.events if kind == "tool_result")
+    assert "bad arguments" in first["result"]["error"]  # not a step kind: the tool's own model refuses it
+    assert "invalid_workflow" in second["result"]["error"]  # the engine's validation of the graph
+    assert (await api.get("/api/v1/workflows"))["items"] == []

@@ -27,7 +27,7 @@ from uuid import uuid4
 from pydantic import ValidationError
 
 from contracts import Actor
-from contracts.agents import AgentSpec
+from contracts.agents import AgentSpec, ModelSetting
 from contracts.memory import RetrieveMemory, Scope, ScopeKind
 from contracts.outputs import output_errors
 from contracts.workflows import AgentTask, RecordTaskResult, result_command_id
@@ -69,6 +69,9 @@ def _wait(left_s: float) -> float:
     delivery up to 30 s (so TASK_MAX_DELIVER deliveries outlast the longest step timeout), and never past a quarter
     of the time left."""
     return max(0.05, min(left_s / 4, 0.25 * 1.25 ** min(deliveries() - 1, 40), 30.0))
+
+
+LOCAL_SETTING = ModelSetting(provider="local")  # a dry run's steps: the deterministic provider, whatever the agent's
 
 
 def cost_micros(prices: dict[str, tuple[float, float]], model: str, prompt: int, completion: int) -> int:
@@ -203,7 +206,8 @@ class TaskWorker:
         received = await self._runs.received(task, agent.agent_id)
         messages = build_messages(spec, task, memories, shared, received)
         await self._runs.record_handoff(task, agent.agent_id, sorted(shared), [m["message_id"] for m in received])
-        provider, model = self._providers.resolve(spec.model)
+        dry_run = task.origin is not None and task.origin.kind == "dry_run"
+        provider, model = self._providers.resolve(LOCAL_SETTING if dry_run else spec.model)
         tools = [] if provider == "local" else self._tools.offered(task)
 
         def prompt_size(sent: list[ChatMessage], offered: list[Tool]) -> int:
