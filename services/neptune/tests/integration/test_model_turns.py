@@ -198,7 +198,7 @@ async def test_a_failed_run_is_retried_through_the_model(api: Api, server: OpenA
     await eventually(lambda: status_is("completed"), 30)
 
 
-TRIAGE = {
+TRIAGE: dict[str, Any] = {
     "name": "Ticket triage",
     "start": "triage",
     "steps": [
