@@ -167,7 +167,7 @@ def chat(
     api_key: str | None,
 ) -> None:
     """Say MESSAGE to Neptune and show its answer as it streams; without MESSAGE, read one message a line
-    ("exit" or Ctrl-D ends)."""
+    ("exit" or Ctrl-D ends; Ctrl-C stops waiting for the turn's answer)."""
     if new and conversation_id:
         raise click.UsageError("--new and --conversation exclude each other", ctx)
     target = _target(ctx, url, api_key)
@@ -189,6 +189,8 @@ def chat(
             continue
         try:
             session.say(line)
+        except KeyboardInterrupt:  # Ctrl-C stops listening to this turn (Neptune still records it), not the chat
+            err.print(Text("(interrupted: `neptune show` has the turn once it is done)", "dim"))
         except ClientError as exc:
             if not exc.recoverable:
                 raise

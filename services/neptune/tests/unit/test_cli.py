@@ -209,6 +209,25 @@ def test_without_a_message_it_reads_one_a_line_until_exit(tmp_path: Path) -> Non
     assert run(FakeGateway(), tmp_path, "chat", "--new", stdin="").exit_code == 0  # Ctrl-D
 
 
+def test_ctrl_c_during_a_turn_stops_listening_to_it_and_the_chat_goes_on(tmp_path: Path) -> None:
+    gateway = FakeGateway(CREATE_TEAM, CREATE_TEAM)
+
+    def interrupted_once(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/messages") and not gateway.turns["cv_1"]:
+            gateway.turns["cv_1"].append("interrupted")
+            raise KeyboardInterrupt
+        return gateway.handle(request)
+
+    wiring = Wiring(transport=httpx.MockTransport(interrupted_once), environ={"XDG_STATE_HOME": str(tmp_path)})
+    done = CliRunner().invoke(
+        cli, ["chat", "--api-key", KEY, "--url", URL], obj=wiring, input="Create a sales team\nList my teams\n"
+    )
+    assert done.exit_code == 0, done.output
+    assert "interrupted" in done.stderr
+    assert gateway.turns == {"cv_1": ["interrupted", "List my teams"]}
+    assert "<- ok: Made." in done.stdout
+
+
 def test_usage_errors_exit_2(gateway: FakeGateway, tmp_path: Path) -> None:
     assert run(gateway, tmp_path, "chat", "--new", "--conversation", "cv_1", "hi").exit_code == 2
     no_key = run(gateway, tmp_path, "chat", "hi", key="")
