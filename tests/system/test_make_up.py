@@ -5,110 +5,21 @@ is gone."""
 import asyncio
 import json
 import os
-import random
-import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import Infra
-from servicekit.devstack import SERVICES, port_open
+from servicekit.devstack import SERVICES
 from tests.support.sse import read_events
+from tests.support.stack import Launcher
 
 pytestmark = pytest.mark.system
 BACKENDS = {"orchestrator", "workflow-engine", "memory", "neptune", "agent-runtime"}
-
-
-def _free_port_base() -> int:
-    for _ in range(100):
-        # Below Linux's ephemeral range (32768+), where the kernel would hand ports to outgoing connections.
-        base = random.randrange(20000, 32000, 10)
-        if not any(port_open("127.0.0.1", base + i) for i in range(len(SERVICES))):
-            return base
-    raise RuntimeError("no free port range")
-
-
-@dataclass
-class Launcher:
-    proc: subprocess.Popen[bytes]
-    root: Path
-    env_name: str
-    output: bytes = b""
-    gateway: str = ""
-    key: str = ""
-    base: int = 0
-    lines: list[str] = field(default_factory=list)
-
-    def read_until(self, marker: str, timeout_s: float) -> list[str]:
-        """Read the launcher's output (unbuffered, so select() tells the truth) until a new line holds ``marker``;
-        the lines read so far."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        seen = len(self.lines)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.5)
-            if ready:
-                chunk = os.read(fd, 65536)
-                self.output += chunk
-                self.lines = self.output.decode(errors="replace").splitlines()
-                if any(marker in line for line in self.lines[seen:]):
-                    return self.lines
-                if not chunk:
-                    break
-        raise AssertionError(f"{marker!r} not printed; output so far:\n{self.output.decode(errors='replace')}")
-
-    @property
-    def state(self) -> dict[str, object]:
-        state: dict[str, object] = json.loads((self.root / ".data" / f"stack-{self.env_name}.json").read_text())
-        return state
-
-    def pid_of(self, service: str) -> int:
-        services: dict[str, dict[str, int]] = self.state["services"]  # type: ignore[assignment]
-        return services[service]["pid"]
-
-
-@pytest.fixture
-def stack(infra: Infra, env_name: str, tmp_path: Path) -> Iterator[Launcher]:
-    base = _free_port_base()
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "LOCAL_LLM"},  # the real model has a test of its own
-        "MONGODB_URL": infra.mongodb_url,
-        "NATS_URL": infra.nats_url,
-        "PLATFORM_ENV": env_name,
-        "DEVSTACK_PORT_BASE": str(base),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "servicekit.devstack", "up", "--root", str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    launcher = Launcher(proc, tmp_path, env_name, base=base)
-    try:
-        lines = launcher.read_until("Press Ctrl-C", 120)
-        launcher.key = next(line.split("API key:")[1].strip() for line in lines if "API key:" in line)
-        launcher.gateway = next(line.split("Gateway:")[1].split()[0] for line in lines if "Gateway:" in line)
-        assert any(f"MongoDB:   {infra.mongodb_url}" in line for line in lines), "make up prints the MongoDB URL"
-        yield launcher
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert proc.returncode == 0
-    assert not any(port_open("127.0.0.1", base + i) for i in range(len(SERVICES))), "Ctrl-C stops every service"
-    assert not (tmp_path / ".data" / f"stack-{env_name}.json").exists(), "the stack's state goes with it"
 
 
 async def test_every_service_is_ready_and_the_slice_works_over_http(stack: Launcher) -> None:
