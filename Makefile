@@ -56,6 +56,7 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/agent_runtime.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/team_runs.py
+	$(BIN)/python bench/neptune.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .venv-llm .venv-llm.lock .data

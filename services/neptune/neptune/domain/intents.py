@@ -194,10 +194,15 @@ _RUN_OF = re.compile(
 )
 
 
+_FOR_TEAM_FIRST = re.compile(r"^(?P<lead>for\s+(?:the\s+)?[\w' -]+?\s+team)[\s,:]+(?P<rest>.+)$")
+
+
 def parse(text: str) -> Intent:  # noqa: PLR0912 - one return per rule, in order
     line = normalize(text)
     if not line:
         return Intent(IntentKind.UNKNOWN)
+    if (match := _FOR_TEAM_FIRST.match(line)) and _REMEMBER.match(match["rest"]):
+        line = f"{match['rest']} {match['lead']}"  # "for the sales team, remember X": remember X for the sales team
     if match := _REMEMBER.match(line):
         fact = _clean(match["fact"])
         team = match["team"] or match["team_before"]
@@ -290,6 +295,8 @@ def _create_team(before: str, after: str) -> Intent:
             roles = _roles(match["roles"])
     elif after and department is None:
         department = _department(after)
+    elif after and re.search(r",|\band\b|\bplus\b", after):  # "a sales team: lead qualifier, proposal writer"
+        roles = _roles(after)
     if department is None and before:
         department = None
     return Intent(IntentKind.CREATE_TEAM, {"department": department, "roles": roles})
