@@ -91,6 +91,14 @@ class GetConversation(Query):
 
 
 @REGISTRY.register
+class CheckConversation(Query):
+    """Whether the conversation is the caller's (404 if not): what the gateway asks before it sends a turn."""
+
+    service = "neptune"
+    conversation_id: Id
+
+
+@REGISTRY.register
 class ListConversations(Query):
     service = "neptune"
     limit: Integer = Field(default=50, ge=1, le=500)

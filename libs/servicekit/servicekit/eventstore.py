@@ -227,6 +227,11 @@ class EventStore:
             records.extend(r for r in _records(doc) if r.version > after_version)
         return records
 
+    async def exists(self, stream: StreamRef) -> bool:
+        """Whether the stream has a first event (one indexed read, however long the stream)."""
+        found = await self._commits.find_one({"stream_id": stream.stream_id, "first_version": 1}, {"_id": 1})
+        return found is not None
+
     async def load_commits(self, stream: StreamRef, after_version: int = 0) -> list[Commit]:
         """The stream's commits that start after ``after_version``, in order. Identical loads that overlap share a
         read begun after each of them was asked for (a workflow's definition, checked by every execution of it)."""

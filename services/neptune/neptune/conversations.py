@@ -19,6 +19,7 @@ from pymongo import ASCENDING, DESCENDING
 from contracts import EventRecord
 from contracts.neptune import (
     ChatTurn,
+    CheckConversation,
     ConversationStarted,
     GetConversation,
     ListConversations,
@@ -66,7 +67,7 @@ def build_router(
     @router.register(ChatTurn)
     async def turn(command: ChatTurn, ctx: CommandContext) -> dict[str, str]:
         stream = conversation_stream(ctx.workspace_id, command.conversation_id)
-        state = (await load_state(ctx.store, stream, Conversation(), conversation.evolve)).state
+        state = (await load_state(ctx.store, stream, Conversation(), conversation.evolve, ctx.cache)).state
         subject = bus.subjects.neptune_turn(ctx.workspace_id, command.turn_id)
 
         async def emit(event: TurnEvent) -> None:
@@ -148,6 +149,12 @@ def register_queries(router: QueryRouter, store: EventStore, rows: Conversations
             "updated_at": turns[-1].at if turns else started.at,
             "turns": [t.model_dump(mode="json", exclude={"event_id"}) for t in turns],
         }
+
+    @router.register(CheckConversation)
+    async def check(query: CheckConversation, workspace_id: str) -> Document:
+        if not await store.exists(conversation_stream(workspace_id, query.conversation_id)):
+            raise ConversationNotFound(f"conversation {query.conversation_id} not found")
+        return {"conversation_id": query.conversation_id}
 
     @router.register(ListConversations)
     async def list_all(query: ListConversations, workspace_id: str) -> list[Document]:

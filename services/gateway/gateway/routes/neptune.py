@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from contracts import Actor, CommandOutcome, ErrorCode, OutcomeStatus
 from contracts.neptune import (
     ChatTurn,
+    CheckConversation,
     Content,
     ConversationLine,
     ConversationView,
@@ -110,7 +111,7 @@ async def post_message(
     send: Send,
 ) -> StreamingResponse:
     _not_via_neptune(principal)
-    await queries.ask(principal, GetConversation(conversation_id=conversation_id))  # 404 unless it is the caller's
+    await queries.ask(principal, CheckConversation(conversation_id=conversation_id))  # 404 unless it is the caller's
     turn_id = f"turn_{send.command_id[:24]}"
     credential = mint(neptune_secret(request), principal, settings.neptune_token_ttl_s)
     command = ChatTurn(conversation_id=conversation_id, turn_id=turn_id, content=body.content, credential=credential)

@@ -201,9 +201,11 @@ class TaskWorker:
 
     async def _run(self, task: AgentTask, agent: Candidate, deadline: datetime) -> None:
         spec, ws = agent.spec, task.workspace_id
-        memories = await self._recall(task, spec, agent.agent_id)
-        shared = await self._runs.shared(task)
-        received = await self._runs.received(task, agent.agent_id)
+        memories, shared, received = await asyncio.gather(  # three reads over NATS, each bounded: at once
+            self._recall(task, spec, agent.agent_id),
+            self._runs.shared(task),
+            self._runs.received(task, agent.agent_id),
+        )
         messages = build_messages(spec, task, memories, shared, received)
         await self._runs.record_handoff(task, agent.agent_id, sorted(shared), [m["message_id"] for m in received])
         dry_run = task.origin is not None and task.origin.kind == "dry_run"
