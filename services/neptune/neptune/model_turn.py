@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from openai import APIError, AsyncOpenAI
+from openai import APIError, AsyncOpenAI, omit
 
 from contracts.neptune import ToolUse, TurnCompleted, TurnEvent
 from neptune.assistant import Emit, TurnResult, call_tool, offline_turn
@@ -140,7 +140,7 @@ async def model_turn(
             response = await llm.chat.completions.create(
                 model=settings.neptune_model,
                 messages=messages,  # type: ignore[arg-type]
-                tools=offered or None,  # type: ignore[arg-type]
+                tools=offered or omit,  # type: ignore[arg-type]  # no tools: the field left out, not null
                 max_tokens=settings.max_output_tokens,
                 timeout=settings.model_timeout_s,
             )

@@ -103,6 +103,7 @@ async def test_the_system_prompt_carries_the_workspace_and_the_history_is_reread
     await say(api, talk, "hello")
     await say(api, talk, "and again")
     first, second = server.requests
+    assert "tools" in first.body
     system = first.body["messages"][0]
     assert system["role"] == "system"
     assert team_id in system["content"]
@@ -289,3 +290,16 @@ async def test_a_model_talked_into_another_workspace_can_do_nothing_there(
     assert [u["ok"] for kind, u in turn.events if kind == "tool_result"] == [False, False]
     assert (await other.get(f"/api/v1/teams/{their_team['team_id']}/runs"))["items"] == []
     assert "npt_" not in json.dumps(turn.events)
+
+
+async def test_the_last_round_offers_no_tools_and_leaves_the_field_out(infra: Infra, env_name: str) -> None:
+    async with OpenAICompatibleServer(default=Reply("That is all I can do.")) as server:
+        server.script(call("list_agent_teams"))
+        model = {"openai_api_key": "test", "openai_base_url": server.base_url, "max_tool_rounds": 1}
+        async with neptune_platform(infra, env_name, **model) as neptune:
+            api = Api(neptune.platform, await neptune.platform.new_workspace())
+            turn = await say(api, await conversation(api), "list my teams, then keep going")
+        first, last = server.requests
+    assert "tools" in first.body
+    assert "tools" not in last.body  # not `null`, which OpenAI refuses
+    assert turn.answer == "That is all I can do."
