@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from nats.js.errors import NotFoundError
 from opentelemetry import propagate
 from pydantic import ValidationError
 
@@ -265,6 +266,16 @@ async def publish_command(bus: Bus, service: str, envelope: Envelope) -> bool:
         msg_id=envelope.message_id,
         stream=subjects.commands_stream,
     )
+
+
+async def last_outcome(bus: Bus, workspace_id: str, command_id: str) -> CommandOutcome | None:
+    """The outcome published for a command, read back from the OUTCOMES stream; None while there is none."""
+    subjects = bus.subjects
+    try:
+        msg = await bus.js.get_last_msg(subjects.outcomes_stream, subjects.outcome(workspace_id, command_id))
+    except NotFoundError:
+        return None
+    return CommandOutcome.model_validate_json(msg.data or b"")
 
 
 def serve_commands(bus: Bus, service: str, router: CommandRouter, store: EventStore, policy: ConsumerPolicy) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import NotFoundError
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -30,7 +29,7 @@ from contracts import Actor, Command, CommandOutcome, Envelope, ErrorCode, new_i
 from gateway.errors import ApiError
 from gateway.workspaces import Principal
 from servicekit.bus import Bus
-from servicekit.commands import envelope_for, publish_command
+from servicekit.commands import envelope_for, last_outcome, publish_command
 
 log = logging.getLogger(__name__)
 Document = dict[str, Any]
@@ -170,12 +169,7 @@ class CommandGateway:
 
     async def _outcome(self, workspace_id: str, command_id: str) -> CommandOutcome | None:
         """The command's outcome from the OUTCOMES stream; None while there is none."""
-        subjects = self._bus.subjects
-        try:
-            msg = await self._bus.js.get_last_msg(subjects.outcomes_stream, subjects.outcome(workspace_id, command_id))
-        except NotFoundError:
-            return None
-        return CommandOutcome.model_validate_json(msg.data or b"")
+        return await last_outcome(self._bus, workspace_id, command_id)
 
     async def _send_and_wait(self, record: Document, envelope: Envelope, *, recorded: bool = True) -> CommandStatus:
         """Publish and wait for the outcome. ``recorded``: the record was written before sending (an

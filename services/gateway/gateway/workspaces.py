@@ -69,28 +69,30 @@ class WorkspaceStore:
     async def authenticate(self, api_key: str) -> Principal | None:
         if not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
             return None
-        key_digest = digest(api_key)
+        return await self._verify(f"key:{digest(api_key)}", {"digest": digest(api_key)})
+
+    async def key_active(self, workspace_id: str, key_id: str) -> bool:
+        """Whether the key is the workspace's and not revoked (a credential minted from it lives no longer); cached
+        like a verified key, so Neptune's calls with a credential cost no more reads than the caller's own."""
+        found = await self._verify(f"id:{workspace_id}:{key_id}", {"_id": key_id, "workspace_id": workspace_id})
+        return found is not None
+
+    async def _verify(self, cache_key: str, selector: Document) -> Principal | None:
+        """The principal of the active key ``selector`` finds, remembered for ``key_cache_s`` under ``cache_key``."""
         now = time.monotonic()
-        cached = self._verified.get(key_digest)
+        cached = self._verified.get(cache_key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        doc = await self._keys.find_one({"digest": key_digest, "revoked_at": {"$exists": False}})
+        doc = await self._keys.find_one({**selector, "revoked_at": {"$exists": False}})
         if doc is None:
-            self._verified.pop(key_digest, None)
+            self._verified.pop(cache_key, None)
             return None
         principal = Principal(doc["workspace_id"], doc["_id"])
-        self._verified[key_digest] = (principal, now + self._ttl)
-        self._verified.move_to_end(key_digest)
+        self._verified[cache_key] = (principal, now + self._ttl)
+        self._verified.move_to_end(cache_key)
         while len(self._verified) > self._size:
             self._verified.popitem(last=False)
         return principal
-
-    async def key_active(self, workspace_id: str, key_id: str) -> bool:
-        """Whether the key is the workspace's and not revoked (a credential minted from it lives no longer)."""
-        found = await self._keys.find_one(
-            {"_id": key_id, "workspace_id": workspace_id, "revoked_at": {"$exists": False}}
-        )
-        return found is not None
 
     async def get(self, workspace_id: str) -> Document | None:
         return await self._workspaces.find_one({"_id": workspace_id})

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict
 
 from contracts import Actor, CommandOutcome, ErrorCode, OutcomeStatus
@@ -129,13 +130,19 @@ async def post_message(
     live = await bus.nc.subscribe(subjects.neptune_turn(principal.workspace_id, turn_id), cb=on_live)
     outcome = await bus.nc.subscribe(subjects.outcome(principal.workspace_id, turn_id), cb=on_outcome, max_msgs=1)
     actor = Actor(kind="api_key", id=principal.key_id)
+    sent = False
     try:
         envelope = envelope_for(command, workspace_id=principal.workspace_id, command_id=turn_id, actor=actor)
         await publish_command(bus, "neptune", envelope)
-    except Exception:
-        await live.unsubscribe()
-        await outcome.unsubscribe()
-        raise
+        sent = True
+    except NatsError as exc:  # the broker is away: nothing was sent, the message can be sent again
+        raise ApiError(
+            ErrorCode.SERVICE_UNAVAILABLE, "The message could not be sent to Neptune; send it again."
+        ) from exc
+    finally:
+        if not sent:
+            await live.unsubscribe()
+            await outcome.unsubscribe()
 
     async def stream() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()

@@ -22,20 +22,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from contracts import Actor, Command, CommandOutcome, OutcomeStatus
+from contracts import Actor, Command, OutcomeStatus
 from contracts.agents import GetAgent
 from contracts.delegations import GetDelegation
-from contracts.mail import MAX_BODY_CHARS, Addressee, PostMessage
+from contracts.mail import MAX_BODY_CHARS, Addressee, GetThread, PostMessage
 from contracts.memory import ListMemory, PutWorkingEntry, RetrieveMemory, Scope, ScopeKind, Tier
+from contracts.teams import GetTeam
 from contracts.workflows import AgentTask
 from orchestrator.delegating import delegate_from_task
 from orchestrator.providers.base import Tool, ToolCall
 from orchestrator.runtime.team_context import run_scope
 from servicekit.bus import Bus
-from servicekit.commands import envelope_for, publish_command
+from servicekit.commands import envelope_for, last_outcome, publish_command
 from servicekit.queries import QueryFailed, ask
 
 log = logging.getLogger(__name__)
@@ -186,11 +186,13 @@ class RunTools:
             results.append(text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + " ...(truncated)")
         return results
 
-    async def _ask(self, use: Use, query: ListMemory | RetrieveMemory | GetAgent | GetDelegation) -> Any:
+    async def _ask(
+        self, use: Use, query: ListMemory | RetrieveMemory | GetAgent | GetTeam | GetThread | GetDelegation
+    ) -> Any:
         try:
             return await ask(self._bus, use.task.workspace_id, query, self._timeout_s)
         except QueryFailed as exc:
-            return {"error": f"memory did not answer: {exc}"}
+            return {"error": f"{type(query).__name__} was not answered: {exc}"}
 
     async def _read(self, use: Use) -> Result:
         scope = run_scope(use.task)
@@ -237,10 +239,18 @@ class RunTools:
             return {"error": "ids: letters, digits, _ and - only, 1 to 64 of them"}
         if agent_id is not None and team_id is not None:
             return {"error": "give agent_id or team_id, not both"}
+        # what the orchestrator would refuse, asked first: an agent's command gets no answer when it is refused
+        checks: list[tuple[GetAgent | GetTeam | GetThread, str]] = []
         if agent_id is not None:
-            found = await self._ask(use, GetAgent(agent_id=agent_id))
+            checks.append((GetAgent(agent_id=agent_id), f"agent {agent_id} cannot be written to: not found or retired"))
+        if team_id is not None:
+            checks.append((GetTeam(team_id=team_id), f"there is no team {team_id}"))
+        if thread_id is not None:
+            checks.append((GetThread(thread_id=thread_id), f"there is no thread {thread_id}"))
+        for query, refusal in checks:
+            found = await self._ask(use, query)
             if isinstance(found, dict) and ("error" in found or found.get("retired")):
-                return {"error": f"agent {agent_id} cannot be written to: not found or retired"}
+                return {"error": refusal}
         to = None if agent_id is None and team_id is None else Addressee(agent_id=agent_id, team_id=team_id)
         new_thread = thread_id is None
         thread = thread_id if isinstance(thread_id, str) else use.derived_id("th")
@@ -308,20 +318,10 @@ class RunTools:
                 keep = ("delegation_id", "agent_id", "status", "output", "error", "error_kind")
                 return {k: found.get(k) for k in keep if found.get(k) is not None}
             if not (isinstance(found, dict) and "status" in found):
-                refused = await self._outcome(use)
+                refused = await last_outcome(self._bus, use.task.workspace_id, use.command_id)
                 if refused is not None and refused.status is OutcomeStatus.REJECTED:
                     return {"error": refused.error_message or "refused", "code": refused.error_code}
             if time.monotonic() >= until:
                 status = found.get("status") if isinstance(found, dict) else None
                 return {"delegation_id": delegation_id, "status": status or "requested"}
             await asyncio.sleep(0.25)
-
-    async def _outcome(self, use: Use) -> CommandOutcome | None:
-        subjects = self._bus.subjects
-        try:
-            msg = await self._bus.js.get_last_msg(
-                subjects.outcomes_stream, subjects.outcome(use.task.workspace_id, use.command_id)
-            )
-        except NotFoundError:
-            return None
-        return CommandOutcome.model_validate_json(msg.data or b"")

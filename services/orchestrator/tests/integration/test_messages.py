@@ -15,7 +15,7 @@ from conftest import Api, Infra, Platform
 from contracts import Subjects
 from contracts.mail import InboxMessage
 from servicekit.testing import eventually
-from tests.support.openai_server import Hold, OpenAICompatibleServer, Reply
+from tests.support.openai_server import FunctionCall, Hold, OpenAICompatibleServer, Reply
 from tests.support.runtime_platform import with_runtime
 
 LOCAL = {"provider": "local"}
@@ -212,3 +212,28 @@ async def test_bad_messages_are_refused_with_a_stable_code_and_other_workspaces_
     posted = await other.client.post(f"/api/v1/threads/{thread_id}/messages", json={"body": "x"}, headers=other.headers)
     assert (posted.status_code, posted.json()["code"]) == (404, "thread_not_found")
     assert (await other.get(f"/api/v1/messages?agent_id={alice}"))["items"] == []
+
+
+async def test_a_member_with_a_tool_calling_model_messages_a_teammate_and_is_told_of_a_bad_thread(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    lead = await agent(api, "Lead", "planner")
+    member = await agent(api, "Talker", "talker", {"provider": "openai", "model": "talker", "max_output_tokens": 100})
+    mate = await agent(api, "Mate", "mate")
+    send = FunctionCall("send_message", json.dumps({"agent_id": mate, "body": "Your turn next."}))
+    astray = FunctionCall("send_message", json.dumps({"thread_id": "th_nope", "body": "Anyone?"}))
+    server.script(Reply(None, tool_calls=(send, astray)), Reply('{"summary": "told"}'), model="talker")
+    team_id = await team(api, lead, member, mate)
+    started = await api.post(f"/api/v1/teams/{team_id}/runs", {"objective": "Pass the word"}, expect=201)
+
+    async def delivered() -> list[dict[str, Any]] | None:
+        items: list[dict[str, Any]] = (await api.get(f"/api/v1/messages?agent_id={mate}"))["items"]
+        return items or None
+
+    (message,) = await eventually(delivered, 30)
+    assert (message["sender"], message["body"]) == ({"kind": "agent", "id": member}, "Your turn next.")
+    assert message["run_id"] == started["resource_ids"]["run_id"]
+    _, second = server.requests_for("talker")
+    answers = [json.loads(m["content"]) for m in second.body["messages"] if m["role"] == "tool"]
+    assert answers[0]["sent"] == message["message_id"]
+    assert answers[1] == {"error": "there is no thread th_nope"}
