@@ -16,7 +16,7 @@ import httpx
 from openai import AsyncOpenAI
 from pymongo import ASCENDING, DESCENDING
 
-from contracts import EventRecord
+from contracts import ErrorCode, EventRecord
 from contracts.neptune import (
     ChatTurn,
     CheckConversation,
@@ -75,6 +75,11 @@ def build_router(
 
         ids = {"conversation_id": command.conversation_id, "turn_id": command.turn_id}
         done = state.turn(command.turn_id)
+        if done is not None and done.content != command.content:  # an Idempotency-Key sent again with another text
+            # told on the turn's stream: the command's outcome is the first delivery's, which the broker keeps
+            detail = f"turn {command.turn_id} was another message; send this one with a new Idempotency-Key"
+            await emit(TurnEvent(type="error", data={"code": ErrorCode.IDEMPOTENCY_KEY_REUSED.value, "detail": detail}))
+            return ids
         if done is not None:  # recorded already: told again, for a person still listening
             for use in done.tools:
                 await emit(TurnEvent(type="tool_call", data={"call_id": use.call_id, "name": use.name}))

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict
 
-from contracts import Actor, CommandOutcome, ErrorCode, OutcomeStatus
+from contracts import Actor, CommandOutcome, ErrorCode, OutcomeStatus, new_id
 from contracts.neptune import (
     ChatTurn,
     CheckConversation,
@@ -113,7 +113,8 @@ async def post_message(
 ) -> StreamingResponse:
     _not_via_neptune(principal)
     await queries.ask(principal, CheckConversation(conversation_id=conversation_id))  # 404 unless it is the caller's
-    turn_id = f"turn_{send.command_id[:24]}"
+    turn_id = f"turn_{send.command_id[:24]}"  # an Idempotency-Key sent again names the same turn
+    delivery = new_id()  # but each request is a command of its own, which the broker does not drop as a repeat
     credential = mint(neptune_secret(request), principal, settings.neptune_token_ttl_s)
     command = ChatTurn(conversation_id=conversation_id, turn_id=turn_id, content=body.content, credential=credential)
     subjects = bus.subjects
@@ -128,11 +129,11 @@ async def post_message(
             events.put_nowait(TurnEvent(type="error", data={"code": answer.error_code, "detail": answer.error_message}))
 
     live = await bus.nc.subscribe(subjects.neptune_turn(principal.workspace_id, turn_id), cb=on_live)
-    outcome = await bus.nc.subscribe(subjects.outcome(principal.workspace_id, turn_id), cb=on_outcome, max_msgs=1)
+    outcome = await bus.nc.subscribe(subjects.outcome(principal.workspace_id, delivery), cb=on_outcome, max_msgs=1)
     actor = Actor(kind="api_key", id=principal.key_id)
     sent = False
     try:
-        envelope = envelope_for(command, workspace_id=principal.workspace_id, command_id=turn_id, actor=actor)
+        envelope = envelope_for(command, workspace_id=principal.workspace_id, command_id=delivery, actor=actor)
         await publish_command(bus, "neptune", envelope)
         sent = True
     except NatsError as exc:  # the broker is away: nothing was sent, the message can be sent again

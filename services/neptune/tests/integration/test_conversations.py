@@ -14,6 +14,7 @@ from gateway.credentials import mint
 from gateway.workspaces import Principal
 from servicekit.testing import eventually
 from tests.support.neptune_process import Neptune, Turn, conversation, neptune_platform, readable, say, teams
+from tests.support.sse import read_events
 
 
 @pytest.fixture
@@ -209,3 +210,19 @@ async def test_over_real_http_the_stream_arrives_as_it_goes(api: Api, neptune: N
             assert resp.headers["content-type"].startswith("text/event-stream")
             lines = [line async for line in resp.aiter_lines() if line.startswith("event: ")]
     assert lines == ["event: tool_call", "event: tool_result", "event: message"]
+
+
+async def test_an_idempotency_key_sent_again_replays_its_turn_and_refuses_another_text(api: Api) -> None:
+    talk = await conversation(api)
+    first = await say(api, talk, "list my teams", **{"Idempotency-Key": "same-key"})
+    again = await say(api, talk, "list my teams", **{"Idempotency-Key": "same-key"})
+    assert again.answer == first.answer
+    path = f"/api/v1/neptune/conversations/{talk}/messages"
+    headers = {**api.headers, "Idempotency-Key": "same-key"}
+    async with api.client.stream(
+        "POST", path, json={"content": "which agents are available?"}, headers=headers
+    ) as resp:
+        events = await read_events(resp)
+    assert events[-1] == ("error", {"code": "idempotency_key_reused", "detail": events[-1][1]["detail"]})
+    view = await api.get(f"/api/v1/neptune/conversations/{talk}")
+    assert [t["content"] for t in view["turns"]] == ["list my teams"]
