@@ -1,18 +1,20 @@
 """Concurrency slots: how many tasks an agent works on at once, held as leases in MongoDB.
 
-An agent with limit N has N slot documents (``<workspace>/<agent>/<i>``); a task takes one by a single atomic
-update of a slot that is free (no holder, or a lease that ran out), and keeps it by renewing the lease while it
-works. So the limit holds across every replica of the runtime, and a worker that dies mid-task leaks nothing: its
-lease runs out (``lease_s``) and the slot is free again, or the task's redelivery takes back the slot it held.
+An agent has one slot document (``<workspace>/<agent>``) listing its holders, each a task with a lease. A task takes
+a slot by one atomic update that adds it to the list only while the list is shorter than the agent's limit (the
+document's ``holders.<limit - 1>`` does not exist yet), and keeps it by renewing its lease while it works. So the
+limit holds across every replica of the runtime, and a worker that dies mid-task leaks nothing: its lease runs out
+(``lease_s``) and is pulled from the list by the next task that finds the agent full, or the task's redelivery
+takes back the place it held. One document per agent keeps a slot to one write of one small document, whatever the
+limit (a document per slot made a take scan up to a hundred of them).
 """
 
-import contextlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import DuplicateKeyError
 
 Document = dict[str, Any]
 
@@ -23,43 +25,62 @@ class Slots:
         self.lease = timedelta(seconds=lease_s)
 
     async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("workspace_id", ASCENDING), ("holder", ASCENDING)])
+        await self.collection.create_index([("workspace_id", ASCENDING), ("holders.key", ASCENDING)])
 
     @staticmethod
-    def _ids(ws: str, agent_id: str, limit: int) -> list[str]:
-        return [f"{ws}/{agent_id}/{i}" for i in range(limit)]
+    def _id(ws: str, agent_id: str) -> str:
+        return f"{ws}/{agent_id}"
 
     async def acquire(self, ws: str, agent_id: str, limit: int, key: str, worker: str, now: datetime) -> bool:
-        """Take a free slot of the agent for the task ``key`` (or keep the one it holds already)."""
-        ids = self._ids(ws, agent_id, limit)
-        lease = {"holder": key, "worker": worker, "until": now + self.lease}
-        kept = await self.collection.update_one({"_id": {"$in": ids}, "holder": key}, {"$set": lease})
+        """Take a place among the agent's holders for the task ``key`` (or keep the one it holds already)."""
+        slot = self._id(ws, agent_id)
+        holder = {"key": key, "worker": worker, "until": now + self.lease}
+        if await self._push(slot, ws, agent_id, limit, holder):
+            return True
+        kept = await self.collection.update_one(  # a redelivery: the place it held, renewed
+            {"_id": slot, "holders.key": key},
+            {"$set": {"holders.$.until": holder["until"], "holders.$.worker": worker}},
+        )
         if kept.matched_count:
             return True
-        free = {"_id": {"$in": ids}, "$or": [{"holder": None}, {"until": {"$lt": now}}]}
-        if await self.collection.find_one_and_update(free, {"$set": lease}, projection={"_id": 1}):
-            return True
-        missing = set(ids) - {d["_id"] async for d in self.collection.find({"_id": {"$in": ids}}, {"_id": 1})}
-        if not missing:
+        expired = await self.collection.update_one({"_id": slot}, {"$pull": {"holders": {"until": {"$lt": now}}}})
+        return bool(expired.modified_count) and await self._push(slot, ws, agent_id, limit, holder)
+
+    async def _push(self, slot: str, ws: str, agent_id: str, limit: int, holder: Document) -> bool:
+        """Add ``holder`` while the agent has fewer than ``limit`` holders and not this task already (the document
+        is created on the agent's first task; it exists, full or held, when the insert is refused)."""
+        try:
+            await self.collection.update_one(
+                {"_id": slot, "holders.key": {"$ne": holder["key"]}, f"holders.{limit - 1}": {"$exists": False}},
+                {"$push": {"holders": holder}, "$setOnInsert": {"workspace_id": ws, "agent_id": agent_id}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
             return False
-        blank = [{"_id": i, "workspace_id": ws, "agent_id": agent_id, "holder": None} for i in sorted(missing)]
-        with contextlib.suppress(BulkWriteError):  # another worker created some of them first
-            await self.collection.insert_many(blank, ordered=False)
-        return await self.collection.find_one_and_update(free, {"$set": lease}, projection={"_id": 1}) is not None
+        return True
 
     async def renew(self, ws: str, key: str, now: datetime) -> None:
-        await self.collection.update_many({"workspace_id": ws, "holder": key}, {"$set": {"until": now + self.lease}})
+        await self.collection.update_many(
+            {"workspace_id": ws, "holders.key": key}, {"$set": {"holders.$.until": now + self.lease}}
+        )
 
     async def release(self, ws: str, key: str) -> None:
-        """Free every slot the task ``key`` holds, of whichever agent (a redelivery may have been routed anew)."""
-        await self.collection.update_many(
-            {"workspace_id": ws, "holder": key}, {"$set": {"holder": None, "until": None}}
-        )
+        """Free the place the task ``key`` holds, of whichever agent (a redelivery may have been routed anew)."""
+        held = {"workspace_id": ws, "holders.key": key}
+        await self.collection.update_many(held, {"$pull": {"holders": {"key": key}}})
 
     async def in_flight(self, ws: str, now: datetime) -> dict[str, int]:
         """Tasks each agent of the workspace holds a live lease for."""
-        pipeline: list[Document] = [
-            {"$match": {"workspace_id": ws, "holder": {"$ne": None}, "until": {"$gt": now}}},
-            {"$group": {"_id": "$agent_id", "n": {"$sum": 1}}},
-        ]
-        return {d["_id"]: int(d["n"]) async for d in await self.collection.aggregate(pipeline)}
+        busy = {"workspace_id": ws, "holders.0": {"$exists": True}}
+        cursor = self.collection.find(busy, {"agent_id": 1, "holders": 1})
+        counts: dict[str, int] = {}
+        async for doc in cursor:
+            live = sum(1 for h in doc.get("holders", []) if _aware(h["until"]) > now)
+            if live:
+                counts[str(doc["agent_id"])] = live
+        return counts
+
+
+def _aware(moment: datetime) -> datetime:
+    """A datetime read back from MongoDB (naive, UTC, unless the client is tz-aware) comparable with ``now``."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
