@@ -80,17 +80,19 @@ class AgentsProjection(RowProjection):
 
     async def candidates(self, workspace_id: str, in_flight: dict[str, int]) -> list[Candidate]:
         """The workspace's agents that are not retired, as routing sees them."""
-        return [
-            Candidate(
-                agent_id=doc["agent_id"],
-                spec=spec_of(doc),
-                spec_version=int(doc.get("spec_version", 1)),
-                state=AgentState(doc.get("state", AgentState.ACTIVE.value)),
-                retired=False,
-                in_flight=in_flight.get(doc["agent_id"], 0),
-            )
-            for doc in await self.rows(workspace_id, retired=False)
-        ]
+        return [candidate_of(doc, in_flight) for doc in await self.rows(workspace_id, retired=False)]
+
+
+def candidate_of(doc: Document, in_flight: dict[str, int]) -> Candidate:
+    """An agent's row as routing sees it, with its tasks in flight."""
+    return Candidate(
+        agent_id=doc["agent_id"],
+        spec=spec_of(doc),
+        spec_version=int(doc.get("spec_version", 1)),
+        state=AgentState(doc.get("state", AgentState.ACTIVE.value)),
+        retired=bool(doc.get("retired", False)),
+        in_flight=in_flight.get(doc["agent_id"], 0),
+    )
 
 
 def spec_of(doc: Document) -> AgentSpec:
@@ -112,8 +114,12 @@ class WorkspaceBudgetsProjection(RowProjection):
             return await self.insert_row(record, row)
         return await self.update_row(record, row)
 
+    async def row(self, workspace_id: str) -> Document | None:
+        """The workspace's row (its ``budget`` and ``version``), or None before a cap was ever set."""
+        return await self.collection.find_one({"workspace_id": workspace_id}, {"budget": 1, "version": 1})
+
     async def cap(self, workspace_id: str) -> Budget | None:
-        doc = await self.collection.find_one({"workspace_id": workspace_id}, {"budget": 1})
+        doc = await self.row(workspace_id)
         return None if doc is None or doc.get("budget") is None else Budget.model_validate(doc["budget"])
 
 

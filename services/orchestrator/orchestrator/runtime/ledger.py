@@ -63,6 +63,33 @@ class Attempts:
         assert doc is not None
         return _record(doc)
 
+    async def begin(
+        self, ws: str, key: str, agent_id: str, agent_spec: Document, holder: str, now: datetime, lease: timedelta
+    ) -> int | None:
+        """A first delivery's open and first call in one write: create the record (or take one that no call was
+        counted on yet) with its first call counted and its call lease for ``holder``; 1, or None when the attempt
+        was seen before and called (the full path then reads its record)."""
+        try:
+            doc = await self.collection.find_one_and_update(
+                {"_id": self._id(ws, key), "calls": 0, "result": None, "answer": None},
+                {
+                    "$setOnInsert": {"workspace_id": ws, "key": key, "first_seen_at": now},
+                    "$inc": {"calls": 1},
+                    "$set": {
+                        "agent_id": agent_id,
+                        "agent_spec": agent_spec,
+                        "called_at": now,
+                        "calling_by": holder,
+                        "calling_until": now + lease,
+                    },
+                },
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return None
+        return None if doc is None else int(doc["calls"])
+
     async def calling(
         self, ws: str, key: str, agent_id: str, agent_spec: Document, holder: str, now: datetime, lease: timedelta
     ) -> int | None:
@@ -101,18 +128,15 @@ class Attempts:
             {"_id": self._id(ws, key), "calling_by": holder}, {"$set": {"calling_until": now + lease}}
         )
 
-    async def answered(self, ws: str, key: str, answer: Document) -> None:
-        """Keep the model's answer (its text, usage, provider and model, the call's number) the moment it came."""
-        await self.collection.update_one(
-            {"_id": self._id(ws, key), "result": None}, {"$set": {"answer": answer, "calling_until": None}}
-        )
-
-    async def finish(self, ws: str, key: str, result: Document, now: datetime) -> Document:
-        """Record the attempt's result (the first one recorded stays); the result recorded."""
-        written = await self.collection.update_one(
-            {"_id": self._id(ws, key), "result": None},
-            {"$set": {"result": result, "finished_at": now, "calling_until": None}},
-        )
+    async def finish(
+        self, ws: str, key: str, result: Document, now: datetime, answer: Document | None = None
+    ) -> Document:
+        """Record the attempt's result (the first one recorded stays), with the model's ``answer`` it came from
+        (its usage, so a redelivery counts it if the worker died before it did); the result recorded."""
+        changes: Document = {"result": result, "finished_at": now, "calling_until": None}
+        if answer is not None:
+            changes["answer"] = answer
+        written = await self.collection.update_one({"_id": self._id(ws, key), "result": None}, {"$set": changes})
         if written.modified_count:
             return result
         doc = await self.collection.find_one({"_id": self._id(ws, key)}, {"result": 1})

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from orchestrator.projections import AgentsProjection, WorkspaceBudgetsProjection
 from orchestrator.providers import Providers
 from orchestrator.runtime.budgets import Budgets
+from orchestrator.runtime.directory import Directory
 from orchestrator.runtime.ledger import Attempts, UsageLedger
 from orchestrator.runtime.slots import Slots
 from orchestrator.runtime.worker import TaskWorker
@@ -44,10 +45,11 @@ def build_app(settings: RuntimeSettings, clock: Callable[[], datetime] = utcnow)
             openai_max_tokens_param=settings.openai_max_tokens_param,
             openai_response_format=settings.openai_response_format,
         )
+        directory = Directory(AgentsProjection(db["agents"]), WorkspaceBudgetsProjection(db["workspace_budgets"]))
+        await directory.watch(runtime.bus)
         worker = TaskWorker(
             bus=runtime.bus,
-            agents=AgentsProjection(db["agents"]),
-            caps=WorkspaceBudgetsProjection(db["workspace_budgets"]),
+            directory=directory,
             slots=slots,
             budgets=budgets,
             attempts=Attempts(db["attempts"]),

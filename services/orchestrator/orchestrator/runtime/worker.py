@@ -1,16 +1,21 @@
 """The agent runtime's task handler: a task from the TASKS stream in, a RecordTaskResult command out.
 
 For each delivery of a task (an attempt of an agent step): answer from the attempt's record if it has a result
-already, or conclude from the model's answer the record keeps (a failure after the call: no new call); give up with
-``timeout`` once its deadline has passed; route it to an agent (back to the same agent and spec when it was routed
-before) and take one of the agent's concurrency slots, or wait (``Defer``) while every capable agent is busy or
-paused, or fail at once with ``no_agent`` when the workspace has no agent that could ever take it; build the prompt
-(with what the memory service recalls, asked over NATS); reserve the call's worst case against every budget that
-applies (``budget_exceeded`` when one has not enough left); call the provider within the deadline under the
-attempt's call lease, telling the broker the task is in progress meanwhile; keep the answer on the record; count its
-usage, settle the reservations, check the output against the step's schema and what MongoDB can store
-(``invalid_output``); record the result on the attempt, and only then send it. See ``ledger`` for why this calls a
-model at most once per attempt except after a crash mid-call.
+already (counting the usage of the answer it came from, once); give up with ``timeout`` once its deadline has
+passed; route it to an agent (back to the same agent and spec when it was routed before) and take one of the
+agent's concurrency slots, or wait (``Defer``) while every capable agent is busy or paused, or fail at once with
+``no_agent`` when the workspace has no agent that could ever take it; build the prompt (with what the memory
+service recalls, asked over NATS); reserve the call's worst case against every budget that applies
+(``budget_exceeded`` when one has not enough left); call the provider within the deadline under the attempt's call
+lease, telling the broker the task is in progress meanwhile; check the output against the step's schema and what
+MongoDB can store (``invalid_output``); record the result with the answer it came from on the attempt, count its
+usage and settle the reservations, and only then send it. See ``ledger`` for why this calls a model at most once
+per attempt except after a crash mid-call.
+
+A first delivery, the common case, takes the shortest way: the agents and the workspace's cap come from the
+``Directory`` (kept in the process), and the attempt's record is opened with its first call counted in one write,
+made while the prompt's context is read; anything less simple (a redelivery, an attempt seen before, no free agent)
+takes the full path, which reads the record first and the read models afresh.
 """
 
 import asyncio
@@ -18,7 +23,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +37,6 @@ from contracts.memory import RetrieveMemory, Scope, ScopeKind
 from contracts.outputs import output_errors
 from contracts.workflows import AgentTask, RecordTaskResult, result_command_id
 from orchestrator.domain.routing import Candidate, Verdict, route
-from orchestrator.projections import AgentsProjection, WorkspaceBudgetsProjection
 from orchestrator.providers import Providers
 from orchestrator.providers.base import (
     ChatMessage,
@@ -46,6 +50,7 @@ from orchestrator.providers.base import (
 )
 from orchestrator.runtime.budgets import Budgets, Hold
 from orchestrator.runtime.budgets import Scope as BudgetScope
+from orchestrator.runtime.directory import Directory
 from orchestrator.runtime.ledger import AttemptRecord, Attempts, UsageLedger
 from orchestrator.runtime.prompt import build_messages
 from orchestrator.runtime.slots import Slots
@@ -85,8 +90,7 @@ class TaskWorker:
         self,
         *,
         bus: Bus,
-        agents: AgentsProjection,
-        caps: WorkspaceBudgetsProjection,
+        directory: Directory,
         slots: Slots,
         budgets: Budgets,
         attempts: Attempts,
@@ -97,8 +101,7 @@ class TaskWorker:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._bus = bus
-        self._agents = agents
-        self._caps = caps
+        self._directory = directory
         self._slots = slots
         self._budgets = budgets
         self._attempts = attempts
@@ -116,8 +119,12 @@ class TaskWorker:
         except ValidationError as exc:
             raise PermanentFailure(f"malformed task: {exc.error_count()} errors") from exc
         ws, now = task.workspace_id, self._clock()
+        if deliveries() == 1 and await self._first_delivery(task, now):
+            return
         record = await self._attempts.open(ws, task.key, now)
         if record.result is not None:
+            if record.answer is not None and record.agent_spec is not None:  # counted once, however often this runs
+                await self._account_answer(task, AgentSpec.model_validate(record.agent_spec), record.answer)
             await self._slots.release(ws, task.key)
             await self._send(task, record.result)  # answered before: the broker drops the repeat
             return
@@ -134,14 +141,51 @@ class TaskWorker:
         agent = await self._take_agent(task, record, now, deadline)
         if agent is None:
             return
+        await self._in_slot(task, self._run(task, agent, deadline))
+
+    async def _in_slot(self, task: AgentTask, work: Awaitable[bool]) -> bool:
+        """Run ``work`` in the agent slot the task took; the slot is freed after it, unless it is handed on: to
+        another delivery of the attempt (Defer) or to the full path (``work`` answers False)."""
         try:
-            await self._run(task, agent, deadline)
+            done = await work
         except Defer:
             raise  # another delivery of this attempt is at work, in the same slot (it is the attempt's): keep it
         except BaseException:
-            await self._slots.release(ws, task.key)
+            await self._slots.release(task.workspace_id, task.key)
             raise
-        await self._slots.release(ws, task.key)
+        if done:
+            await self._slots.release(task.workspace_id, task.key)
+        return done
+
+    async def _first_delivery(self, task: AgentTask, now: datetime) -> bool:
+        """The common case in as few round trips as it takes: a task delivered for the first time is routed (on
+        the directory's agents), takes a slot, and opens its attempt record with its first call counted in one
+        write while the prompt's context is read. False (the full path follows, in the slot it may have taken)
+        when it is not that simple: no free agent, an attempt seen before, a deadline passed."""
+        ws = task.workspace_id
+        deadline = datetime.fromisoformat(task.deadline) if task.deadline else now + DEFAULT_DEADLINE
+        if now >= deadline:
+            return False
+        candidates = await self._directory.candidates(ws, await self._slots.in_flight(ws, now))
+        verdict = route(candidates, task.agent_id, task.role, task.capability)
+        for agent in verdict.choices if verdict.verdict is not Verdict.NO_AGENT else ():
+            if await self._slots.acquire(ws, agent.agent_id, agent.spec.concurrency_limit, task.key, self._worker, now):
+                return await self._in_slot(task, self._first_call(task, agent, deadline, now))
+        return False
+
+    async def _first_call(self, task: AgentTask, agent: Candidate, deadline: datetime, now: datetime) -> bool:
+        scopes = await self._scopes(task, agent.spec)
+        if await self._unpriced(task, agent, scopes):
+            return True
+        holder, spec_doc = self._holder(), agent.spec.model_dump(mode="json")
+        call, context = await asyncio.gather(
+            self._attempts.begin(task.workspace_id, task.key, agent.agent_id, spec_doc, holder, now, self._lease()),
+            self._context(task, agent),
+        )
+        if call is None:
+            return False
+        await self._converse(task, agent, deadline, scopes, context, call, holder)
+        return True
 
     async def give_up(self, letter: DeadLetter) -> None:
         """A task dead-lettered: its step fails now instead of at its timeout. One that waited for a busy agent
@@ -168,7 +212,7 @@ class TaskWorker:
         ws = task.workspace_id
         take = self._slots.acquire
         in_flight = await self._slots.in_flight(ws, now)
-        candidates = await self._agents.candidates(ws, in_flight)
+        candidates = await self._directory.candidates(ws, in_flight, fresh=True)
         left = (deadline - now).total_seconds()
         if record.agent_id is not None:  # routed before: back to the same agent and spec, in the slot it may hold
             held = next((c for c in candidates if c.agent_id == record.agent_id), None)
@@ -199,17 +243,77 @@ class TaskWorker:
 
     # The call -------------------------------------------------------------------------------------------------
 
-    async def _run(self, task: AgentTask, agent: Candidate, deadline: datetime) -> None:
+    async def _run(self, task: AgentTask, agent: Candidate, deadline: datetime) -> bool:
         spec, ws = agent.spec, task.workspace_id
-        memories, shared, received = await asyncio.gather(  # three reads over NATS, each bounded: at once
-            self._recall(task, spec, agent.agent_id),
+        scopes = await self._scopes(task, spec)
+        if await self._unpriced(task, agent, scopes):
+            return True
+        context = await self._context(task, agent)
+        holder = self._holder()
+        spec_doc = spec.model_dump(mode="json")
+        call = await self._attempts.calling(
+            ws, task.key, agent.agent_id, spec_doc, holder, self._clock(), self._lease()
+        )
+        if call is None:  # another delivery of this attempt holds its call, or has just finished it
+            again = await self._attempts.open(ws, task.key, self._clock())
+            if again.result is not None:
+                await self._send(task, again.result)
+                return True
+            if again.answer is not None:
+                await self._conclude(task, spec, again.answer)
+                return True
+            raise Defer(1.0)
+        await self._converse(task, agent, deadline, scopes, context, call, holder)
+        return True
+
+    def _holder(self) -> str:
+        """Who holds an attempt's call lease: one handling of one delivery."""
+        return f"{self._worker}/{uuid4().hex[:12]}"
+
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self._settings.slot_lease_s)
+
+    async def _context(self, task: AgentTask, agent: Candidate) -> list[ChatMessage]:
+        """The prompt: the agent's and the step's instructions with what memory recalls, the run's shared context
+        and the messages the agent received (three reads over NATS, each bounded: at once); the handoff recorded."""
+        memories, shared, received = await asyncio.gather(
+            self._recall(task, agent.spec, agent.agent_id),
             self._runs.shared(task),
             self._runs.received(task, agent.agent_id),
         )
-        messages = build_messages(spec, task, memories, shared, received)
+        messages = build_messages(agent.spec, task, memories, shared, received)
         await self._runs.record_handoff(task, agent.agent_id, sorted(shared), [m["message_id"] for m in received])
+        return messages
+
+    def _model(self, task: AgentTask, spec: AgentSpec) -> tuple[str, str]:
         dry_run = task.origin is not None and task.origin.kind == "dry_run"
-        provider, model = self._providers.resolve(LOCAL_SETTING if dry_run else spec.model)
+        return self._providers.resolve(LOCAL_SETTING if dry_run else spec.model)
+
+    async def _unpriced(self, task: AgentTask, agent: Candidate, scopes: dict[str, BudgetScope]) -> bool:
+        """A budget in money on a model with no price cannot be kept: the step fails (True) with no call made."""
+        provider, model = self._model(task, agent.spec)
+        if provider == "local" or model in self._settings.model_prices:
+            return False
+        if all(s.micros is None for s in scopes.values()):
+            return False
+        error = f"model {model} has no price in MODEL_PRICES, so a budget in money cannot be kept"
+        await self._finish(task, agent, ok=False, kind="budget_exceeded", error=error)
+        return True
+
+    async def _converse(
+        self,
+        task: AgentTask,
+        agent: Candidate,
+        deadline: datetime,
+        scopes: dict[str, BudgetScope],
+        messages: list[ChatMessage],
+        call: int,
+        holder: str,
+    ) -> None:
+        """The model calls of the attempt from call number ``call`` (counted, its lease held by ``holder``), to the
+        result recorded and sent."""
+        spec, ws = agent.spec, task.workspace_id
+        provider, model = self._model(task, spec)
         tools = [] if provider == "local" else self._tools.offered(task)
 
         def prompt_size(sent: list[ChatMessage], offered: list[Tool]) -> int:
@@ -219,24 +323,7 @@ class TaskWorker:
 
         max_out = min(spec.model.max_output_tokens, task.max_output_tokens or spec.model.max_output_tokens)
         prices = self._settings.model_prices
-        scopes = await self._scopes(task, spec)
-        if provider != "local" and model not in prices and any(s.micros is not None for s in scopes.values()):
-            error = f"model {model} has no price in MODEL_PRICES, so a budget in money cannot be kept"
-            await self._finish(task, agent, ok=False, kind="budget_exceeded", error=error)
-            return
-        holder = f"{self._worker}/{uuid4().hex[:12]}"
-        lease = timedelta(seconds=self._settings.slot_lease_s)
-        spec_doc = spec.model_dump(mode="json")
-        call = await self._attempts.calling(ws, task.key, agent.agent_id, spec_doc, holder, self._clock(), lease)
-        if call is None:  # another delivery of this attempt holds its call, or has just finished it
-            again = await self._attempts.open(ws, task.key, self._clock())
-            if again.result is not None:
-                await self._send(task, again.result)
-                return
-            if again.answer is not None:
-                await self._conclude(task, spec, again.answer)
-                return
-            raise Defer(1.0)
+        lease = self._lease()
         await self._release_calls(task, call, [scope.budget_id for scope in scopes.values()])
         turn = 0
         while True:  # one model call per turn; a turn with tool calls gets their results and another turn
@@ -298,22 +385,31 @@ class TaskWorker:
             "completion_tokens": response.usage.completion_tokens,
             "estimated": response.usage.estimated,
         }
-        await self._attempts.answered(ws, task.key, answer)  # from here on, a redelivery concludes: no new call
-        await self._conclude(task, spec, answer)
+        # The result and the answer it came from in one write; then its usage (a redelivery counts it from the
+        # record if this worker dies in between), and only then the result is sent.
+        stored = await self._record_result(task, agent.agent_id, self._verdict(task, answer), answer)
+        await self._account(task, agent.agent_id, call, scopes, (provider, model), response.usage)
+        await self._send(task, stored)
 
     async def _conclude(self, task: AgentTask, spec: AgentSpec, answer: Document) -> None:
-        """What the model's answer comes to: its usage counted and settled, its output checked, the result."""
+        """What a model's answer kept without its result comes to (a record an earlier runtime left so): its usage
+        counted and settled, its output checked, the result."""
+        await self._account_answer(task, spec, answer)
+        stored = await self._record_result(task, str(answer["agent_id"]), self._verdict(task, answer))
+        await self._send(task, stored)
+
+    async def _account_answer(self, task: AgentTask, spec: AgentSpec, answer: Document) -> None:
         usage = Usage(int(answer["prompt_tokens"]), int(answer["completion_tokens"]), bool(answer["estimated"]))
         scopes = await self._scopes(task, spec)
         model = (str(answer["provider"]), str(answer["model"]))
         await self._account(task, str(answer["agent_id"]), int(answer["call"]), scopes, model, usage)
+
+    def _verdict(self, task: AgentTask, answer: Document) -> RecordTaskResult:
+        """The step's result from the model's answer: its output, or ``invalid_output`` saying what is wrong."""
         output, problems = self._output(task, answer.get("output"), str(answer["text"]))
-        agent_id = str(answer["agent_id"])
         if problems:
-            error = "; ".join(problems)[:2000]
-            await self._finish(task, agent_id, ok=False, kind="invalid_output", error=error)
-        else:
-            await self._finish(task, agent_id, ok=True, output=output)
+            return self._result(task, ok=False, kind="invalid_output", error="; ".join(problems)[:2000])
+        return self._result(task, ok=True, output=output)
 
     async def _call(self, task: AgentTask, holder: str, provider: str, request: ModelRequest) -> ModelResponse:
         model = self._providers.get(provider)
@@ -398,7 +494,7 @@ class TaskWorker:
         for kind, budget_id, budget in (
             ("agent's per-task", task_id, spec.budget),
             ("execution's", execution_id, task.budget),
-            ("workspace's monthly", month_id, await self._caps.cap(ws)),
+            ("workspace's monthly", month_id, await self._directory.cap(ws)),
         ):
             if budget is not None:
                 scopes[kind] = BudgetScope(budget_id, ws, budget.tokens, budget.cost_micros)
@@ -468,7 +564,15 @@ class TaskWorker:
         error: str | None = None,
     ) -> None:
         """Record the attempt's result, then send the one recorded (an earlier one stays, if there is one)."""
-        result = RecordTaskResult(
+        agent_id = agent.agent_id if isinstance(agent, Candidate) else agent
+        result = self._result(task, ok=ok, output=output, kind=kind, error=error)
+        await self._send(task, await self._record_result(task, agent_id, result))
+
+    @staticmethod
+    def _result(
+        task: AgentTask, *, ok: bool, output: Any = None, kind: str = "error", error: str | None = None
+    ) -> RecordTaskResult:
+        return RecordTaskResult(
             execution_id=task.execution_id,
             step_id=task.step_id,
             attempt=task.attempt,
@@ -477,10 +581,14 @@ class TaskWorker:
             error=None if ok else error,
             error_kind="error" if ok else kind,
         )
+
+    async def _record_result(
+        self, task: AgentTask, agent_id: str | None, result: RecordTaskResult, answer: Document | None = None
+    ) -> Document:
+        """Write the result on the attempt record (with the answer it came from); the result recorded first."""
         document = result.model_dump(mode="json")
-        document["agent_id"] = agent.agent_id if isinstance(agent, Candidate) else agent
-        stored = await self._attempts.finish(task.workspace_id, task.key, document, self._clock())
-        await self._send(task, stored)
+        document["agent_id"] = agent_id
+        return await self._attempts.finish(task.workspace_id, task.key, document, self._clock(), answer)
 
     async def _send(self, task: AgentTask, document: Document) -> None:
         """Send the attempt's result; a team run member's output is added to the run's shared context first (both

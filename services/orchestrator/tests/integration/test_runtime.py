@@ -175,6 +175,42 @@ async def test_the_workspace_cap_stops_every_call(api: Api) -> None:
     assert (await api.get("/api/v1/usage"))["total"]["calls"] == 0
 
 
+async def test_a_cap_set_or_an_agent_retired_after_the_runtime_read_them_holds_for_the_next_task(api: Api) -> None:
+    """The runtime keeps the workspace's agents and cap in the process (its directory); the events that change
+    them reach it, so the next task sees the change as soon as the read model does."""
+    created = await api.post("/api/v1/agents", ANALYST, expect=201)
+    workflow_id = await api.workflow(fan_out(2))
+    warm = await api.execute(workflow_id)  # the runtime reads the agents and the (absent) cap for it
+    assert (await api.wait_for(warm, "completed", timeout_s=20))["status"] == "completed"
+
+    resp = await api.client.put("/api/v1/workspace/budget", json={"budget": {"tokens": 5}}, headers=api.headers)
+    assert resp.status_code == 200, resp.text
+
+    async def cap_applies() -> bool:
+        return (await api.get("/api/v1/usage"))["budget"] is not None
+
+    await eventually(cap_applies)
+    capped = await api.wait_for(await api.execute(workflow_id), "failed", "completed", timeout_s=20)
+    assert {s["error_kind"] for s in capped["steps"] if s["error_kind"]} == {"budget_exceeded"}
+
+    resp = await api.client.put("/api/v1/workspace/budget", json={"budget": None}, headers=api.headers)
+    assert resp.status_code == 200, resp.text
+
+    async def cap_lifted() -> bool:
+        return (await api.get("/api/v1/usage"))["budget"] is None
+
+    await eventually(cap_lifted)
+    agent_id = created["resource_ids"]["agent_id"]
+    await api.post(f"/api/v1/agents/{agent_id}/retire", expect=200)
+
+    async def retired() -> bool:
+        return bool((await api.get(f"/api/v1/agents/{agent_id}"))["status"] == "retired")
+
+    await eventually(retired)
+    orphaned = await api.wait_for(await api.execute(workflow_id), "failed", "completed", timeout_s=20)
+    assert {s["error_kind"] for s in orphaned["steps"] if s["error_kind"]} == {"no_agent"}
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
