@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from pymongo import UpdateOne
+from pymongo import UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteConcernError, WriteError
 
@@ -67,17 +67,23 @@ class InsertBatcher(_GroupWriter[Document, None]):
         await self._submit(document)
 
     async def _write(self, items: list[Document]) -> list[Exception | None]:
-        outcomes: list[Exception | None] = [None] * len(items)
         try:
             await self._collection.insert_many(items, ordered=False)
         except BulkWriteError as exc:
-            for error in exc.details.get("writeErrors", []):
-                kind = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError
-                outcomes[int(error["index"])] = kind(error.get("errmsg", ""), error.get("code"), error)
-            if exc.details.get("writeConcernErrors"):
-                concern = WriteConcernError("write concern not satisfied", None, exc.details)
-                outcomes = [outcome or concern for outcome in outcomes]
-        return outcomes
+            return _each_error(exc, len(items))
+        return [None] * len(items)
+
+
+def _each_error(exc: BulkWriteError, count: int) -> list[Exception | None]:
+    """Each write's own error in an unordered bulk write that failed in part (None for those that were written)."""
+    outcomes: list[Exception | None] = [None] * count
+    for error in exc.details.get("writeErrors", []):
+        kind = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError
+        outcomes[int(error["index"])] = kind(error.get("errmsg", ""), error.get("code"), error)
+    if exc.details.get("writeConcernErrors"):
+        concern = WriteConcernError("write concern not satisfied", None, exc.details)
+        outcomes = [outcome or concern for outcome in outcomes]
+    return outcomes
 
 
 class UpdateBatcher(_GroupWriter[tuple[Document, Document], bool | None]):
@@ -91,6 +97,39 @@ class UpdateBatcher(_GroupWriter[tuple[Document, Document], bool | None]):
         result = await self._collection.bulk_write([UpdateOne(query, change) for query, change in items], ordered=False)
         every = result.modified_count == len(items)
         return [True if every else None] * len(items)
+
+
+class UpsertBatcher(_GroupWriter[tuple[Document, Document], None]):
+    """Conditional upserts, "take it if you may", made together in one write, each with its own yes or no. A query
+    names a document by ``_id`` and adds a condition; where the document exists but misses the condition, the
+    server refuses the insert the upsert would make instead, and that caller alone hears the DuplicateKeyError (as
+    ``update_one(..., upsert=True)`` would raise it). Writes to one document in a batch apply one after another,
+    each against what the one before left."""
+
+    async def upsert(self, query: Document, change: Document) -> None:
+        await self._submit((query, change))
+
+    async def _write(self, items: list[tuple[Document, Document]]) -> list[Exception | None]:
+        try:
+            await self._collection.bulk_write([UpdateOne(q, c, upsert=True) for q, c in items], ordered=False)
+        except BulkWriteError as exc:
+            return _each_error(exc, len(items))
+        return [None] * len(items)
+
+
+class UpdateManyBatcher(_GroupWriter[tuple[Document, Document], None]):
+    """Updates of every document a query matches (``update_many``), made together in one write; what they changed
+    is not told (for changes whose effect the caller does not need, such as a release)."""
+
+    async def update_many(self, query: Document, change: Document) -> None:
+        await self._submit((query, change))
+
+    async def _write(self, items: list[tuple[Document, Document]]) -> list[Exception | None]:
+        try:
+            await self._collection.bulk_write([UpdateMany(q, c) for q, c in items], ordered=False)
+        except BulkWriteError as exc:
+            return _each_error(exc, len(items))
+        return [None] * len(items)
 
 
 class ReadCoalescer(Generic[T, R]):

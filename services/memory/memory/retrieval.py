@@ -22,6 +22,7 @@ import numpy as np
 from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts.memory import RetrieveMemory, Scope, Tier
+from servicekit.batching import ReadCoalescer
 
 log = logging.getLogger(__name__)
 Document = dict[str, Any]
@@ -115,6 +116,7 @@ class Retriever:
         self._indexes: OrderedDict[str, WorkspaceIndex] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._rebuilding: dict[str, asyncio.Task[WorkspaceIndex]] = {}
+        self._stamp_reads: ReadCoalescer[str, Document | None] = ReadCoalescer()  # one read for queries asked at once
 
     async def retrieve(self, workspace_id: str, query: RetrieveMemory, now: datetime | None = None) -> list[Document]:
         now = now or datetime.now(UTC)
@@ -178,7 +180,7 @@ class Retriever:
     async def _long_term(self, workspace_id: str) -> tuple[WorkspaceIndex, bool]:
         """The workspace's index and whether it is current. A large index that fell behind keeps serving while a
         fresh one is built in the background (its hits are then re-read, so no deleted or edited entry leaks)."""
-        stamp_doc = await self._stamps.find_one({"_id": workspace_id})
+        stamp_doc = await self._stamp_reads.read(workspace_id, lambda: self._stamps.find_one({"_id": workspace_id}))
         stamp = stamp_doc["stamp"] if stamp_doc else ""
         cached = self._indexes.get(workspace_id)
         if cached is not None and cached.stamp == stamp:

@@ -7,7 +7,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
-from servicekit.batching import InsertBatcher, UpdateBatcher
+from servicekit.batching import InsertBatcher, UpdateBatcher, UpdateManyBatcher, UpsertBatcher
 
 Document = dict[str, Any]
 
@@ -49,3 +49,41 @@ async def test_updates_made_together_say_they_applied_or_that_the_caller_must_lo
     assert outcomes == ([None] * 4 if stale else [True] * 4)
     versions = {doc["_id"]: doc["version"] async for doc in rows.find()}
     assert versions == {"r0": 2, "r1": 2, "r2": 1 if stale else 2, "r3": 2}
+
+
+async def test_conditional_upserts_made_together_each_hear_whether_they_took_it(
+    mongo: AsyncMongoClient[Document], env_name: str
+) -> None:
+    """Places taken on a list of at most three, five asking at once on a list that exists with one and two more on
+    a list that does not exist yet: each hears its own yes or no, as one update_one would tell it."""
+    rows = mongo[f"{env_name}_batching"]["lists"]
+    await rows.insert_one({"_id": "full-soon", "holders": ["h0"]})
+    batcher = UpsertBatcher(rows)
+
+    def take(list_id: str, holder: str) -> Any:
+        query = {"_id": list_id, "holders": {"$ne": holder}, "holders.2": {"$exists": False}}
+        return batcher.upsert(query, {"$push": {"holders": holder}})
+
+    outcomes = await asyncio.gather(
+        *(take("full-soon", f"h{i}") for i in range(1, 6)), take("new", "a"), take("new", "b"), return_exceptions=True
+    )
+
+    refused = [isinstance(o, DuplicateKeyError) for o in outcomes]
+    assert refused == [False, False, True, True, True, False, False]
+    assert (await rows.find_one({"_id": "full-soon"}) or {})["holders"] == ["h0", "h1", "h2"]
+    assert (await rows.find_one({"_id": "new"}) or {})["holders"] == ["a", "b"]
+
+
+async def test_updates_of_many_made_together_are_all_applied(mongo: AsyncMongoClient[Document], env_name: str) -> None:
+    rows = mongo[f"{env_name}_batching"]["tags"]
+    await rows.insert_many([{"_id": f"r{i}", "group": i % 2, "tags": ["x", f"t{i}"]} for i in range(4)])
+    batcher = UpdateManyBatcher(rows)
+
+    await asyncio.gather(
+        batcher.update_many({"group": 0}, {"$pull": {"tags": "x"}}),
+        batcher.update_many({"_id": "r1"}, {"$pull": {"tags": "t1"}}),
+        batcher.update_many({"group": 9}, {"$pull": {"tags": "x"}}),  # matches nothing: no error
+    )
+
+    tags = {doc["_id"]: doc["tags"] async for doc in rows.find()}
+    assert tags == {"r0": ["t0"], "r1": ["x"], "r2": ["t2"], "r3": ["x", "t3"]}

@@ -16,6 +16,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from contracts.budgets import MICROS_PER_USD, UsageTotals
+from servicekit.batching import InsertBatcher, UpdateBatcher, UpsertBatcher
 
 Document = dict[str, Any]
 
@@ -48,6 +49,8 @@ def _record(doc: Document) -> AttemptRecord:
 class Attempts:
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
+        self._begins = UpsertBatcher(collection)  # the tasks begun or finished at once share a round trip
+        self._finishes = UpdateBatcher(collection)
 
     @staticmethod
     def _id(ws: str, key: str) -> str:
@@ -66,29 +69,21 @@ class Attempts:
     async def begin(
         self, ws: str, key: str, agent_id: str, agent_spec: Document, holder: str, now: datetime, lease: timedelta
     ) -> int | None:
-        """A first delivery's open and first call in one write: create the record (or take one that no call was
-        counted on yet) with its first call counted and its call lease for ``holder``; 1, or None when the attempt
-        was seen before and called (the full path then reads its record)."""
+        """A first delivery's open and first call in one write (shared with the other tasks begun at once): create
+        the record, or take one that no call was counted on yet, with its first call counted and its call lease for
+        ``holder``; 1, or None when the attempt was seen before and called (the full path then reads its record)."""
         try:
-            doc = await self.collection.find_one_and_update(
+            await self._begins.upsert(
                 {"_id": self._id(ws, key), "calls": 0, "result": None, "answer": None},
                 {
                     "$setOnInsert": {"workspace_id": ws, "key": key, "first_seen_at": now},
                     "$inc": {"calls": 1},
-                    "$set": {
-                        "agent_id": agent_id,
-                        "agent_spec": agent_spec,
-                        "called_at": now,
-                        "calling_by": holder,
-                        "calling_until": now + lease,
-                    },
+                    "$set": _call_taken(agent_id, agent_spec, holder, now, lease),
                 },
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
             return None
-        return None if doc is None else int(doc["calls"])
+        return 1
 
     async def calling(
         self, ws: str, key: str, agent_id: str, agent_spec: Document, holder: str, now: datetime, lease: timedelta
@@ -99,16 +94,7 @@ class Attempts:
         free: Document = {"$or": [{"calling_until": None}, {"calling_until": {"$lt": now}}]}
         doc = await self.collection.find_one_and_update(
             {"_id": self._id(ws, key), "result": None, "answer": None, **free},
-            {
-                "$inc": {"calls": 1},
-                "$set": {
-                    "agent_id": agent_id,
-                    "agent_spec": agent_spec,
-                    "called_at": now,
-                    "calling_by": holder,
-                    "calling_until": now + lease,
-                },
-            },
+            {"$inc": {"calls": 1}, "$set": _call_taken(agent_id, agent_spec, holder, now, lease)},
             return_document=ReturnDocument.AFTER,
         )
         return None if doc is None else int(doc["calls"])
@@ -136,17 +122,28 @@ class Attempts:
         changes: Document = {"result": result, "finished_at": now, "calling_until": None}
         if answer is not None:
             changes["answer"] = answer
-        written = await self.collection.update_one({"_id": self._id(ws, key), "result": None}, {"$set": changes})
-        if written.modified_count:
+        if await self._finishes.update({"_id": self._id(ws, key), "result": None}, {"$set": changes}):
             return result
         doc = await self.collection.find_one({"_id": self._id(ws, key)}, {"result": 1})
         stored: Document = (doc or {}).get("result") or result
         return stored
 
 
+def _call_taken(agent_id: str, agent_spec: Document, holder: str, now: datetime, lease: timedelta) -> Document:
+    """What a call about to be made sets on its attempt: the agent and spec it runs on, and the call lease."""
+    return {
+        "agent_id": agent_id,
+        "agent_spec": agent_spec,
+        "called_at": now,
+        "calling_by": holder,
+        "calling_until": now + lease,
+    }
+
+
 class UsageLedger:
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
+        self._inserts = InsertBatcher(collection)  # the calls answered at once share a round trip
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("workspace_id", ASCENDING), ("at", ASCENDING)])
@@ -156,7 +153,7 @@ class UsageLedger:
     async def record(self, row: Document) -> bool:
         """Record one call's usage (``_id`` = the call); False when it was recorded already."""
         try:
-            await self.collection.insert_one(row)
+            await self._inserts.insert(row)
         except DuplicateKeyError:
             return False
         return True

@@ -16,6 +16,8 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from servicekit.batching import ReadCoalescer, UpdateManyBatcher, UpsertBatcher
+
 Document = dict[str, Any]
 
 
@@ -23,6 +25,9 @@ class Slots:
     def __init__(self, collection: AsyncCollection[Document], lease_s: float = 30.0) -> None:
         self.collection = collection
         self.lease = timedelta(seconds=lease_s)
+        self._takes = UpsertBatcher(collection)
+        self._releases = UpdateManyBatcher(collection)
+        self._loads: ReadCoalescer[str, list[Document]] = ReadCoalescer()
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("workspace_id", ASCENDING), ("holders.key", ASCENDING)])
@@ -50,10 +55,9 @@ class Slots:
         """Add ``holder`` while the agent has fewer than ``limit`` holders and not this task already (the document
         is created on the agent's first task; it exists, full or held, when the insert is refused)."""
         try:
-            await self.collection.update_one(
+            await self._takes.upsert(
                 {"_id": slot, "holders.key": {"$ne": holder["key"]}, f"holders.{limit - 1}": {"$exists": False}},
                 {"$push": {"holders": holder}, "$setOnInsert": {"workspace_id": ws, "agent_id": agent_id}},
-                upsert=True,
             )
         except DuplicateKeyError:
             return False
@@ -66,19 +70,20 @@ class Slots:
 
     async def release(self, ws: str, key: str) -> None:
         """Free the place the task ``key`` holds, of whichever agent (a redelivery may have been routed anew)."""
-        held = {"workspace_id": ws, "holders.key": key}
-        await self.collection.update_many(held, {"$pull": {"holders": {"key": key}}})
+        await self._releases.update_many({"workspace_id": ws, "holders.key": key}, {"$pull": {"holders": {"key": key}}})
 
     async def in_flight(self, ws: str, now: datetime) -> dict[str, int]:
         """Tasks each agent of the workspace holds a live lease for."""
-        busy = {"workspace_id": ws, "holders.0": {"$exists": True}}
-        cursor = self.collection.find(busy, {"agent_id": 1, "holders": 1})
         counts: dict[str, int] = {}
-        async for doc in cursor:
+        for doc in await self._loads.read(ws, lambda: self._busy(ws)):
             live = sum(1 for h in doc.get("holders", []) if _aware(h["until"]) > now)
             if live:
                 counts[str(doc["agent_id"])] = live
         return counts
+
+    async def _busy(self, ws: str) -> list[Document]:
+        busy = {"workspace_id": ws, "holders.0": {"$exists": True}}
+        return [doc async for doc in self.collection.find(busy, {"agent_id": 1, "holders": 1})]
 
 
 def _aware(moment: datetime) -> datetime:
