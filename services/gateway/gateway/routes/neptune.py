@@ -8,6 +8,7 @@ conversations or turns.
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -39,6 +40,7 @@ from gateway.workspaces import Principal
 from servicekit.commands import envelope_for, publish_command
 
 KEEPALIVE_S = 15.0
+SEEN_CONVERSATIONS = 50_000
 router = APIRouter(prefix="/neptune", tags=["neptune"], route_class=JsonBodyRoute)
 
 
@@ -54,6 +56,34 @@ class MessageCreate(BaseModel):
 
 class ConversationList(BaseModel):
     items: list[ConversationLine]
+
+
+class SeenConversations:
+    """The conversations this gateway has found to be their workspace's. A conversation is never deleted, so one
+    that was the caller's still is: a later turn on it need not ask Neptune again (a round trip over NATS and a
+    read of its event log), which is most of what a chat turn costs beyond its own work. Bounded, oldest dropped."""
+
+    def __init__(self, size: int = SEEN_CONVERSATIONS) -> None:
+        self._size = size
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return True
+        return False
+
+    def add(self, key: tuple[str, str]) -> None:
+        self._seen[key] = None
+        while len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+
+
+def _seen(request: Request) -> SeenConversations:
+    seen: SeenConversations | None = getattr(request.app.state, "seen_conversations", None)
+    if seen is None:
+        seen = request.app.state.seen_conversations = SeenConversations()
+    return seen
 
 
 def _not_via_neptune(principal: Principal) -> None:
@@ -112,7 +142,10 @@ async def post_message(
     send: Send,
 ) -> StreamingResponse:
     _not_via_neptune(principal)
-    await queries.ask(principal, CheckConversation(conversation_id=conversation_id))  # 404 unless it is the caller's
+    seen, key = _seen(request), (principal.workspace_id, conversation_id)
+    if key not in seen:
+        await queries.ask(principal, CheckConversation(conversation_id=conversation_id))  # 404 unless the caller's
+        seen.add(key)
     turn_id = f"turn_{send.command_id[:24]}"  # an Idempotency-Key sent again names the same turn
     delivery = new_id()  # but each request is a command of its own, which the broker does not drop as a repeat
     credential = mint(neptune_secret(request), principal, settings.neptune_token_ttl_s)
