@@ -10,6 +10,13 @@ real request path runs: its headers, its retries and backoff, its timeouts. What
   mid-call in between);
 - ``Respond``: a behaviour computed from the request body.
 
+A request with ``"stream": true`` gets its ``Reply`` as Server-Sent Events in OpenAI's chunk format
+(``chat.completion.chunk``): the role, the content a word at a time, each tool call as fragments (its index, id and
+name first, then its arguments a few characters at a time), the finish reason, the usage when
+``stream_options.include_usage`` asks for it, then ``data: [DONE]``. ``Reply(stall_after_chunks=n)`` stops sending
+after ``n`` chunks and keeps the stream open, as a server that stalls mid-answer does; ``chunk_interval_s`` spaces
+the chunks out (a stream too slow as a whole, though no single read waits long).
+
 Which behaviour a request gets: the next one scripted for its ``model`` (``script(..., model=m)``), else the next
 one scripted for any model (``script(...)``), else the model's standing behaviour (``behave(m, ...)``), else
 ``default``. So agents configured with different models can be driven differently in one test.
@@ -17,7 +24,8 @@ one scripted for any model (``script(...)``), else the model's standing behaviou
 What it saw is kept for the test: every request (body and headers), the requests in flight now and the most
 ever in flight at once (in all and per model), and the usage it reported in the completions it answered
 (``answered``), so usage sums recorded elsewhere can be compared exactly. A completion whose client had already
-gone when it was ready is not answered and not counted.
+gone when it was ready is not answered and not counted; a streamed one counts once its last chunk is sent (a stalled
+stream never does), and a streamed request is in flight until its stream ends.
 
     async with OpenAICompatibleServer() as server:
         server.script(Fail(429, retry_after_ms=10), Reply("hello"))
@@ -27,9 +35,10 @@ gone when it was ready is not answered and not counted.
 import asyncio
 import contextlib
 import json
+import re
 import socket
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -37,11 +46,14 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 Body = dict[str, Any]
 POLL_S = 0.02
+ARGUMENT_PIECE_CHARS = 7
+"""A streamed tool call's arguments come this many characters a chunk (split mid-token, as models do)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,10 @@ class Reply:
     delay_s: float = 0.0
     """Time taken before answering (to keep calls in flight together)."""
     finish_reason: str | None = None
+    stall_after_chunks: int | None = None
+    """Streamed requests only: send this many chunks, then nothing more until the client goes (no ``[DONE]``)."""
+    chunk_interval_s: float = 0.0
+    """Streamed requests only: time between two chunks (a slow stream, whose every read is quick enough)."""
 
 
 def reply_json(value: Any, **kwargs: Any) -> Reply:
@@ -153,6 +169,7 @@ class OpenAICompatibleServer:
         self._changed = asyncio.Condition()
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._completion_numbers = 0
         self.port = 0
 
     @property
@@ -238,18 +255,28 @@ class OpenAICompatibleServer:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.max_in_flight_by_model[model] = max(self.max_in_flight_by_model[model], self.in_flight_by_model[model])
         await self._notify()
-        try:
-            return await self._perform(self._next(model), body, request)
-        finally:
+
+        async def leave() -> None:
             self.in_flight -= 1
             self.in_flight_by_model[model] -= 1
             await self._notify()
+
+        try:
+            answer = await self._perform(self._next(model), body, request)
+        except BaseException:
+            await leave()
+            raise
+        if isinstance(answer, Response):
+            await leave()
+            return answer
+        return _EventStream(answer, closed=leave)  # in flight until the stream ends
 
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _perform(self, behaviour: Behaviour, body: Body, request: Request) -> Response:
+    async def _perform(self, behaviour: Behaviour, body: Body, request: Request) -> Response | AsyncGenerator[str]:
+        """The response, or for a streamed reply the SSE text it sends, piece by piece."""
         gone = Response(status_code=503)  # nobody reads it: the client left, or the server is stopping
         match behaviour:
             case Respond(choose=choose):
@@ -266,6 +293,8 @@ class OpenAICompatibleServer:
             case Reply():
                 if not await self._wait(request, duration_s=behaviour.delay_s):
                     return gone
+                if body.get("stream") is True:
+                    return self._chunks(behaviour, body, request)
                 return self._completion(behaviour, body)
 
     async def _wait(self, request: Request, gate: asyncio.Event | None = None, duration_s: float | None = None) -> bool:
@@ -280,19 +309,8 @@ class OpenAICompatibleServer:
                 return True
             await asyncio.sleep(POLL_S if until is None else max(0.0, min(POLL_S, until - loop.time())))
 
-    def _completion(self, reply: Reply, body: Body) -> Response:
-        self.answered.completions += 1
-        number = self.answered.completions
-        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
-        if reply.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": f"call_{number}_{i}",
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for i, call in enumerate(reply.tool_calls)
-            ]
+    def _usage(self, reply: Reply, body: Body) -> dict[str, int]:
+        """The usage the reply reports."""
         answer_text = (reply.content or "") + "".join(c.name + c.arguments for c in reply.tool_calls)
         prompt_tokens = (
             reply.prompt_tokens
@@ -302,23 +320,125 @@ class OpenAICompatibleServer:
         completion_tokens = (
             reply.completion_tokens if reply.completion_tokens is not None else max(1, len(answer_text) // 4)
         )
-        finish_reason = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+    def _count(self, usage: dict[str, int] | None) -> None:
+        """A completion answered, with the usage it reported."""
+        self.answered.completions += 1
+        if usage is not None:
+            self.answered.prompt_tokens += usage["prompt_tokens"]
+            self.answered.completion_tokens += usage["completion_tokens"]
+
+    def _number(self) -> int:
+        self._completion_numbers += 1
+        return self._completion_numbers
+
+    def _completion(self, reply: Reply, body: Body) -> Response:
+        number = self._number()
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": _call_id(number, i),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for i, call in enumerate(reply.tool_calls)
+            ]
         payload: dict[str, Any] = {
             "id": f"chatcmpl-{number}",
             "object": "chat.completion",
             "created": 1_800_000_000,
             "model": str(body.get("model", "")),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": _finish(reply), "logprobs": None}],
         }
-        if reply.usage:
-            payload["usage"] = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            }
-            self.answered.prompt_tokens += prompt_tokens
-            self.answered.completion_tokens += completion_tokens
+        usage = self._usage(reply, body) if reply.usage else None
+        if usage is not None:
+            payload["usage"] = usage
+        self._count(usage)
         return JSONResponse(payload)
+
+    async def _chunks(self, reply: Reply, body: Body, request: Request) -> AsyncGenerator[str]:
+        """A streamed completion: each chunk as an SSE ``data:`` line, then ``[DONE]``; counted in ``answered`` once
+        its last chunk is sent."""
+        number = self._number()
+        options = body.get("stream_options")
+        with_usage = isinstance(options, dict) and options.get("include_usage") is True
+
+        def chunk(delta: dict[str, Any] | None, finish_reason: str | None = None) -> dict[str, Any]:
+            choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+            found: dict[str, Any] = {
+                "id": f"chatcmpl-{number}",
+                "object": "chat.completion.chunk",
+                "created": 1_800_000_000,
+                "model": str(body.get("model", "")),
+                "choices": choices,
+            }
+            if with_usage:
+                found["usage"] = None  # as OpenAI sends it on every chunk but the last
+            return found
+
+        chunks = [chunk({"role": "assistant", "content": ""})]
+        chunks += [chunk({"content": piece}) for piece in words(reply.content or "")]
+        for i, call in enumerate(reply.tool_calls):
+            head = {"index": i, "id": _call_id(number, i), "type": "function"}
+            chunks.append(chunk({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]}))
+            chunks += [
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+                for piece in _pieces(call.arguments, ARGUMENT_PIECE_CHARS)
+            ]
+        chunks.append(chunk({}, _finish(reply)))
+        usage = self._usage(reply, body) if with_usage and reply.usage else None
+        if usage is not None:
+            chunks.append({**chunk(None), "usage": usage})  # the last chunk: no choices, the usage
+        stall = reply.stall_after_chunks
+        for sent, data in enumerate(chunks[:stall]):
+            if sent and reply.chunk_interval_s and not await self._wait(request, duration_s=reply.chunk_interval_s):
+                return  # the client went
+            yield f"data: {json.dumps(data)}\n\n"
+        if stall is not None and stall <= len(chunks):
+            await self._wait(request)  # stalled: until the client gives up or the server stops
+            return
+        self._count(usage)  # every chunk sent
+        yield "data: [DONE]\n\n"
+
+
+def words(text: str) -> list[str]:
+    """``text`` in pieces of one word each with the white space before it; joined, they are ``text`` again."""
+    return re.findall(r"\s*\S+|\s+\Z", text)
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[at : at + size] for at in range(0, len(text), size)]
+
+
+def _call_id(number: int, index: int) -> str:
+    return f"call_{number}_{index}"
+
+
+def _finish(reply: Reply) -> str:
+    return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+
+
+class _EventStream(StreamingResponse):
+    """A streamed completion; ``closed`` is awaited when it ends, however it ends (sent, client gone, server
+    stopping)."""
+
+    def __init__(self, chunks: AsyncGenerator[str], closed: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self._chunks = chunks
+        self._closed = closed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._chunks.aclose()
+            await self._closed()
 
 
 def _error(fail: Fail) -> Response:

@@ -9,17 +9,26 @@ budget is reserved before the call, settled to the usage after it. The rounds of
 (``max_tool_rounds``; the last round is offered no tools). When the model cannot be reached, the turn falls back to
 the offline parser and says so.
 
+Each call is streamed (``stream=True``, its usage asked for in the last chunk): the answer's text goes to the person
+as ``delta`` events as the model writes it, the tool calls are put together from their fragments, and the final
+``message`` carries the whole answer. The deadline bounds the whole call, its stream read to the end included, so a
+server that stalls mid-answer cannot hold the turn; when that happens after some text was shown, that text is closed
+with an ellipsis and a line break and the offline parser's answer follows (the ``message`` is that answer).
+
 The system prompt states what Neptune can do and carries the workspace's live context (teams, workflows, runs in
 flight, waiting approvals, recent failures, budget left), read through the gateway at the turn's start; the
 conversation so far is trimmed to ``history_max_tokens`` (``domain.history``).
 """
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from openai import APIError, AsyncOpenAI, omit
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolUnionParam
 
 from contracts.neptune import ToolUse, TurnCompleted, TurnEvent
 from neptune.assistant import Emit, TurnResult, call_tool, offline_turn
@@ -55,6 +64,53 @@ class Spend:
 
     def usage(self) -> dict[str, Any]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "calls": self.calls}
+
+    def settle(self, worst: int, usage: CompletionUsage | None, max_output_tokens: int) -> None:
+        """A call answered (in part, when its stream broke off): its reserved worst case settled to its usage."""
+        self.calls += 1
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+            self.left += worst - (usage.prompt_tokens + usage.completion_tokens)
+        else:
+            self.left += max_output_tokens // 2  # unknown usage: keep most of the worst case counted
+
+
+@dataclass
+class ToolCallParts:
+    """One tool call put together from its streamed fragments."""
+
+    id: str
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
+class Streamed:
+    """What one streamed model call sent, gathered as it arrives (what came before a failure included)."""
+
+    opened: bool = False
+    """The server began to answer: the call counts."""
+    content: str = ""
+    calls: dict[int, ToolCallParts] = field(default_factory=dict)
+    usage: CompletionUsage | None = None
+
+    def take(self, chunk: ChatCompletionChunk) -> str:
+        """Adds a chunk: its text, its tool call fragments (by index: the id and name as they come, the arguments'
+        text concatenated), its usage (the last chunk's). Returns its text, "" when it has none."""
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        text = ""
+        for choice in (c for c in chunk.choices if c.index == 0):
+            text += choice.delta.content or ""
+            for fragment in choice.delta.tool_calls or []:
+                parts = self.calls.setdefault(fragment.index, ToolCallParts(id=f"call_{fragment.index}"))
+                parts.id = fragment.id or parts.id
+                if fragment.function is not None:
+                    parts.name = fragment.function.name or parts.name
+                    parts.arguments += fragment.function.arguments or ""
+        self.content += text
+        return text
 
 
 def _names(items: list[dict[str, Any]], id_key: str) -> str:
@@ -136,66 +192,95 @@ async def model_turn(
             answer = "I stopped here: this turn's model budget is spent. " + _done(uses)
             return await _answer(emit, answer, uses, spend)
         spend.left -= worst
-        try:
-            response = await llm.chat.completions.create(
-                model=settings.neptune_model,
-                messages=messages,  # type: ignore[arg-type]
-                tools=offered or omit,  # type: ignore[arg-type]  # no tools: the field left out, not null
-                max_tokens=settings.max_output_tokens,
-                timeout=settings.model_timeout_s,
-            )
-        except APIError as exc:
-            spend.left += worst
-            log.warning("the model did not answer a turn: %s", exc)
-            fallback = await offline_turn(client, content, _quiet_message(emit))
-            answer = f"(The model could not be reached, so I read your message myself.) {fallback.answer}"
-            return await _answer(emit, answer, fallback.tools, spend, intent=f"offline:{fallback.intent}")
-        spend.calls += 1
-        if response.usage is not None:
-            spend.prompt_tokens += response.usage.prompt_tokens
-            spend.completion_tokens += response.usage.completion_tokens
-            spend.left += worst - (response.usage.prompt_tokens + response.usage.completion_tokens)
-        else:
-            spend.left += settings.max_output_tokens // 2  # unknown usage: keep most of the worst case counted
-        choice = response.choices[0].message
-        calls = list(choice.tool_calls or []) if offered else []
+        got = Streamed()
+        failure = await _call(llm, settings, messages, offered, emit, got)
+        if failure is not None:
+            log.warning("the model did not answer a turn: %s", failure)
+            if got.opened:
+                spend.settle(worst, got.usage, settings.max_output_tokens)
+            else:
+                spend.left += worst
+            return await _fall_back(client, content, emit, spend, got)
+        spend.settle(worst, got.usage, settings.max_output_tokens)
+        calls = [got.calls[index] for index in sorted(got.calls)] if offered else []
         if not calls:
-            return await _answer(emit, choice.content or _done(uses), uses, spend)
+            if got.content:
+                return await _answer(emit, got.content, uses, spend, streamed=True)
+            return await _answer(emit, _done(uses), uses, spend)
         messages.append(
             {
                 "role": "assistant",
-                "content": choice.content,
+                "content": got.content or None,
                 "tool_calls": [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.function.name, "arguments": c.function.arguments},
-                    }
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                     for c in calls
-                    if c.type == "function"
                 ],
             }
         )
         for call in calls:
-            if call.type != "function":
-                continue
-            try:
-                arguments = json.loads(call.function.arguments or "{}")
-            except ValueError:
-                arguments = None
-            if not isinstance(arguments, dict):
-                use = ToolUse(
-                    call_id=call.id,
-                    name=call.function.name,
-                    arguments={},
-                    ok=False,
-                    result={"error": "the arguments are not a JSON object"},
-                )
-            else:
-                use = await call_tool(client, call.function.name, arguments, call.id, emit)
+            use = await _run(client, call, emit)
             uses.append(use)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(use.result, default=str)})
     return await _answer(emit, _done(uses), uses, spend)
+
+
+async def _fall_back(client: GatewayClient, content: str, emit: Emit, spend: Spend, got: Streamed) -> TurnResult:
+    """The offline parser's answer, said to be one. Text the model had streamed stops where it broke off, closed
+    with an ellipsis and a line break; the answer that replaces it follows."""
+    if got.content:
+        await emit(TurnEvent(type="delta", data={"content": "…\n"}))
+    fallback = await offline_turn(client, content, _quiet_message(emit))
+    why = "stopped answering" if got.opened else "could not be reached"
+    answer = f"(The model {why}, so I read your message myself.) {fallback.answer}"
+    return await _answer(emit, answer, fallback.tools, spend, intent=f"offline:{fallback.intent}")
+
+
+async def _run(client: GatewayClient, call: ToolCallParts, emit: Emit) -> ToolUse:
+    """A tool call of the model's; arguments that are not a JSON object are its error, fed back."""
+    try:
+        arguments = json.loads(call.arguments or "{}")
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        error = {"error": "the arguments are not a JSON object"}
+        return ToolUse(call_id=call.id, name=call.name, arguments={}, ok=False, result=error)
+    return await call_tool(client, call.name, arguments, call.id, emit)
+
+
+async def _call(
+    llm: AsyncOpenAI,
+    settings: NeptuneSettings,
+    messages: list[dict[str, Any]],
+    offered: list[dict[str, Any]],
+    emit: Emit,
+    got: Streamed,
+) -> str | None:
+    """One model call, streamed into ``got`` within its deadline (``model_timeout_s``, the stream read to its end
+    included), each piece of text emitted as a ``delta`` as it arrives. None when it answered, else why not."""
+    deadline = asyncio.timeout(settings.model_timeout_s)
+    try:
+        async with deadline:
+            stream = await llm.chat.completions.create(
+                model=settings.neptune_model,
+                messages=cast(list[ChatCompletionMessageParam], messages),
+                tools=cast(list[ChatCompletionToolUnionParam], offered) or omit,  # no tools: left out, not null
+                max_tokens=settings.max_output_tokens,
+                timeout=settings.model_timeout_s,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            got.opened = True
+            async with stream:
+                async for chunk in stream:
+                    if text := got.take(chunk):
+                        await emit(TurnEvent(type="delta", data={"content": text}))
+    except APIError as exc:
+        return str(exc)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        return f"no complete answer within {settings.model_timeout_s} s"
+    return None
 
 
 def _done(uses: list[ToolUse]) -> str:
@@ -213,7 +298,11 @@ def _quiet_message(emit: Emit) -> Emit:
     return forward
 
 
-async def _answer(emit: Emit, answer: str, uses: list[ToolUse], spend: Spend, intent: str = "model") -> TurnResult:
-    await emit(TurnEvent(type="delta", data={"content": answer}))
+async def _answer(
+    emit: Emit, answer: str, uses: list[ToolUse], spend: Spend, intent: str = "model", *, streamed: bool = False
+) -> TurnResult:
+    """The turn's end: the answer (as a ``delta`` too unless the model streamed it already) and the ``message``."""
+    if not streamed:
+        await emit(TurnEvent(type="delta", data={"content": answer}))
     await emit(TurnEvent(type="message", data={"content": answer, "usage": spend.usage()}))
     return TurnResult(intent, uses, answer, spend.usage())

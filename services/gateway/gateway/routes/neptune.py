@@ -125,7 +125,10 @@ async def get_conversation(conversation_id: ResourceId, principal: CurrentPrinci
     "/conversations/{conversation_id}/messages",
     summary="Say something to Neptune; its answer streams back (Server-Sent Events)",
     description="Each SSE has a type as `event` (`tool_call`, `tool_result`, `delta`, `message`, `error`) and a "
-    "JSON object as `data`; `message` carries the whole answer and ends the stream, `error` ends it too (e.g. "
+    "JSON object as `data`; `delta` is a piece of the answer's text as the model writes it (the deltas after the "
+    "last tool event add up to the answer; a model that stops mid-answer has its text closed with `…` and a line "
+    "break, and the answer that replaces it follows); `message` carries the whole answer and ends the stream, "
+    "`error` ends it too (e.g. "
     "`service_unavailable` when Neptune does not answer within NEPTUNE_TURN_TIMEOUT_S: the turn is still taken and "
     "recorded when it does). An Idempotency-Key makes a retried message the same turn.",
     response_class=StreamingResponse,

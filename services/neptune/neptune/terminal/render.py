@@ -1,6 +1,8 @@
 """How a turn shows in the terminal: each tool call on one line (``-> name(arg=value, ...)``), its result on the
-next (``<- ok: summary`` or ``<- error: ...``), the answer's text as it arrives; an ``error`` event ends the line
-(the caller reports it on stderr). With ``--json``, every event is a JSON line instead, for scripts."""
+next (``<- ok: summary`` or ``<- error: ...``), the answer's text as it arrives (text streamed before a tool call
+ends its line); an ``error`` event ends the line (the caller reports it on stderr). The final ``message`` adds only
+what the deltas have not shown: when the model stopped mid-answer, Neptune closes the broken text and streams the
+answer that replaces it, which the message repeats. With ``--json``, every event is a JSON line instead, for scripts."""
 
 import json
 from typing import Any, Protocol, TextIO
@@ -56,8 +58,10 @@ class TerminalRenderer:
     def event(self, event: ServerEvent) -> None:
         data = event.data
         if event.kind == "tool_call":
+            self._end_line()
             self._out.print(tool_call_line(str(data.get("name")), data.get("arguments") or {}))
         elif event.kind == "tool_result":
+            self._end_line()
             self._out.print(tool_result_line(data.get("ok") is True, data.get("result") or {}))
         elif event.kind == "delta":
             text = str(data.get("content", data.get("text", "")))  # the piece of the answer
@@ -72,15 +76,17 @@ class TerminalRenderer:
     def _answer(self, content: str) -> None:
         if self._streamed and content.startswith(self._streamed):
             self._out.print(Text(content[len(self._streamed) :]))
+        elif self._streamed.endswith(content):  # streamed in full after the text it replaces
+            self._out.print()
         else:
             self._end_line()
             self._out.print(Text(content))
         self._streamed = ""
 
     def _end_line(self) -> None:
-        if self._streamed:
+        if self._streamed and not self._streamed.endswith("\n"):
             self._out.print()
-            self._streamed = ""
+        self._streamed = ""
 
 
 class JsonRenderer:

@@ -1,9 +1,13 @@
 """Neptune with a model that calls tools: the openai SDK against the tests' OpenAI-compatible server (real HTTP), the
 tools through the real gateway and services. A two-tool chain, an ambiguous name answered with a question, a tool
 error fed back, the workspace's live context in the system prompt, the history, the turn's budget, and the
-fallback to the offline parser when the model is down."""
+fallback to the offline parser when the model is down. Every model call streams: its text relayed as `delta`
+events through the gateway's SSE as it arrives, its tool calls put together from their fragments, its usage read
+from the last chunk, and a stream that stalls (or trickles) mid-answer ended by the call's deadline with the
+offline parser's answer."""
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,8 +15,8 @@ import pytest
 
 from conftest import Api, Infra
 from servicekit.testing import eventually
-from tests.support.neptune_process import Neptune, conversation, neptune_platform, readable, say, teams
-from tests.support.openai_server import Fail, FunctionCall, OpenAICompatibleServer, Reply
+from tests.support.neptune_process import Neptune, Turn, conversation, neptune_platform, readable, say, teams
+from tests.support.openai_server import Fail, FunctionCall, OpenAICompatibleServer, Reply, words
 
 
 @pytest.fixture
@@ -303,3 +307,117 @@ async def test_the_last_round_offers_no_tools_and_leaves_the_field_out(infra: In
     assert "tools" in first.body
     assert "tools" not in last.body  # not `null`, which OpenAI refuses
     assert turn.answer == "That is all I can do."
+
+
+# streaming -----------------------------------------------------------------------------------------------------------
+
+
+def deltas(turn: Turn) -> list[str]:
+    return [str(data["content"]) for kind, data in turn.events if kind == "delta"]
+
+
+async def recorded_turn(api: Api, conversation_id: str) -> dict[str, Any]:
+    (recorded,) = (await api.get(f"/api/v1/neptune/conversations/{conversation_id}"))["turns"]
+    return dict(recorded)
+
+
+async def test_the_answer_arrives_in_deltas_that_add_up_to_the_message(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    text = "You have no teams yet; shall I create a sales team for you?"
+    server.script(Reply(text))
+    talk = await conversation(api)
+    turn = await say(api, talk, "what teams do I have?")
+    pieces = deltas(turn)
+    assert len(pieces) == len(words(text)) > 5  # as the model wrote it, a word at a time
+    assert "".join(pieces) == turn.answer == text
+    assert [kind for kind, _ in turn.events] == ["delta"] * len(pieces) + ["message"]
+    assert (await recorded_turn(api, talk))["answer"] == text
+    (request,) = server.requests
+    assert request.body["stream"] is True
+    assert request.body["stream_options"] == {"include_usage": True}
+
+
+async def test_tool_calls_streamed_in_fragments_run_with_their_arguments(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    create = FunctionCall("create_agent_team", json.dumps({"department": "support", "name": "Night shift support"}))
+    server.script(
+        Reply("Let me set that up.", tool_calls=(create, FunctionCall("list_agent_teams", "{}"))),  # two at once
+        Reply("Created Night shift support."),
+    )
+    talk = await conversation(api)
+    turn = await say(api, talk, "create a support team called Night shift support and list my teams")
+    calls = [data for kind, data in turn.events if kind == "tool_call"]
+    assert [(c["name"], c["arguments"]) for c in calls] == [
+        ("create_agent_team", {"department": "support", "name": "Night shift support"}),
+        ("list_agent_teams", {}),
+    ]
+    assert [u["ok"] for kind, u in turn.events if kind == "tool_result"] == [True, True]
+    (team,) = await teams(api, 1)
+    assert team["name"] == "Night shift support"
+
+    first = turn.events.index(("tool_call", calls[0]))
+    assert "".join(str(d["content"]) for kind, d in turn.events[:first] if kind == "delta") == "Let me set that up."
+    assert turn.answer == "Created Night shift support."  # the last round's text, as streamed after the tools
+    _, second = server.requests
+    assistant = next(m for m in second.body["messages"] if m["role"] == "assistant")
+    assert assistant["content"] == "Let me set that up."  # what the person saw stays in the conversation
+    ids = [c["id"] for c in assistant["tool_calls"]]
+    assert [c["function"]["arguments"] for c in assistant["tool_calls"]] == [create.arguments, "{}"]
+    assert [m["tool_call_id"] for m in second.body["messages"] if m["role"] == "tool"] == ids
+    assert all(i.startswith("call_") for i in ids)
+    assert [c["call_id"] for c in calls] == ids
+
+
+async def test_the_usage_of_the_streams_last_chunks_is_recorded_on_the_turn(
+    api: Api, server: OpenAICompatibleServer
+) -> None:
+    server.script(
+        Reply(None, tool_calls=(FunctionCall("list_agent_teams", "{}"),), prompt_tokens=700, completion_tokens=9),
+        Reply("None yet.", prompt_tokens=750, completion_tokens=4),
+    )
+    talk = await conversation(api)
+    turn = await say(api, talk, "list my teams")
+    usage = {"prompt_tokens": 1450, "completion_tokens": 13, "calls": 2}
+    assert turn.events[-1] == ("message", {"content": "None yet.", "usage": usage})
+    assert (await recorded_turn(api, talk))["usage"] == usage
+    assert (server.answered.prompt_tokens, server.answered.completion_tokens) == (1450, 13)
+
+
+STALLS = Reply("Sure, I will create that sales team for you right away.", stall_after_chunks=4)
+TRICKLES = Reply("Sure, I will create that sales team for you right away.", chunk_interval_s=0.3)
+
+
+@pytest.mark.parametrize("reply", [STALLS, TRICKLES], ids=["stalls", "trickles"])
+async def test_a_stream_that_stalls_mid_answer_ends_within_the_deadline_with_the_offline_answer(
+    infra: Infra, env_name: str, reply: Reply
+) -> None:
+    deadline_s = 1.5  # the trickle's reads each wait 0.3 s: only a deadline on the whole stream ends it in time
+    async with OpenAICompatibleServer() as server:
+        server.script(reply)
+        model = {"openai_api_key": "test", "openai_base_url": server.base_url, "model_timeout_s": deadline_s}
+        async with neptune_platform(infra, env_name, **model) as neptune:
+            api = Api(neptune.platform, await neptune.platform.new_workspace())
+            talk = await conversation(api)
+            started = time.monotonic()
+            turn = await say(api, talk, "Create a sales team with lead qualifier and proposal writer")
+            took = time.monotonic() - started
+            recorded = await recorded_turn(api, talk)
+            team = await eventually(lambda: readable(api, f"/api/v1/teams/{turn.result()['team_id']}"))
+        await server.wait_until(lambda: server.in_flight == 0)  # Neptune closed the stream it gave up on
+        assert server.answered.completions == 0
+    assert deadline_s <= took < deadline_s + 5  # the deadline ended it, not a hang
+    shown = deltas(turn)
+    broken = shown.index("…\n")  # the text streamed so far, closed
+    assert 0 < broken < len(words(reply.content or ""))
+    assert shown[:broken] == words(reply.content or "")[:broken]
+    if reply is STALLS:
+        assert broken == 3  # the role's chunk and three words
+    kinds = [kind for kind, _ in turn.events]
+    assert kinds == ["delta"] * (broken + 1) + ["tool_call", "tool_result", "delta", "message"]
+    assert turn.answer.startswith("(The model stopped answering, so I read your message myself.) ")
+    assert shown[-1] == turn.answer  # the answer of record follows in full
+    assert (recorded["answer"], recorded["intent"]) == (turn.answer, "offline:create_team")
+    assert recorded["usage"]["calls"] == 1  # the call was made and partly answered
+    assert sorted(m["role"] for m in team["members"]) == ["lead qualifier", "proposal writer"]

@@ -161,6 +161,33 @@ def test_the_answer_streamed_in_deltas_is_shown_once(tmp_path: Path) -> None:
     assert done.stdout == "Two teams.\n"
 
 
+def test_text_streamed_before_a_tool_call_ends_its_line(tmp_path: Path) -> None:
+    stream = sse(
+        ("delta", {"content": "Let me "}),
+        ("delta", {"content": "look."}),
+        ("tool_call", {"call_id": "call_1", "name": "list_agent_teams", "arguments": {}}),
+        ("tool_result", {"call_id": "call_1", "name": "list_agent_teams", "ok": True, "result": {"summary": "None."}}),
+        ("delta", {"content": "No teams yet."}),
+        ("message", {"content": "No teams yet."}),
+    )
+    done = run(FakeGateway(stream), tmp_path, "chat", "List my teams")
+    assert done.exit_code == 0, done.output
+    assert done.stdout == "Let me look.\n-> list_agent_teams()\n<- ok: None.\nNo teams yet.\n"
+
+
+def test_an_answer_that_replaces_text_broken_off_is_shown_once(tmp_path: Path) -> None:
+    fallback = "(The model stopped answering, so I read your message myself.) Here is what I can do."
+    stream = sse(
+        ("delta", {"content": "Sure, I"}),
+        ("delta", {"content": "…\n"}),  # the model stopped mid-answer: Neptune closes the text and answers itself
+        ("delta", {"content": fallback}),
+        ("message", {"content": fallback}),
+    )
+    done = run(FakeGateway(stream), tmp_path, "chat", "Help")
+    assert done.exit_code == 0, done.output
+    assert done.stdout == f"Sure, I…\n{fallback}\n"
+
+
 def test_an_error_event_goes_to_stderr_with_its_code_and_exit_code_4(tmp_path: Path) -> None:
     stream = sse(("delta", {"content": "Work"}), ("error", {"code": "service_unavailable", "detail": "Too slow."}))
     done = run(FakeGateway(stream), tmp_path, "chat", "Run the sales team")
