@@ -61,7 +61,11 @@ async def delegate(api: Api, expect: int = 201, **body: Any) -> dict[str, Any]:
 
 async def ended(api: Api, delegation_id: str, timeout_s: float = 30) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
-        view: dict[str, Any] = await api.get(f"/api/v1/delegations/{delegation_id}")
+        resp = await api.client.get(f"/api/v1/delegations/{delegation_id}", headers=api.headers)
+        if resp.status_code == 404:  # accepted, and not in the read model yet
+            return None
+        assert resp.status_code == 200, resp.text
+        view: dict[str, Any] = resp.json()
         return view if view["status"] in {"succeeded", "failed"} else None
 
     return await eventually(probe, timeout_s)
