@@ -385,11 +385,17 @@ class TaskWorker:
             "completion_tokens": response.usage.completion_tokens,
             "estimated": response.usage.estimated,
         }
-        # The result and the answer it came from in one write; then its usage (a redelivery counts it from the
-        # record if this worker dies in between), and only then the result is sent.
-        stored = await self._record_result(task, agent.agent_id, self._verdict(task, answer), answer)
+        # A team run member's good output goes to the run's shared context at once, so that memory writes it while
+        # the result is recorded (not while the engine hands the result on); the result and the answer it came
+        # from in one write; then its usage (a redelivery counts it from the record if this worker dies in
+        # between), and only then the result is sent.
+        verdict = self._verdict(task, answer)
+        if verdict.ok:
+            await self._runs.share_output(task, agent.agent_id, verdict.output)
+        usage_only = {k: v for k, v in answer.items() if k not in {"text", "output"}}  # the result holds the output
+        stored = await self._record_result(task, agent.agent_id, verdict, usage_only)
         await self._account(task, agent.agent_id, call, scopes, (provider, model), response.usage)
-        await self._send(task, stored)
+        await self._send(task, stored, shared=verdict.ok)
 
     async def _conclude(self, task: AgentTask, spec: AgentSpec, answer: Document) -> None:
         """What a model's answer kept without its result comes to (a record an earlier runtime left so): its usage
@@ -590,11 +596,11 @@ class TaskWorker:
         document["agent_id"] = agent_id
         return await self._attempts.finish(task.workspace_id, task.key, document, self._clock(), answer)
 
-    async def _send(self, task: AgentTask, document: Document) -> None:
-        """Send the attempt's result; a team run member's output is added to the run's shared context first (both
-        de-duplicated by the attempt, so a repeat sends nothing new)."""
+    async def _send(self, task: AgentTask, document: Document, *, shared: bool = False) -> None:
+        """Send the attempt's result; a team run member's output is added to the run's shared context first, unless
+        it was ``shared`` already (both de-duplicated by the attempt, so a repeat sends nothing new)."""
         result = RecordTaskResult.model_validate({k: v for k, v in document.items() if k != "agent_id"})
-        if result.ok:
+        if result.ok and not shared:
             await self._runs.share_output(task, document.get("agent_id") or "runtime", result.output)
         envelope = envelope_for(
             result,
