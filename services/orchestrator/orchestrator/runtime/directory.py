@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from nats.aio.msg import Msg
@@ -86,28 +86,29 @@ class Directory:
 
     async def candidates(self, ws: str, in_flight: dict[str, int], *, fresh: bool = False) -> list[Candidate]:
         """The workspace's agents that are not retired, as routing sees them (``fresh``: read now)."""
-        rows: list[Document] = await self._read(AGENT_AGGREGATE, ws, fresh, self._agent_rows)
-        return [candidate_of(row, in_flight) for row in rows]
+        kept: list[Candidate] = await self._read(AGENT_AGGREGATE, ws, fresh, self._agent_rows)
+        return [replace(c, in_flight=in_flight.get(c.agent_id, 0)) for c in kept]
 
     async def cap(self, ws: str) -> Budget | None:
         row: Document | None = await self._read(BUDGET_AGGREGATE, ws, False, self._caps.row)
         return None if row is None or row.get("budget") is None else Budget.model_validate(row["budget"])
 
     async def _agent_rows(self, ws: str) -> list[Document]:
-        return await self._agents.rows(ws, retired=None)
+        return await self._agents.rows(ws, retired=None)  # retired ones too: their rows' versions count
 
     async def _read(self, aggregate: str, ws: str, fresh: bool, read: Callable[[str], Any]) -> Any:
         key = (aggregate, ws)
         kept = self._kept.get(key)
         now = self._clock()
         if kept is not None and not fresh and now - kept.read_at < self._ttl:
-            return _live(aggregate, kept.value)
-        value = await read(ws)
-        if self._caught_up(key, value):
+            return kept.value
+        rows = await read(ws)
+        value = _parsed(aggregate, rows)
+        if self._caught_up(key, rows):
             if len(self._kept) >= MAX_KEPT:
                 self._kept.clear()  # a bound on memory: what is dropped is read again
             self._kept[key] = _Entry(value, now)
-        return _live(aggregate, value)
+        return value
 
     def _caught_up(self, key: tuple[str, str], value: Any) -> bool:
         """Whether the rows read hold every event heard for the workspace (then what was heard is forgotten)."""
@@ -122,8 +123,9 @@ class Directory:
         return True
 
 
-def _live(aggregate: str, value: Any) -> Any:
-    """Agents: only those not retired (retired rows are read too, so that a retirement's version is seen)."""
+def _parsed(aggregate: str, rows: Any) -> Any:
+    """What is kept of a reading, parsed once: the agents not retired as routing candidates (their specs
+    validated), the cap's row as it is."""
     if aggregate == AGENT_AGGREGATE:
-        return [row for row in value if not row.get("retired")]
-    return value
+        return [candidate_of(row, {}) for row in rows if not row.get("retired")]
+    return rows
