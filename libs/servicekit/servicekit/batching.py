@@ -94,7 +94,13 @@ class UpdateBatcher(_GroupWriter[tuple[Document, Document], bool | None]):
         return await self._submit((query, change))
 
     async def _write(self, items: list[tuple[Document, Document]]) -> list[bool | Exception | None]:
-        result = await self._collection.bulk_write([UpdateOne(query, change) for query, change in items], ordered=False)
+        try:
+            result = await self._collection.bulk_write(
+                [UpdateOne(query, change) for query, change in items], ordered=False
+            )
+        except BulkWriteError as exc:  # each failed update's caller hears its own error; the others must look
+            failed: list[bool | Exception | None] = [*_each_error(exc, len(items))]
+            return failed
         every = result.modified_count == len(items)
         return [True if every else None] * len(items)
 

@@ -71,6 +71,11 @@ class AgentsProjection(RowProjection):
     async def get(self, workspace_id: str, agent_id: str) -> Document | None:
         return await self.collection.find_one({"workspace_id": workspace_id, "agent_id": agent_id})
 
+    async def versions(self, workspace_id: str, stream_ids: list[str]) -> dict[str, int]:
+        """The version each of these agents' rows is at (absent: not in the read model yet)."""
+        cursor = self.collection.find({"_id": {"$in": stream_ids}, "workspace_id": workspace_id}, {"version": 1})
+        return {str(doc["_id"]): int(doc["version"]) async for doc in cursor}
+
     async def rows(self, workspace_id: str, *, retired: bool | None = None, limit: int = 1000) -> list[Document]:
         query: Document = {"workspace_id": workspace_id}
         if retired is not None:

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, WriteError
 
 from servicekit.batching import InsertBatcher, UpdateBatcher, UpdateManyBatcher, UpsertBatcher
 
@@ -87,3 +87,21 @@ async def test_updates_of_many_made_together_are_all_applied(mongo: AsyncMongoCl
 
     tags = {doc["_id"]: doc["tags"] async for doc in rows.find()}
     assert tags == {"r0": ["t0"], "r1": ["x"], "r2": ["t2"], "r3": ["x", "t3"]}
+
+
+async def test_an_update_the_server_refuses_fails_for_its_caller_alone(
+    mongo: AsyncMongoClient[Document], env_name: str
+) -> None:
+    rows = mongo[f"{env_name}_batching"]["counters"]
+    await rows.insert_many([{"_id": "n", "count": 1}, {"_id": "s", "count": "one"}])
+    batcher = UpdateBatcher(rows)
+
+    outcomes = await asyncio.gather(
+        batcher.update({"_id": "n"}, {"$inc": {"count": 1}}),
+        batcher.update({"_id": "s"}, {"$inc": {"count": 1}}),  # not a number: the server refuses it
+        return_exceptions=True,
+    )
+
+    assert outcomes[0] is None  # written, but the batch cannot say so: its caller looks
+    assert isinstance(outcomes[1], WriteError)
+    assert (await rows.find_one({"_id": "n"}) or {})["count"] == 2

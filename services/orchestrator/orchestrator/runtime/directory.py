@@ -35,6 +35,8 @@ MAX_KEPT = 20_000  # workspaces' readings kept at once
 class AgentRows(Protocol):
     async def rows(self, workspace_id: str, *, retired: bool | None = None, limit: int = 1000) -> list[Document]: ...
 
+    async def versions(self, workspace_id: str, stream_ids: list[str]) -> dict[str, int]: ...
+
 
 class CapRows(Protocol):
     async def row(self, workspace_id: str) -> Document | None: ...
@@ -80,6 +82,9 @@ class Directory:
             log.warning("an event could not be read; the directory forgets what it kept")
             self._kept.clear()
             return
+        if len(self._heard) >= MAX_KEPT:  # a bound on memory: what is forgotten is read again
+            self._heard.clear()
+            self._kept.clear()
         streams = self._heard.setdefault((aggregate, ws), {})
         streams[stream] = max(version, streams.get(stream, 0))
         self._kept.pop((aggregate, ws), None)
@@ -94,7 +99,7 @@ class Directory:
         return None if row is None or row.get("budget") is None else Budget.model_validate(row["budget"])
 
     async def _agent_rows(self, ws: str) -> list[Document]:
-        return await self._agents.rows(ws, retired=None)  # retired ones too: their rows' versions count
+        return await self._agents.rows(ws, retired=False)
 
     async def _read(self, aggregate: str, ws: str, fresh: bool, read: Callable[[str], Any]) -> Any:
         key = (aggregate, ws)
@@ -104,19 +109,23 @@ class Directory:
             return kept.value
         rows = await read(ws)
         value = _parsed(aggregate, rows)
-        if self._caught_up(key, rows):
+        if await self._caught_up(key, rows):
             if len(self._kept) >= MAX_KEPT:
                 self._kept.clear()  # a bound on memory: what is dropped is read again
             self._kept[key] = _Entry(value, now)
         return value
 
-    def _caught_up(self, key: tuple[str, str], value: Any) -> bool:
-        """Whether the rows read hold every event heard for the workspace (then what was heard is forgotten)."""
+    async def _caught_up(self, key: tuple[str, str], value: Any) -> bool:
+        """Whether the read model holds every event heard for the workspace (then what was heard is forgotten): the
+        cap's row carries its version; the agents' versions are read for the streams heard (a retired agent's
+        row is not among the rows routing reads)."""
         heard = self._heard.get(key)
         if not heard:
             return True
-        rows = value if isinstance(value, list) else [] if value is None else [value]
-        versions = {str(row["_id"]): int(row.get("version", 0)) for row in rows}
+        if key[0] == AGENT_AGGREGATE:
+            versions = await self._agents.versions(key[1], sorted(heard))
+        else:
+            versions = {str(row["_id"]): int(row.get("version", 0)) for row in ([value] if value else [])}
         if any(versions.get(stream, 0) < version for stream, version in heard.items()):
             return False
         del self._heard[key]
@@ -124,8 +133,6 @@ class Directory:
 
 
 def _parsed(aggregate: str, rows: Any) -> Any:
-    """What is kept of a reading, parsed once: the agents not retired as routing candidates (their specs
-    validated), the cap's row as it is."""
-    if aggregate == AGENT_AGGREGATE:
-        return [candidate_of(row, {}) for row in rows if not row.get("retired")]
-    return rows
+    """What is kept of a reading, parsed once: the agents as routing candidates (their specs validated), the
+    cap's row as it is."""
+    return [candidate_of(row, {}) for row in rows] if aggregate == AGENT_AGGREGATE else rows

@@ -2,8 +2,9 @@
 
 The attempt record is what makes a task idempotent: it is written before the model is called (its call count) and
 again, with the result, before the result is sent; a delivery that finds the result answers from it, without a
-model call. A worker that died mid-call leaves the count behind, so the redelivery calls again: a model is called
-at most once per attempt except after a crash in the middle of a call. Usage rows are keyed by the call, so a
+model call. A worker that died mid-call (before the result and the usage of its answer were written, in one write)
+leaves the count behind, so the redelivery calls again: a model is called at most once per attempt except after a
+crash in the middle of a call. Usage rows are keyed by the call, so a
 call's usage is counted once whatever is retried.
 """
 
@@ -84,6 +85,12 @@ class Attempts:
         except DuplicateKeyError:
             return None
         return 1
+
+    async def drop_lease(self, ws: str, key: str, holder: str) -> None:
+        """Give up the call lease ``holder`` took without making the call (what it needed first failed)."""
+        await self.collection.update_one(
+            {"_id": self._id(ws, key), "calling_by": holder}, {"$set": {"calling_until": None}}
+        )
 
     async def calling(
         self, ws: str, key: str, agent_id: str, agent_spec: Document, holder: str, now: datetime, lease: timedelta

@@ -48,8 +48,10 @@ class Slots:
         )
         if kept.matched_count:
             return True
-        expired = await self.collection.update_one({"_id": slot}, {"$pull": {"holders": {"until": {"$lt": now}}}})
-        return bool(expired.modified_count) and await self._push(slot, ws, agent_id, limit, holder)
+        # A lease that ran out is pulled, and the push tried once more: it may also have been refused only because
+        # another task created the agent's document at the same moment (the server does not retry such an upsert).
+        await self.collection.update_one({"_id": slot}, {"$pull": {"holders": {"until": {"$lt": now}}}})
+        return await self._push(slot, ws, agent_id, limit, holder)
 
     async def _push(self, slot: str, ws: str, agent_id: str, limit: int, holder: Document) -> bool:
         """Add ``holder`` while the agent has fewer than ``limit`` holders and not this task already (the document

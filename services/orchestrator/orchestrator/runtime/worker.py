@@ -175,16 +175,23 @@ class TaskWorker:
 
     async def _first_call(self, task: AgentTask, agent: Candidate, deadline: datetime, now: datetime) -> bool:
         scopes = await self._scopes(task, agent.spec)
-        if await self._unpriced(task, agent, scopes):
-            return True
-        holder, spec_doc = self._holder(), agent.spec.model_dump(mode="json")
-        call, context = await asyncio.gather(
-            self._attempts.begin(task.workspace_id, task.key, agent.agent_id, spec_doc, holder, now, self._lease()),
+        if self._unpriced_model(task, agent, scopes) is not None:
+            return False  # the full path opens the record first, and records the refusal on it
+        ws, holder, spec_doc = task.workspace_id, self._holder(), agent.spec.model_dump(mode="json")
+        begun, read = await asyncio.gather(
+            self._attempts.begin(ws, task.key, agent.agent_id, spec_doc, holder, now, self._lease()),
             self._context(task, agent),
+            return_exceptions=True,
         )
-        if call is None:
+        if isinstance(begun, BaseException):
+            raise begun
+        if isinstance(read, BaseException):
+            if begun is not None:  # no call was made: the next delivery need not wait for the lease to run out
+                await self._attempts.drop_lease(ws, task.key, holder)
+            raise read
+        if begun is None:
             return False
-        await self._converse(task, agent, deadline, scopes, context, call, holder)
+        await self._converse(task, agent, deadline, scopes, read, begun, holder)
         return True
 
     async def give_up(self, letter: DeadLetter) -> None:
@@ -195,6 +202,8 @@ class TaskWorker:
         except ValidationError:
             return  # not a task: nothing to answer
         record = await self._attempts.open(task.workspace_id, task.key, self._clock())
+        if record.answer is not None and record.agent_spec is not None:  # a call answered: counted before release
+            await self._account_answer(task, AgentSpec.model_validate(record.agent_spec), record.answer)
         await self._slots.release(task.workspace_id, task.key)
         await self._release_calls(task, record.calls + 1, self._budget_ids(task))
         if letter.reason == "deferred too often":
@@ -257,6 +266,8 @@ class TaskWorker:
         if call is None:  # another delivery of this attempt holds its call, or has just finished it
             again = await self._attempts.open(ws, task.key, self._clock())
             if again.result is not None:
+                if again.answer is not None and again.agent_spec is not None:  # its usage, once, if it died before
+                    await self._account_answer(task, AgentSpec.model_validate(again.agent_spec), again.answer)
                 await self._send(task, again.result)
                 return True
             if again.answer is not None:
@@ -289,12 +300,17 @@ class TaskWorker:
         dry_run = task.origin is not None and task.origin.kind == "dry_run"
         return self._providers.resolve(LOCAL_SETTING if dry_run else spec.model)
 
-    async def _unpriced(self, task: AgentTask, agent: Candidate, scopes: dict[str, BudgetScope]) -> bool:
-        """A budget in money on a model with no price cannot be kept: the step fails (True) with no call made."""
+    def _unpriced_model(self, task: AgentTask, agent: Candidate, scopes: dict[str, BudgetScope]) -> str | None:
+        """The model, when a budget in money applies and the model has no price (so the budget cannot be kept)."""
         provider, model = self._model(task, agent.spec)
         if provider == "local" or model in self._settings.model_prices:
-            return False
-        if all(s.micros is None for s in scopes.values()):
+            return None
+        return None if all(s.micros is None for s in scopes.values()) else model
+
+    async def _unpriced(self, task: AgentTask, agent: Candidate, scopes: dict[str, BudgetScope]) -> bool:
+        """A budget in money on a model with no price cannot be kept: the step fails (True) with no call made."""
+        model = self._unpriced_model(task, agent, scopes)
+        if model is None:
             return False
         error = f"model {model} has no price in MODEL_PRICES, so a budget in money cannot be kept"
         await self._finish(task, agent, ok=False, kind="budget_exceeded", error=error)
@@ -390,12 +406,15 @@ class TaskWorker:
         # from in one write; then its usage (a redelivery counts it from the record if this worker dies in
         # between), and only then the result is sent.
         verdict = self._verdict(task, answer)
-        if verdict.ok:
-            await self._runs.share_output(task, agent.agent_id, verdict.output)
         usage_only = {k: v for k, v in answer.items() if k not in {"text", "output"}}  # the result holds the output
         stored = await self._record_result(task, agent.agent_id, verdict, usage_only)
-        await self._account(task, agent.agent_id, call, scopes, (provider, model), response.usage)
-        await self._send(task, stored, shared=verdict.ok)
+        ours = stored.get("ok") is verdict.ok and stored.get("output") == verdict.model_dump(mode="json")["output"]
+        share = verdict.ok and ours
+        await asyncio.gather(
+            self._account(task, agent.agent_id, call, scopes, (provider, model), response.usage),
+            self._runs.share_output(task, agent.agent_id, stored.get("output")) if share else asyncio.sleep(0),
+        )
+        await self._send(task, stored, shared=share)
 
     async def _conclude(self, task: AgentTask, spec: AgentSpec, answer: Document) -> None:
         """What a model's answer kept without its result comes to (a record an earlier runtime left so): its usage

@@ -20,7 +20,16 @@ class FakeAgents:
 
     async def rows(self, workspace_id: str, *, retired: bool | None = None, limit: int = 1000) -> list[Document]:
         self.reads += 1
-        return [dict(d) for d in self.docs if d["workspace_id"] == workspace_id]
+        return [
+            dict(d)
+            for d in self.docs
+            if d["workspace_id"] == workspace_id and (retired is None or bool(d.get("retired")) == retired)
+        ]
+
+    async def versions(self, workspace_id: str, stream_ids: list[str]) -> dict[str, int]:
+        return {
+            d["_id"]: d["version"] for d in self.docs if d["workspace_id"] == workspace_id and d["_id"] in stream_ids
+        }
 
     def put(self, agent_id: str, version: int, **changes: Any) -> None:
         spec = AgentSpec(name=agent_id, role="analyst").model_dump(mode="json")
