@@ -5,6 +5,7 @@ the ids it touched. Domain errors become rejected outcomes; concurrency conflict
 state; anything else propagates so the bus redelivers with backoff and finally dead-letters.
 """
 
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate
 from pydantic import ValidationError
@@ -257,7 +259,11 @@ def envelope_for(
     )
 
 
-async def publish_command(bus: Bus, service: str, envelope: Envelope) -> bool:
+OUTCOME_WANTED = "Outcome-Wanted"
+"""A header asking for the outcome of a command from a service or an agent, whose accepted commands get none."""
+
+
+async def publish_command(bus: Bus, service: str, envelope: Envelope, *, outcome_wanted: bool = False) -> bool:
     """Send a command to ``service``; the broker de-duplicates by command id. False when it was a duplicate."""
     subjects = bus.subjects
     return await bus.publish(
@@ -265,7 +271,26 @@ async def publish_command(bus: Bus, service: str, envelope: Envelope) -> bool:
         envelope.model_dump_json().encode(),
         msg_id=envelope.message_id,
         stream=subjects.commands_stream,
+        headers={OUTCOME_WANTED: "1"} if outcome_wanted else None,
     )
+
+
+async def send_and_wait(bus: Bus, service: str, envelope: Envelope, timeout_s: float) -> CommandOutcome | None:
+    """Send a command and wait, up to ``timeout_s``, for its outcome: its handler has run (the command itself is
+    in the stream either way). None when none came in time; a repeat of a command sent before answers with the
+    outcome recorded for it, if there is one."""
+    sub = await bus.nc.subscribe(bus.subjects.outcome(envelope.workspace_id, envelope.message_id), max_msgs=1)
+    try:
+        if not await publish_command(bus, service, envelope, outcome_wanted=True):
+            return await last_outcome(bus, envelope.workspace_id, envelope.message_id)
+        try:
+            msg = await sub.next_msg(timeout=timeout_s)
+        except (TimeoutError, NatsTimeout):
+            return None
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return CommandOutcome.model_validate_json(msg.data)
 
 
 async def last_outcome(bus: Bus, workspace_id: str, command_id: str) -> CommandOutcome | None:
@@ -288,7 +313,8 @@ def serve_commands(bus: Bus, service: str, router: CommandRouter, store: EventSt
         except ValidationError as exc:
             raise PermanentFailure(f"malformed command envelope: {exc.error_count()} errors") from exc
         outcome = await router.handle(envelope, store)
-        if envelope.actor.kind in {"service", "agent"} and outcome.status is OutcomeStatus.ACCEPTED:
+        quiet = envelope.actor.kind in {"service", "agent"} and headers.get(OUTCOME_WANTED) != "1"
+        if quiet and outcome.status is OutcomeStatus.ACCEPTED:
             return  # nobody waits for these (timers, task results); a rejection is still published, to be seen
         await bus.publish(
             subjects.outcome(envelope.workspace_id, envelope.message_id),

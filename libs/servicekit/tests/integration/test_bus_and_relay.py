@@ -25,7 +25,7 @@ from contracts import (
 )
 from contracts.errors import DomainError
 from servicekit.bus import ConsumerPolicy, ensure_streams
-from servicekit.commands import CommandContext, CommandRouter, serve_commands
+from servicekit.commands import CommandContext, CommandRouter, publish_command, send_and_wait, serve_commands
 from servicekit.eventstore import Commit, EventStore, Metadata, StreamRef, load_state, utcnow
 from servicekit.projections import StreamProjection, serve_projection
 from servicekit.relay import Relay
@@ -554,3 +554,39 @@ async def test_a_reactor_that_can_never_act_on_a_commit_gives_up_on_it_visibly_a
         assert "parked" not in stored
     info = await runtime.bus.js.stream_info(runtime.subjects.events_stream)
     assert info.state.messages == 3
+
+
+async def test_an_agent_that_asks_for_its_commands_outcome_waits_for_its_handler_and_others_get_none(
+    runtime: Runtime,
+) -> None:
+    router = CommandRouter()
+
+    @router.register(Bump)
+    async def bump(command: Bump, ctx: CommandContext) -> dict[str, str]:
+        stream = StreamRef(ctx.workspace_id, "bumpcounter", command.counter_id)
+        await ctx.execute(stream, 0, total, lambda _: [Bumped(by=command.by)])
+        return {"counter_id": command.counter_id}
+
+    serve_commands(runtime.bus, SERVICE, router, runtime.store, ConsumerPolicy(max_deliver=3, base_delay_s=0.05))
+    await runtime.start()
+    agent = Actor(kind="agent", id="agt_1")
+
+    asked = envelope(Bump(counter_id="c9", by=2)).model_copy(update={"actor": agent})
+    outcome = await send_and_wait(runtime.bus, SERVICE, asked, timeout_s=10)
+    assert outcome is not None
+    assert outcome.status is OutcomeStatus.ACCEPTED
+    loaded = await load_state(runtime.store, StreamRef("ws1", "bumpcounter", "c9"), 0, total)
+    assert loaded.state == 2  # its handler has run by the time the outcome comes
+    again = await send_and_wait(runtime.bus, SERVICE, asked, timeout_s=10)  # a repeat: the outcome recorded
+    assert again is not None
+    assert (again.command_id, again.status) == (asked.message_id, OutcomeStatus.ACCEPTED)
+
+    quiet = envelope(Bump(counter_id="c9", by=1)).model_copy(update={"actor": agent})
+    assert await publish_command(runtime.bus, SERVICE, quiet)
+
+    async def applied() -> bool:
+        return (await load_state(runtime.store, StreamRef("ws1", "bumpcounter", "c9"), 0, total)).state == 3
+
+    await eventually(applied)
+    subject = runtime.subjects.outcome("ws1", quiet.message_id)
+    assert await last_message(runtime, runtime.subjects.outcomes_stream, subject) is None  # nobody asked

@@ -2,7 +2,8 @@
 
 The shared context is the run's working memory (scope ``team_run``), kept by the memory service and reached over
 NATS only: every member reads it in its prompt, and each member's output is added to it under its step's id when its
-step succeeds. What a member was given (the handoff: objective, task, inputs, constraints, the shared context keys
+step succeeds, confirmed by memory before the result goes on (so the next member, whose task follows the result,
+reads it). What a member was given (the handoff: objective, task, inputs, constraints, the shared context keys
 it could read) is sent to the orchestrator as a RecordHandoff, keyed by the attempt, so it is recorded once with
 its size however often the task is delivered.
 """
@@ -10,13 +11,13 @@ its size however often the task is delivered.
 import logging
 from typing import Any
 
-from contracts import Actor
+from contracts import Actor, OutcomeStatus
 from contracts.mail import ListMessages
 from contracts.memory import ListMemory, PutWorkingEntry, Scope, ScopeKind, Tier
 from contracts.team_runs import Handoff, RecordHandoff
 from contracts.workflows import AgentTask
 from servicekit.bus import Bus
-from servicekit.commands import envelope_for, publish_command
+from servicekit.commands import envelope_for, publish_command, send_and_wait
 from servicekit.queries import QueryFailed, ask
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,24 @@ class RunContext:
         )
         await self._publish(task, "orchestrator", "handoff-" + task.key.replace(":", "-"), command, agent_id)
 
-    async def share_output(self, task: AgentTask, agent_id: str, output: Any) -> None:
-        """Add a member's output to the run's shared context, under its step's id."""
+    async def share_output(self, task: AgentTask, agent_id: str, output: Any, *, recorded: bool = False) -> None:
+        """Add a member's output to the run's shared context, under its step's id (``recorded``: the attempt's
+        recorded output, replacing another one shared for the attempt before)."""
         scope = run_scope(task)
         if scope is None:
             return
         command = PutWorkingEntry(scope=scope, key=task.step_id, value=output)
-        await self._publish(task, "memory", "share-" + task.key.replace(":", "-"), command, agent_id)
+        command_id = "share-" + task.key.replace(":", "-") + ("-recorded" if recorded else "")
+        envelope = envelope_for(
+            command, workspace_id=task.workspace_id, command_id=command_id, actor=Actor(kind="agent", id=agent_id)
+        )
+        # Written before the result goes on: the next member reads the shared context as soon as its task comes,
+        # so memory must have taken it by then (waited for up to the memory timeout; it is in the stream anyway).
+        outcome = await send_and_wait(self._bus, "memory", envelope, self._timeout_s)
+        if outcome is None:
+            log.warning("memory did not confirm the shared output of %s in time", task.key)
+        elif outcome.status is not OutcomeStatus.ACCEPTED:
+            log.warning("memory refused the shared output of %s: %s", task.key, outcome.error_message)
 
     async def _publish(
         self, task: AgentTask, service: str, command_id: str, command: RecordHandoff | PutWorkingEntry, agent_id: str

@@ -405,16 +405,30 @@ class TaskWorker:
         # the result is recorded (not while the engine hands the result on); the result and the answer it came
         # from in one write; then its usage (a redelivery counts it from the record if this worker dies in
         # between), and only then the result is sent.
+        # The result and what its answer cost in one write; a team run member's good output is shared at the same
+        # time (so memory writes it while the result is recorded, not while the engine hands the result on);
+        # then the usage (a redelivery counts it from the record if this worker dies in between), then the send.
         verdict = self._verdict(task, answer)
         usage_only = {k: v for k, v in answer.items() if k not in {"text", "output"}}  # the result holds the output
-        stored = await self._record_result(task, agent.agent_id, verdict, usage_only)
-        ours = stored.get("ok") is verdict.ok and stored.get("output") == verdict.model_dump(mode="json")["output"]
-        share = verdict.ok and ours
-        await asyncio.gather(
-            self._account(task, agent.agent_id, call, scopes, (provider, model), response.usage),
-            self._runs.share_output(task, agent.agent_id, stored.get("output")) if share else asyncio.sleep(0),
+        stored, shared = await asyncio.gather(
+            self._record_result(task, agent.agent_id, verdict, usage_only),
+            self._share_early(task, agent.agent_id, verdict),
         )
-        await self._send(task, stored, shared=share)
+        ours = stored.get("ok") is True and stored.get("output") == verdict.model_dump(mode="json")["output"]
+        await self._account(task, agent.agent_id, call, scopes, (provider, model), response.usage)
+        await self._send(task, stored, shared=shared and ours, again=shared and not ours)
+
+    async def _share_early(self, task: AgentTask, agent_id: str, verdict: RecordTaskResult) -> bool:
+        """Share a good output before its result is known to be the one recorded; whether it was. A failure here
+        is not the task's: the output is shared again before the result is sent."""
+        if not verdict.ok or run_scope(task) is None:
+            return False
+        try:
+            await self._runs.share_output(task, agent_id, verdict.output)
+        except Exception:  # the send shares it again, or fails the delivery there
+            log.warning("the output of %s could not be shared yet", task.key, exc_info=True)
+            return False
+        return True
 
     async def _conclude(self, task: AgentTask, spec: AgentSpec, answer: Document) -> None:
         """What a model's answer kept without its result comes to (a record an earlier runtime left so): its usage
@@ -615,12 +629,14 @@ class TaskWorker:
         document["agent_id"] = agent_id
         return await self._attempts.finish(task.workspace_id, task.key, document, self._clock(), answer)
 
-    async def _send(self, task: AgentTask, document: Document, *, shared: bool = False) -> None:
+    async def _send(self, task: AgentTask, document: Document, *, shared: bool = False, again: bool = False) -> None:
         """Send the attempt's result; a team run member's output is added to the run's shared context first, unless
-        it was ``shared`` already (both de-duplicated by the attempt, so a repeat sends nothing new)."""
+        it was ``shared`` already (both de-duplicated by the attempt, so a repeat sends nothing new; ``again``: an
+        output other than the recorded one was shared early, so the recorded one replaces it under its own id)."""
         result = RecordTaskResult.model_validate({k: v for k, v in document.items() if k != "agent_id"})
         if result.ok and not shared:
-            await self._runs.share_output(task, document.get("agent_id") or "runtime", result.output)
+            agent_id = document.get("agent_id") or "runtime"
+            await self._runs.share_output(task, agent_id, result.output, recorded=again)
         envelope = envelope_for(
             result,
             workspace_id=task.workspace_id,
