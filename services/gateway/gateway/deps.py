@@ -16,31 +16,32 @@ from gateway.workspaces import Principal, WorkspaceStore
 from servicekit.bus import Bus
 
 
-def _workspaces(request: Request) -> WorkspaceStore:
+async def _workspaces(request: Request) -> WorkspaceStore:
     store: WorkspaceStore = request.app.state.workspaces
     return store
 
 
-def _commands(request: Request) -> CommandGateway:
+async def _commands(request: Request) -> CommandGateway:
     gateway: CommandGateway = request.app.state.commands
     return gateway
 
 
-def _queries(request: Request) -> QueryClient:
+async def _queries(request: Request) -> QueryClient:
     client: QueryClient = request.app.state.queries
     return client
 
 
-def _settings(request: Request) -> GatewaySettings:
+async def _settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-def _bus(request: Request) -> Bus:
+async def _bus(request: Request) -> Bus:
     bus: Bus = request.app.state.runtime.bus
     return bus
 
 
+# The dependencies are coroutines: FastAPI runs a plain function's in a worker thread, a hop per request.
 Workspaces = Annotated[WorkspaceStore, Depends(_workspaces)]
 Commands = Annotated[CommandGateway, Depends(_commands)]
 Queries = Annotated[QueryClient, Depends(_queries)]

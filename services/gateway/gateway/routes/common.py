@@ -157,7 +157,7 @@ class CommandSender:
         )
 
 
-def _sender(
+async def _sender(
     request: Request,
     response: Response,
     principal: CurrentPrincipal,
