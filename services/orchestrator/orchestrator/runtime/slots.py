@@ -9,6 +9,8 @@ takes back the place it held. One document per agent keeps a slot to one write o
 limit (a document per slot made a take scan up to a hundred of them).
 """
 
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +23,16 @@ from servicekit.batching import ReadCoalescer, UpdateManyBatcher, UpsertBatcher
 Document = dict[str, Any]
 
 
+MAX_VIEWS = 20_000
+
+
+@dataclass(slots=True)
+class _View:
+    read_at: float
+    counts: dict[str, int]
+    since: dict[str, int] = field(default_factory=dict)
+
+
 class Slots:
     def __init__(self, collection: AsyncCollection[Document], lease_s: float = 30.0) -> None:
         self.collection = collection
@@ -28,6 +40,8 @@ class Slots:
         self._takes = UpsertBatcher(collection)
         self._releases = UpdateManyBatcher(collection)
         self._loads: ReadCoalescer[str, list[Document]] = ReadCoalescer()
+        self._views: dict[str, _View] = {}  # the last load read per workspace, with this process's takes since
+        self._taken: dict[str, tuple[str, str]] = {}  # task key -> (workspace, agent) this process took a place for
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("workspace_id", ASCENDING), ("holders.key", ASCENDING)])
@@ -41,6 +55,7 @@ class Slots:
         slot = self._id(ws, agent_id)
         holder = {"key": key, "worker": worker, "until": now + self.lease}
         if await self._push(slot, ws, agent_id, limit, holder):
+            self._note_taken(ws, agent_id, key)
             return True
         kept = await self.collection.update_one(  # a redelivery: the place it held, renewed
             {"_id": slot, "holders.key": key},
@@ -51,7 +66,16 @@ class Slots:
         # A lease that ran out is pulled, and the push tried once more: it may also have been refused only because
         # another task created the agent's document at the same moment (the server does not retry such an upsert).
         await self.collection.update_one({"_id": slot}, {"$pull": {"holders": {"until": {"$lt": now}}}})
-        return await self._push(slot, ws, agent_id, limit, holder)
+        if await self._push(slot, ws, agent_id, limit, holder):
+            self._note_taken(ws, agent_id, key)
+            return True
+        return False
+
+    def _note_taken(self, ws: str, agent_id: str, key: str) -> None:
+        if key not in self._taken:
+            self._taken[key] = (ws, agent_id)
+            if (view := self._views.get(ws)) is not None:
+                view.since[agent_id] = view.since.get(agent_id, 0) + 1
 
     async def _push(self, slot: str, ws: str, agent_id: str, limit: int, holder: Document) -> bool:
         """Add ``holder`` while the agent has fewer than ``limit`` holders and not this task already (the document
@@ -73,14 +97,34 @@ class Slots:
     async def release(self, ws: str, key: str) -> None:
         """Free the place the task ``key`` holds, of whichever agent (a redelivery may have been routed anew)."""
         await self._releases.update_many({"workspace_id": ws, "holders.key": key}, {"$pull": {"holders": {"key": key}}})
+        taken = self._taken.pop(key, None)
+        if taken is not None and (view := self._views.get(taken[0])) is not None:
+            view.since[taken[1]] = view.since.get(taken[1], 0) - 1
+
+    async def recent_in_flight(self, ws: str, now: datetime, max_age_s: float) -> dict[str, int]:
+        """Tasks in flight per agent as of a read at most ``max_age_s`` old, with this process's own takes and
+        releases since: a load good enough to order routing by (the takes themselves keep the limit)."""
+        view = self._views.get(ws)
+        if view is None or time.monotonic() - view.read_at > max_age_s:
+            return await self.in_flight(ws, now)
+        counts = dict(view.counts)
+        for agent_id, change in view.since.items():
+            counts[agent_id] = max(0, counts.get(agent_id, 0) + change)
+        return counts
 
     async def in_flight(self, ws: str, now: datetime) -> dict[str, int]:
         """Tasks each agent of the workspace holds a live lease for."""
+        read_at = time.monotonic()
         counts: dict[str, int] = {}
         for doc in await self._loads.read(ws, lambda: self._busy(ws)):
             live = sum(1 for h in doc.get("holders", []) if _aware(h["until"]) > now)
             if live:
                 counts[str(doc["agent_id"])] = live
+        if len(self._views) >= MAX_VIEWS:
+            self._views.clear()
+        self._views[ws] = _View(read_at, counts)
+        if len(self._taken) >= MAX_VIEWS:  # takes whose release this process never saw (a crash of a handler)
+            self._taken.clear()
         return counts
 
     async def _busy(self, ws: str) -> list[Document]:

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 Document = dict[str, Any]
 HOLD_MARGIN = timedelta(seconds=60)  # a reservation outlives its task's deadline by this, then may be swept
 DEFAULT_DEADLINE = timedelta(minutes=5)
+LOAD_VIEW_S = 0.25  # a first delivery routes on the workspace's load read at most this long ago (and its own takes)
 WAIT_MARGIN_S = 2.0  # a task that waits for a free agent gives up this long before its deadline (or a tenth of it)
 
 
@@ -166,7 +167,8 @@ class TaskWorker:
         deadline = datetime.fromisoformat(task.deadline) if task.deadline else now + DEFAULT_DEADLINE
         if now >= deadline:
             return False
-        candidates = await self._directory.candidates(ws, await self._slots.in_flight(ws, now))
+        loads = await self._slots.recent_in_flight(ws, now, LOAD_VIEW_S)
+        candidates = await self._directory.candidates(ws, loads)
         verdict = route(candidates, task.agent_id, task.role, task.capability)
         for agent in verdict.choices if verdict.verdict is not Verdict.NO_AGENT else ():
             if await self._slots.acquire(ws, agent.agent_id, agent.spec.concurrency_limit, task.key, self._worker, now):

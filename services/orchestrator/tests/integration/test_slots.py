@@ -69,3 +69,18 @@ async def test_a_lower_limit_holds_at_once_and_workspaces_are_apart(slots: Slots
     await slots.release("ws_other", "t1")  # another workspace's release frees nothing here
     assert await slots.in_flight(WS, now) == {"ag": 3}
     assert await slots.in_flight("ws_other", now) == {"ag": 1}
+
+
+async def test_a_recent_load_counts_this_process_takes_and_releases_and_another_process_only_when_read_again(
+    slots: Slots,
+) -> None:
+    other = Slots(slots.collection)  # another replica of the runtime, on the same documents
+    now = datetime.now(UTC)
+    assert await slots.in_flight(WS, now) == {}
+    assert await slots.acquire(WS, "ag", 5, "t0", "w", now)
+    assert await slots.acquire(WS, "bg", 5, "t1", "w", now)
+    assert await other.acquire(WS, "ag", 5, "t2", "w2", now)
+    assert await slots.recent_in_flight(WS, now, max_age_s=60) == {"ag": 1, "bg": 1}  # its own takes, not the other's
+    await slots.release(WS, "t1")
+    assert await slots.recent_in_flight(WS, now, max_age_s=60) == {"ag": 1, "bg": 0}
+    assert await slots.recent_in_flight(WS, now, max_age_s=0) == {"ag": 2}  # read again: everyone's
