@@ -59,16 +59,22 @@ async def delegate(api: Api, expect: int = 201, **body: Any) -> dict[str, Any]:
     return answer
 
 
-async def ended(api: Api, delegation_id: str, timeout_s: float = 30) -> dict[str, Any]:
+async def seen(api: Api, delegation_id: str, *, ended: bool = False, timeout_s: float = 30) -> dict[str, Any]:
+    """The delegation's view once it is in the read model (an accepted one may not be yet), or once it ``ended``."""
+
     async def probe() -> dict[str, Any] | None:
         resp = await api.client.get(f"/api/v1/delegations/{delegation_id}", headers=api.headers)
         if resp.status_code == 404:  # accepted, and not in the read model yet
             return None
         assert resp.status_code == 200, resp.text
         view: dict[str, Any] = resp.json()
-        return view if view["status"] in {"succeeded", "failed"} else None
+        return view if not ended or view["status"] in {"succeeded", "failed"} else None
 
     return await eventually(probe, timeout_s)
+
+
+async def ended(api: Api, delegation_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    return await seen(api, delegation_id, ended=True, timeout_s=timeout_s)
 
 
 async def test_a_delegation_to_a_named_agent_runs_to_its_result(api: Api) -> None:
@@ -136,7 +142,7 @@ async def test_a_delegation_loop_is_refused_and_a_chain_is_bounded(api: Api) -> 
 
     second = await delegate(api, agent_id=c, parent_delegation_id=d1)  # B, at work on d1, delegates to C
     d2 = second["resource_ids"]["delegation_id"]
-    view = await api.get(f"/api/v1/delegations/{d2}")
+    view = await seen(api, d2)
     assert (view["chain"], view["depth"], view["parent_delegation_id"]) == ([a, b], 3, d1)
     too_deep = await delegate(api, expect=409, agent_id=d, from_agent_id=c, parent_delegation_id=d2)
     assert too_deep["code"] == "delegation_too_deep"
@@ -157,7 +163,7 @@ async def test_a_retired_unknown_or_incapable_target_is_refused_with_its_code(ap
 async def test_another_workspaces_delegation_is_not_found(api: Api, platform: Platform) -> None:
     agent_id = await new_agent(api, "Mine")
     delegation_id = (await delegate(api, agent_id=agent_id))["resource_ids"]["delegation_id"]
-    await api.get(f"/api/v1/delegations/{delegation_id}")
+    await seen(api, delegation_id)
     other = Api(platform, await platform.new_workspace("Other"))
     found = await other.get(f"/api/v1/delegations/{delegation_id}", expect=404)
     assert found["code"] == "delegation_not_found"
