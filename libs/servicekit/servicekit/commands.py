@@ -278,11 +278,13 @@ async def publish_command(bus: Bus, service: str, envelope: Envelope, *, outcome
 async def send_and_wait(bus: Bus, service: str, envelope: Envelope, timeout_s: float) -> CommandOutcome | None:
     """Send a command and wait, up to ``timeout_s``, for its outcome: its handler has run (the command itself is
     in the stream either way). None when none came in time; a repeat of a command sent before answers with the
-    outcome recorded for it, if there is one."""
+    outcome recorded for it, or waits for it like the first."""
     sub = await bus.nc.subscribe(bus.subjects.outcome(envelope.workspace_id, envelope.message_id), max_msgs=1)
     try:
-        if not await publish_command(bus, service, envelope, outcome_wanted=True):
-            return await last_outcome(bus, envelope.workspace_id, envelope.message_id)
+        if not await publish_command(bus, service, envelope, outcome_wanted=True):  # sent before: answered yet?
+            known = await last_outcome(bus, envelope.workspace_id, envelope.message_id)
+            if known is not None:
+                return known
         try:
             msg = await sub.next_msg(timeout=timeout_s)
         except (TimeoutError, NatsTimeout):

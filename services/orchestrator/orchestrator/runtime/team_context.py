@@ -2,10 +2,9 @@
 
 The shared context is the run's working memory (scope ``team_run``), kept by the memory service and reached over
 NATS only: every member reads it in its prompt, and each member's output is added to it under its step's id when its
-step succeeds, confirmed by memory before the result goes on (so the next member, whose task follows the result,
-reads it). What a member was given (the handoff: objective, task, inputs, constraints, the shared context keys
-it could read) is sent to the orchestrator as a RecordHandoff, keyed by the attempt, so it is recorded once with
-its size however often the task is delivered.
+step succeeds, confirmed by memory (committed) before the result goes on. What a member was given (the handoff:
+objective, task, inputs, constraints, the shared context keys it could read) is sent to the orchestrator as a
+RecordHandoff, keyed by the attempt, so it is recorded once with its size however often the task is delivered.
 """
 
 import logging
@@ -89,19 +88,19 @@ class RunContext:
         )
         await self._publish(task, "orchestrator", "handoff-" + task.key.replace(":", "-"), command, agent_id)
 
-    async def share_output(self, task: AgentTask, agent_id: str, output: Any, *, recorded: bool = False) -> None:
-        """Add a member's output to the run's shared context, under its step's id (``recorded``: the attempt's
-        recorded output, replacing another one shared for the attempt before)."""
+    async def share_output(self, task: AgentTask, agent_id: str, output: Any) -> None:
+        """Add a member's recorded output to the run's shared context, under its step's id."""
         scope = run_scope(task)
         if scope is None:
             return
         command = PutWorkingEntry(scope=scope, key=task.step_id, value=output)
-        command_id = "share-" + task.key.replace(":", "-") + ("-recorded" if recorded else "")
+        command_id = "share-" + task.key.replace(":", "-")
         envelope = envelope_for(
             command, workspace_id=task.workspace_id, command_id=command_id, actor=Actor(kind="agent", id=agent_id)
         )
-        # Written before the result goes on: the next member reads the shared context as soon as its task comes,
-        # so memory must have taken it by then (waited for up to the memory timeout; it is in the stream anyway).
+        # Taken by memory before the result goes on (waited for up to the memory timeout; it is in the stream
+        # anyway): memory's write is then done before the engine hands the result on, and the next member's read,
+        # from memory's read model, which follows its commit, nearly always finds it.
         outcome = await send_and_wait(self._bus, "memory", envelope, self._timeout_s)
         if outcome is None:
             log.warning("memory did not confirm the shared output of %s in time", task.key)

@@ -403,34 +403,18 @@ class TaskWorker:
             "completion_tokens": response.usage.completion_tokens,
             "estimated": response.usage.estimated,
         }
-        # A team run member's good output goes to the run's shared context at once, so that memory writes it while
-        # the result is recorded (not while the engine hands the result on); the result and the answer it came
-        # from in one write; then its usage (a redelivery counts it from the record if this worker dies in
-        # between), and only then the result is sent.
-        # The result and what its answer cost in one write; a team run member's good output is shared at the same
-        # time (so memory writes it while the result is recorded, not while the engine hands the result on);
-        # then the usage (a redelivery counts it from the record if this worker dies in between), then the send.
+        # The result and what its answer cost in one write; then its usage (a redelivery counts it from the record
+        # if this worker dies in between) and, for a team run member, the recorded output shared (confirmed by
+        # memory, so its write is done before the engine hands the result on); then the send.
         verdict = self._verdict(task, answer)
         usage_only = {k: v for k, v in answer.items() if k not in {"text", "output"}}  # the result holds the output
-        stored, shared = await asyncio.gather(
-            self._record_result(task, agent.agent_id, verdict, usage_only),
-            self._share_early(task, agent.agent_id, verdict),
+        stored = await self._record_result(task, agent.agent_id, verdict, usage_only)
+        share = stored.get("ok") is True and run_scope(task) is not None
+        await asyncio.gather(
+            self._account(task, agent.agent_id, call, scopes, (provider, model), response.usage),
+            self._runs.share_output(task, agent.agent_id, stored.get("output")) if share else asyncio.sleep(0),
         )
-        ours = stored.get("ok") is True and stored.get("output") == verdict.model_dump(mode="json")["output"]
-        await self._account(task, agent.agent_id, call, scopes, (provider, model), response.usage)
-        await self._send(task, stored, shared=shared and ours, again=shared and not ours)
-
-    async def _share_early(self, task: AgentTask, agent_id: str, verdict: RecordTaskResult) -> bool:
-        """Share a good output before its result is known to be the one recorded; whether it was. A failure here
-        is not the task's: the output is shared again before the result is sent."""
-        if not verdict.ok or run_scope(task) is None:
-            return False
-        try:
-            await self._runs.share_output(task, agent_id, verdict.output)
-        except Exception:  # the send shares it again, or fails the delivery there
-            log.warning("the output of %s could not be shared yet", task.key, exc_info=True)
-            return False
-        return True
+        await self._send(task, stored, shared=share)
 
     async def _conclude(self, task: AgentTask, spec: AgentSpec, answer: Document) -> None:
         """What a model's answer kept without its result comes to (a record an earlier runtime left so): its usage
@@ -631,14 +615,13 @@ class TaskWorker:
         document["agent_id"] = agent_id
         return await self._attempts.finish(task.workspace_id, task.key, document, self._clock(), answer)
 
-    async def _send(self, task: AgentTask, document: Document, *, shared: bool = False, again: bool = False) -> None:
-        """Send the attempt's result; a team run member's output is added to the run's shared context first, unless
-        it was ``shared`` already (both de-duplicated by the attempt, so a repeat sends nothing new; ``again``: an
-        output other than the recorded one was shared early, so the recorded one replaces it under its own id)."""
+    async def _send(self, task: AgentTask, document: Document, *, shared: bool = False) -> None:
+        """Send the attempt's recorded result; a team run member's output is added to the run's shared context
+        first, unless it was ``shared`` already (both de-duplicated by the attempt, whose recorded result is the
+        only one ever shared, so a repeat sends nothing new)."""
         result = RecordTaskResult.model_validate({k: v for k, v in document.items() if k != "agent_id"})
         if result.ok and not shared:
-            agent_id = document.get("agent_id") or "runtime"
-            await self._runs.share_output(task, agent_id, result.output, recorded=again)
+            await self._runs.share_output(task, document.get("agent_id") or "runtime", result.output)
         envelope = envelope_for(
             result,
             workspace_id=task.workspace_id,
