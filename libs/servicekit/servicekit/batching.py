@@ -116,11 +116,7 @@ class UpsertBatcher(_GroupWriter[tuple[Document, Document], None]):
         await self._submit((query, change))
 
     async def _write(self, items: list[tuple[Document, Document]]) -> list[Exception | None]:
-        try:
-            await self._collection.bulk_write([UpdateOne(q, c, upsert=True) for q, c in items], ordered=False)
-        except BulkWriteError as exc:
-            return _each_error(exc, len(items))
-        return [None] * len(items)
+        return await _bulk(self._collection, [UpdateOne(q, c, upsert=True) for q, c in items])
 
 
 class UpdateManyBatcher(_GroupWriter[tuple[Document, Document], None]):
@@ -131,11 +127,18 @@ class UpdateManyBatcher(_GroupWriter[tuple[Document, Document], None]):
         await self._submit((query, change))
 
     async def _write(self, items: list[tuple[Document, Document]]) -> list[Exception | None]:
-        try:
-            await self._collection.bulk_write([UpdateMany(q, c) for q, c in items], ordered=False)
-        except BulkWriteError as exc:
-            return _each_error(exc, len(items))
-        return [None] * len(items)
+        return await _bulk(self._collection, [UpdateMany(q, c) for q, c in items])
+
+
+async def _bulk(
+    collection: AsyncCollection[Document], operations: list[UpdateOne | UpdateMany]
+) -> list[Exception | None]:
+    """An unordered bulk write whose callers hear their own write's error (None for those that were written)."""
+    try:
+        await collection.bulk_write(operations, ordered=False)
+    except BulkWriteError as exc:
+        return _each_error(exc, len(operations))
+    return [None] * len(operations)
 
 
 class ReadCoalescer(Generic[T, R]):
