@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate
@@ -276,15 +277,19 @@ async def publish_command(bus: Bus, service: str, envelope: Envelope, *, outcome
 
 
 async def send_and_wait(bus: Bus, service: str, envelope: Envelope, timeout_s: float) -> CommandOutcome | None:
-    """Send a command and wait, up to ``timeout_s``, for its outcome: its handler has run (the command itself is
-    in the stream either way). None when none came in time; a repeat of a command sent before answers with the
-    outcome recorded for it, or waits for it like the first."""
+    """Send a command and wait, up to ``timeout_s`` (0: not at all), for its outcome: its handler has run (the
+    command itself is in the stream either way). None when none came in time or it cannot be read now; a repeat of
+    a command sent before answers with the outcome recorded for it, or waits for it like the first. Raises the
+    broker's error only when the command could not be sent."""
     sub = await bus.nc.subscribe(bus.subjects.outcome(envelope.workspace_id, envelope.message_id), max_msgs=1)
     try:
         if not await publish_command(bus, service, envelope, outcome_wanted=True):  # sent before: answered yet?
-            known = await last_outcome(bus, envelope.workspace_id, envelope.message_id)
-            if known is not None:
-                return known
+            with contextlib.suppress(NatsError):
+                known = await last_outcome(bus, envelope.workspace_id, envelope.message_id)
+                if known is not None:
+                    return known
+        if timeout_s <= 0:
+            return None
         try:
             msg = await sub.next_msg(timeout=timeout_s)
         except (TimeoutError, NatsTimeout):

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -29,7 +28,7 @@ from contracts import Actor, Command, CommandOutcome, Envelope, ErrorCode, new_i
 from gateway.errors import ApiError
 from gateway.workspaces import Principal
 from servicekit.bus import Bus
-from servicekit.commands import envelope_for, last_outcome, publish_command
+from servicekit.commands import envelope_for, last_outcome, send_and_wait
 
 log = logging.getLogger(__name__)
 Document = dict[str, Any]
@@ -174,32 +173,20 @@ class CommandGateway:
     async def _send_and_wait(self, record: Document, envelope: Envelope, *, recorded: bool = True) -> CommandStatus:
         """Publish and wait for the outcome. ``recorded``: the record was written before sending (an
         Idempotency-Key's); the outcome is then written into it off the request's path."""
-        subjects = self._bus.subjects
-        outcome_subject = subjects.outcome(envelope.workspace_id, envelope.message_id)
-        sub = await self._bus.nc.subscribe(outcome_subject, max_msgs=1)
         try:
-            try:
-                await publish_command(self._bus, record["service"], envelope)
-            except NatsError as exc:
-                advice = (
-                    "retrying with the same Idempotency-Key is safe"
-                    if recorded
-                    else "send commands with an Idempotency-Key to retry them safely"
-                )
-                raise ApiError(
-                    ErrorCode.SERVICE_UNAVAILABLE,
-                    f"Command {envelope.message_id} could not be sent; {advice}.",
-                    errors=[{"command_id": envelope.message_id}],
-                ) from exc
-            try:
-                msg = await sub.next_msg(timeout=self._wait_s) if self._wait_s > 0 else None
-            except (TimeoutError, NatsTimeout):
-                msg = None
-        finally:
-            await sub.unsubscribe()
-        if msg is not None:
-            outcome: CommandOutcome | None = CommandOutcome.model_validate_json(msg.data)
-        else:  # no answer in time; it may also have come before we listened (a repeated command)
+            outcome = await send_and_wait(self._bus, record["service"], envelope, self._wait_s)
+        except NatsError as exc:  # it could not be sent
+            advice = (
+                "retrying with the same Idempotency-Key is safe"
+                if recorded
+                else "send commands with an Idempotency-Key to retry them safely"
+            )
+            raise ApiError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                f"Command {envelope.message_id} could not be sent; {advice}.",
+                errors=[{"command_id": envelope.message_id}],
+            ) from exc
+        if outcome is None:  # no answer in time; it may have come as the wait ended
             try:
                 outcome = await self._outcome(envelope.workspace_id, envelope.message_id)
             except NatsError:
