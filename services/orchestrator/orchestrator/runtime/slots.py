@@ -55,7 +55,6 @@ class Slots:
         slot = self._id(ws, agent_id)
         holder = {"key": key, "worker": worker, "until": now + self.lease}
         if await self._push(slot, ws, agent_id, limit, holder):
-            self._note_taken(ws, agent_id, key)
             return True
         kept = await self.collection.update_one(  # a redelivery: the place it held, renewed
             {"_id": slot, "holders.key": key},
@@ -66,16 +65,7 @@ class Slots:
         # A lease that ran out is pulled, and the push tried once more: it may also have been refused only because
         # another task created the agent's document at the same moment (the server does not retry such an upsert).
         await self.collection.update_one({"_id": slot}, {"$pull": {"holders": {"until": {"$lt": now}}}})
-        if await self._push(slot, ws, agent_id, limit, holder):
-            self._note_taken(ws, agent_id, key)
-            return True
-        return False
-
-    def _note_taken(self, ws: str, agent_id: str, key: str) -> None:
-        if key not in self._taken:
-            self._taken[key] = (ws, agent_id)
-            if (view := self._views.get(ws)) is not None:
-                view.since[agent_id] = view.since.get(agent_id, 0) + 1
+        return await self._push(slot, ws, agent_id, limit, holder)
 
     async def _push(self, slot: str, ws: str, agent_id: str, limit: int, holder: Document) -> bool:
         """Add ``holder`` while the agent has fewer than ``limit`` holders and not this task already (the document
@@ -87,6 +77,11 @@ class Slots:
             )
         except DuplicateKeyError:
             return False
+        key = holder["key"]
+        if key not in self._taken:  # counted in this process's view of the load until it is released
+            self._taken[key] = (ws, agent_id)
+            if (view := self._views.get(ws)) is not None:
+                view.since[agent_id] = view.since.get(agent_id, 0) + 1
         return True
 
     async def renew(self, ws: str, key: str, now: datetime) -> None:

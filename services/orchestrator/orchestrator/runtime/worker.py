@@ -77,6 +77,11 @@ def _wait(left_s: float) -> float:
     return max(0.05, min(left_s / 4, 0.25 * 1.25 ** min(deliveries() - 1, 40), 30.0))
 
 
+def _deadline(task: AgentTask, first_seen: datetime) -> datetime:
+    """The task's deadline, or the default from when its attempt was first seen."""
+    return datetime.fromisoformat(task.deadline) if task.deadline else first_seen + DEFAULT_DEADLINE
+
+
 LOCAL_SETTING = ModelSetting(provider="local")  # a dry run's steps: the deterministic provider, whatever the agent's
 
 
@@ -124,12 +129,11 @@ class TaskWorker:
             return
         record = await self._attempts.open(ws, task.key, now)
         if record.result is not None:
-            if record.answer is not None and record.agent_spec is not None:  # counted once, however often this runs
-                await self._account_answer(task, AgentSpec.model_validate(record.agent_spec), record.answer)
+            await self._account_recorded(task, record)
             await self._slots.release(ws, task.key)
             await self._send(task, record.result)  # answered before: the broker drops the repeat
             return
-        deadline = datetime.fromisoformat(task.deadline) if task.deadline else record.first_seen_at + DEFAULT_DEADLINE
+        deadline = _deadline(task, record.first_seen_at)
         if record.answer is not None and record.agent_spec is not None:  # the model answered; what followed failed
             await self._conclude(task, AgentSpec.model_validate(record.agent_spec), record.answer)
             await self._slots.release(ws, task.key)
@@ -164,7 +168,7 @@ class TaskWorker:
         write while the prompt's context is read. False (the full path follows, in the slot it may have taken)
         when it is not that simple: no free agent, an attempt seen before, a deadline passed."""
         ws = task.workspace_id
-        deadline = datetime.fromisoformat(task.deadline) if task.deadline else now + DEFAULT_DEADLINE
+        deadline = _deadline(task, now)  # first seen now
         if now >= deadline:
             return False
         loads = await self._slots.recent_in_flight(ws, now, LOAD_VIEW_S)
@@ -204,8 +208,7 @@ class TaskWorker:
         except ValidationError:
             return  # not a task: nothing to answer
         record = await self._attempts.open(task.workspace_id, task.key, self._clock())
-        if record.answer is not None and record.agent_spec is not None:  # a call answered: counted before release
-            await self._account_answer(task, AgentSpec.model_validate(record.agent_spec), record.answer)
+        await self._account_recorded(task, record)  # a call answered: counted before its holds are released
         await self._slots.release(task.workspace_id, task.key)
         await self._release_calls(task, record.calls + 1, self._budget_ids(task))
         if letter.reason == "deferred too often":
@@ -268,8 +271,7 @@ class TaskWorker:
         if call is None:  # another delivery of this attempt holds its call, or has just finished it
             again = await self._attempts.open(ws, task.key, self._clock())
             if again.result is not None:
-                if again.answer is not None and again.agent_spec is not None:  # its usage, once, if it died before
-                    await self._account_answer(task, AgentSpec.model_validate(again.agent_spec), again.answer)
+                await self._account_recorded(task, again)  # in case the delivery that recorded it died before
                 await self._send(task, again.result)
                 return True
             if again.answer is not None:
@@ -422,6 +424,11 @@ class TaskWorker:
         await self._account_answer(task, spec, answer)
         stored = await self._record_result(task, str(answer["agent_id"]), self._verdict(task, answer))
         await self._send(task, stored)
+
+    async def _account_recorded(self, task: AgentTask, record: AttemptRecord) -> None:
+        """Count the usage of the answer the record keeps, if any (keyed by its call: once, however often)."""
+        if record.answer is not None and record.agent_spec is not None:
+            await self._account_answer(task, AgentSpec.model_validate(record.agent_spec), record.answer)
 
     async def _account_answer(self, task: AgentTask, spec: AgentSpec, answer: Document) -> None:
         usage = Usage(int(answer["prompt_tokens"]), int(answer["completion_tokens"]), bool(answer["estimated"]))
