@@ -92,12 +92,12 @@ class CommandContext:
         """Rebuild ``stream``, decide on its state and append the result, at most once per command; returns the
         stream's version after it (the version this command wrote, when it wrote).
 
-        When the state is already known (cached, or ``new_stream`` for a command that creates the stream), the
-        decision is tried on it without reading: an append that succeeds at that version proves the state was
-        current. A conflict, a rejection or a decision to do nothing is never trusted on such a state: the stream
-        is read and the command decided again. A redelivered command whose commit is in the stream is not decided
-        again. ``carried(state, events)`` is what the commit carries beside the decided events (the workflow engine's
-        carried timers).
+        When the state is already known (cached, or ``new_stream`` for a command that creates the stream or nearly
+        always does), the decision is tried on it without reading: an append that succeeds at that version proves
+        the state was current. A conflict, a rejection or a decision to do nothing is never trusted on such a
+        state: the stream is read and the command decided again. A redelivered command whose commit is in the stream
+        is not decided again. ``carried(state, events)`` is what the commit carries beside the decided events (the
+        workflow engine's carried timers).
         """
         known = self.cache.get(stream, evolve) if self.cache is not None else None
         if known is None and new_stream:
@@ -164,6 +164,11 @@ class CommandRouter:
             return fn
 
         return decorate
+
+    @property
+    def cache(self) -> StateCache:
+        """The states its handlers decided on (a reactor to their commits may read them)."""
+        return self._cache
 
     @property
     def command_types(self) -> list[str]:

@@ -338,9 +338,16 @@ async def load_state(
     initial: S,
     evolve: Callable[[S, Event], S],
     cache: StateCache | None = None,
+    *,
+    at_least: int | None = None,
 ) -> Loaded[S]:
-    """Rebuild an aggregate by replaying its stream: its state, version and the commands already applied to it."""
+    """Rebuild an aggregate by replaying its stream: its state, version and the commands already applied to it.
+
+    With ``at_least``, a state of that version or later is enough (a reaction to a commit needs the state the commit
+    made, or a later one): a cached one returns without reading, since events are immutable and append-only."""
     cached = cache.get(stream, evolve) if cache is not None else None
+    if cached is not None and at_least is not None and cached.version >= at_least:
+        return cached
     state, version, commands = (cached.state, cached.version, set(cached.commands)) if cached else (initial, 0, set())
     for commit in await store.load_commits(stream, after_version=version):
         if commit.command_id is not None:

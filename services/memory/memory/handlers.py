@@ -88,7 +88,11 @@ def build_router(clock: Clock, entries: EntriesProjection) -> CommandRouter:
     @router.register(PutWorkingEntry)
     async def put_working(command: PutWorkingEntry, ctx: CommandContext) -> dict[str, str]:
         stream = StreamRef(ctx.workspace_id, d.WORKING, d.working_id(command.scope, command.key))
-        version = await ctx.execute(stream, d.Working(), d.evolve_working, lambda s: d.put_working(s, command))
+        # A key is usually written once (a team run's step outputs, a fact stored from chat): tried as a new
+        # stream first, read only if it exists already.
+        version = await ctx.execute(
+            stream, d.Working(), d.evolve_working, lambda s: d.put_working(s, command), new_stream=True
+        )
         return {"key": command.key, "version": str(version)}
 
     @router.register(DeleteWorkingEntry)

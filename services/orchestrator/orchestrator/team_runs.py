@@ -150,9 +150,17 @@ class TeamRunReactor:
                     work_budget, _ = team_run.budgets(event.budget)
                     await self._execute(ws, run_id, "plan", plan_spec(event), event, work_budget)
                 case TeamRunPlanned() | TeamRunSummarizing():
-                    state = (
-                        await load_state(self._store, run_stream(ws, run_id), team_run.TeamRun(), team_run.evolve)
-                    ).state
+                    stream = run_stream(ws, run_id)
+                    # The router's state of the run holds this commit when it made it: then nothing is read.
+                    loaded = await load_state(
+                        self._store,
+                        stream,
+                        team_run.TeamRun(),
+                        team_run.evolve,
+                        self._router.cache,
+                        at_least=commit.last_version,
+                    )
+                    state = loaded.state
                     started = state.started
                     assert started is not None
                     work_budget, summary_budget = team_run.budgets(started.budget)
@@ -200,6 +208,8 @@ class TeamRunReactor:
         parsed = team_run.parse_execution_id(record.aggregate_id)
         if parsed is None or record.type == StepScheduled.type_name:
             return  # a step's start is its handoff, which the runtime records as the member begins
+        if not team_run.noted(parsed[1], record.type):
+            return  # a plan's or a summary's step: its execution's end says it all
         note = NoteRunExecution(
             run_id=parsed[0], execution_id=record.aggregate_id, event_type=record.type, data=record.data
         )

@@ -14,6 +14,7 @@ from servicekit.eventstore import (
     DuplicateCommand,
     EventStore,
     Metadata,
+    StateCache,
     StreamRef,
     decode,
     load_state,
@@ -63,6 +64,20 @@ async def test_append_and_replay_round_trip(store: EventStore) -> None:
     loaded = await load_state(store, stream, 0, count)
     assert (loaded.state, loaded.version, loaded.commands) == (7, 3, frozenset({"k1", "k2"}))
     assert [r.version for r in await store.load(stream, after_version=2)] == [3]
+
+
+async def test_a_state_recent_enough_is_taken_from_the_cache_and_an_older_one_is_read_on(store: EventStore) -> None:
+    stream = StreamRef("ws1", "counter", "cached")
+    cache = StateCache()
+    await store.append(stream, 0, [CounterIncremented(by=1)], META, command_id="k1")
+    assert (await load_state(store, stream, 0, count, cache)).version == 1
+    await store.append(stream, 1, [CounterIncremented(by=10)], META, command_id="k2")
+
+    held = await load_state(store, stream, 0, count, cache, at_least=1)
+    assert (held.state, held.version) == (1, 1), "a cached state of the version asked for is not read again"
+    newer = await load_state(store, stream, 0, count, cache, at_least=2)
+    assert (newer.state, newer.version, newer.commands) == (11, 2, frozenset({"k1", "k2"}))
+    assert (await load_state(store, stream, 0, count, StateCache(), at_least=1)).state == 11, "no cache: read"
 
 
 async def test_concurrent_writers_exactly_one_wins(store: EventStore) -> None:

@@ -274,6 +274,16 @@ def fallback_summary(state: TeamRun, outcome: str, why: str) -> str:
     return " ".join(parts)
 
 
+STEP_EVENTS = frozenset(cls.type_name for cls in (StepScheduled, StepSucceeded, StepFailed))
+
+
+def noted(phase: Phase, event_type: str) -> bool:
+    """Whether an event of the run's ``phase`` execution can change the run (``decide_note`` ignores the others):
+    only the work execution's steps are the run's steps; the plan's and the summary's single steps end with their
+    execution, whose own end event is noted."""
+    return phase == "work" or event_type not in STEP_EVENTS
+
+
 def decide_note(state: TeamRun, command: NoteRunExecution, now: datetime) -> list[Event]:  # noqa: PLR0912
     started = _live(state, command.run_id)
     parsed = parse_execution_id(command.execution_id)

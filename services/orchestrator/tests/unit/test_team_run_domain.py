@@ -34,6 +34,7 @@ from orchestrator.domain.team_run import (
     decide_start,
     evolve,
     execution_id,
+    noted,
     parse_execution_id,
     table,
 )
@@ -133,6 +134,23 @@ def test_step_events_in_any_order_and_repeated_give_one_state() -> None:
     assert [row["status"] for row in table(state)] == ["succeeded", "succeeded"]
     _, after = note(state, "work", "StepSucceeded", step_id="s2", attempt=1, output={"draft": "d"})
     assert after == []  # the run moved on: a late event of the work changes nothing
+
+
+def test_what_is_not_noted_could_not_have_changed_the_run() -> None:
+    """The orchestrator does not even send a note for a plan's or a summary's step events: in any state a note of
+    them would decide nothing, while the work's steps and every execution's end are noted."""
+    states = {"plan": started(), "work": planned()}
+    summarizing, _ = note(planned(), "work", "ExecutionCompleted", output={"s1": {"a": 1}, "s2": {"b": 2}})
+    states["sum"] = summarizing
+    for phase, state in states.items():
+        for kind in ("StepScheduled", "StepSucceeded", "StepFailed"):
+            skipped = not noted(phase, kind)  # type: ignore[arg-type]
+            assert skipped == (phase != "work")
+            if skipped:
+                _, events = note(state, phase, kind, step_id="s1", attempt=1, output={"plan": PLAN})
+                assert events == [], (phase, kind)
+        assert noted(phase, "ExecutionCompleted") and noted(phase, "ExecutionFailed")  # type: ignore[arg-type]
+        assert noted(phase, "ExecutionCancelled")  # type: ignore[arg-type]
 
 
 def test_a_budget_stop_keeps_the_partial_results_and_the_lead_summarises_them() -> None:
