@@ -236,6 +236,16 @@ class RetrieveMemory(Query):
 
 
 @REGISTRY.register
+class RecallForTask(RetrieveMemory):
+    """What an agent's task takes from memory in one read: what RetrieveMemory recalls (as ``recalled``), and
+    beside it every live working entry of ``shared`` (a team run's context), newest first, at most
+    ``shared_limit``, as ListMemory lists them (as ``shared``)."""
+
+    shared: Scope
+    shared_limit: int = Field(default=50, ge=1, le=500)
+
+
+@REGISTRY.register
 class ListMemory(Query):
     service = "memory"
     tier: Tier

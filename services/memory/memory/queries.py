@@ -7,7 +7,15 @@ from typing import Any
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
-from contracts.memory import GetMemory, GetWorkingHistory, ListMemory, RetrieveMemory, Tier, WorkingEntryWritten
+from contracts.memory import (
+    GetMemory,
+    GetWorkingHistory,
+    ListMemory,
+    RecallForTask,
+    RetrieveMemory,
+    Tier,
+    WorkingEntryWritten,
+)
 from memory.domain import entries as d
 from memory.retrieval import Retriever
 from servicekit.eventstore import EventStore, StreamRef, decode
@@ -50,6 +58,11 @@ def build_queries(
     @router.register(RetrieveMemory)
     async def retrieve(query: RetrieveMemory, workspace_id: str) -> list[Document]:
         return await retriever.retrieve(workspace_id, query, clock())
+
+    @router.register(RecallForTask)
+    async def recall_for_task(query: RecallForTask, workspace_id: str) -> Document:
+        recalled, shared = await retriever.recall_for_task(workspace_id, query, clock())
+        return {"recalled": recalled, "shared": [view(row) for row in shared]}
 
     @router.register(ListMemory)
     async def list_entries(query: ListMemory, workspace_id: str) -> list[Document]:

@@ -21,7 +21,7 @@ import bm25s
 import numpy as np
 from pymongo.asynchronous.collection import AsyncCollection
 
-from contracts.memory import RetrieveMemory, Scope, Tier
+from contracts.memory import RecallForTask, RetrieveMemory, Scope, Tier
 from servicekit.batching import ReadCoalescer
 
 log = logging.getLogger(__name__)
@@ -119,16 +119,36 @@ class Retriever:
         self._stamp_reads: ReadCoalescer[str, Document | None] = ReadCoalescer()  # one read for queries asked at once
 
     async def retrieve(self, workspace_id: str, query: RetrieveMemory, now: datetime | None = None) -> list[Document]:
-        now = now or datetime.now(UTC)
+        recalled, _ = await self._retrieve(workspace_id, query, now or datetime.now(UTC), None)
+        return recalled
+
+    async def recall_for_task(
+        self, workspace_id: str, query: RecallForTask, now: datetime | None = None
+    ) -> tuple[list[Document], list[Document]]:
+        """What ``retrieve`` answers, and the live working entries of ``query.shared``, newest first: both from the
+        one read of the scoped rows."""
+        return await self._retrieve(workspace_id, query, now or datetime.now(UTC), query.shared, query.shared_limit)
+
+    async def _retrieve(
+        self, workspace_id: str, query: RetrieveMemory, now: datetime, shared: Scope | None, shared_limit: int = 0
+    ) -> tuple[list[Document], list[Document]]:
         words = tokens(query.query)
         found: list[tuple[Document, float]] = []
         if Tier.LONG_TERM in query.tiers:
             index, current = await self._long_term(workspace_id)
             hits = _search(index.bm25, index.rows, words, CANDIDATES)
             found += hits if current else await self._current(hits)
-        scoped = await self._scoped(
-            workspace_id, query.scopes, [t for t in query.tiers if t is not Tier.LONG_TERM], now
-        )
+        tiers: list[Tier] = [t for t in query.tiers if t is not Tier.LONG_TERM]
+        if shared is None:
+            scoped, listed = await self._scoped(workspace_id, query.scopes, tiers, now), []
+        else:
+            scopes = query.scopes if shared in query.scopes else [*query.scopes, shared]
+            read: list[Tier] = [*tiers, Tier.WORKING] if Tier.WORKING not in tiers else tiers
+            rows = await self._scoped(workspace_id, scopes, read, now)
+            scoped = [r for r in rows if r["tier"] in {t.value for t in tiers} and _within(r, query.scopes)]
+            listed = [r for r in rows if r["tier"] == Tier.WORKING.value and _within(r, [shared])]
+            listed.sort(key=lambda r: _aware(r["updated_at"]), reverse=True)
+            listed = listed[:shared_limit]
         found += _search(_index(scoped), scoped, words, CANDIDATES)
         semantic = await self._semantic(query.query, [row for row, _ in found])
         best = max((score for _, score in found), default=1.0) or 1.0
@@ -139,7 +159,7 @@ class Retriever:
         ]
         ranked.sort(key=lambda r: (-r.score, r.row["entry_id"]))
         # Only what is returned is explained (its matched terms need its content tokenised again).
-        return [self._result(r, words) for r in ranked[: query.limit]]
+        return [self._result(r, words) for r in ranked[: query.limit]], listed
 
     def _rank(self, row: Document, relevance: float, similarity: float | None, now: datetime) -> Ranked:
         w = self._weights
@@ -248,6 +268,10 @@ class Retriever:
             norm = float(np.linalg.norm(q) * np.linalg.norm(v)) or 1.0
             out.append(max(0.0, float(q @ v) / norm))
         return out
+
+
+def _within(row: Document, scopes: list[Scope]) -> bool:
+    return any(row.get("scope_kind") == s.kind.value and row.get("scope_id") == s.id for s in scopes)
 
 
 def _aware(moment: datetime) -> datetime:

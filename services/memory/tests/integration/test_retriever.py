@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from contracts.memory import RetrieveMemory, Scope, ScopeKind, Tier
+from contracts.memory import RecallForTask, RetrieveMemory, Scope, ScopeKind, Tier
 from memory import retrieval
 from memory.retrieval import Retriever, Weights
 from servicekit.testing import eventually
@@ -102,3 +102,42 @@ async def test_a_stale_large_index_keeps_serving_without_leaking_deleted_entries
         return found if "new" in found else None
 
     assert await eventually(rebuilt) == {"keep", "new"}
+
+
+async def test_a_tasks_recall_lists_its_runs_shared_context_from_the_same_read(
+    mongo: AsyncMongoClient[Document], env_name: str
+) -> None:
+    db = mongo[f"{env_name}_memory_task"]
+    run: Document = {"scope_kind": "team_run", "scope_id": "r1"}
+    execution: Document = {"scope_kind": "execution", "scope_id": "e1"}
+    working = Tier.WORKING.value
+    await db["entries"].insert_many(
+        [
+            row("s1", "s1 lead score 80", tier=working, key="s1", value={"score": 80}, age_days=2, **run),
+            row("s2", "s2 proposal draft", tier=working, key="s2", value={"draft": "d"}, age_days=1, **run),
+            row("gone", "gone proposal", tier=working, key="gone", value=1, **run, deleted=True),
+            row("other-run", "proposal", tier=working, key="x", value=1, scope_kind="team_run", scope_id="r2"),
+            row("other-ws", "proposal", tier=working, key="y", value=1, workspace_id="ws2", **run),
+            row("note", "proposal note of the execution", tier=working, key="note", value="n", **execution),
+            row("fact", "proposal pricing knowledge"),
+        ]
+    )
+    retriever = Retriever(db["entries"], db["stamps"])
+    shared = Scope(kind=ScopeKind.TEAM_RUN, id="r1")
+    scopes = [Scope(kind=ScopeKind.EXECUTION, id="e1"), shared]
+    asked = RecallForTask(query="proposal", scopes=scopes, shared=shared, limit=5)
+    recalled, listed = await retriever.recall_for_task("ws1", asked, NOW)
+
+    assert [r["key"] for r in listed] == ["s2", "s1"], "the run's live entries, newest first, nothing else"
+    assert listed[0]["value"] == {"draft": "d"}
+    plain = await retriever.retrieve("ws1", RetrieveMemory(query="proposal", scopes=scopes, limit=5), NOW)
+    assert recalled == plain, "the recall is what RetrieveMemory answers"
+    assert {r["entry_id"] for r in recalled} >= {"s2", "note", "fact"}
+
+    # The shared scope is listed even when the recall itself does not ask for it (nor for working entries).
+    narrow = RecallForTask(query="proposal", scopes=scopes[:1], tiers=[Tier.LONG_TERM], shared=shared)
+    recalled, listed = await retriever.recall_for_task("ws1", narrow, NOW)
+    assert [r["entry_id"] for r in recalled] == ["fact"]
+    assert [r["key"] for r in listed] == ["s2", "s1"]
+    limited = RecallForTask(query="proposal", scopes=scopes, shared=shared, shared_limit=1)
+    assert [r["key"] for r in (await retriever.recall_for_task("ws1", limited, NOW))[1]] == ["s2"]

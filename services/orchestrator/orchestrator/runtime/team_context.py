@@ -1,8 +1,9 @@
 """What a task of a team run gets beyond a plain step's: the run's shared context, and a record of its handoff.
 
 The shared context is the run's working memory (scope ``team_run``), kept by the memory service and reached over
-NATS only: every member reads it in its prompt, and each member's output is added to it under its step's id when its
-step succeeds, confirmed by memory (committed) before the result goes on. What a member was given (the handoff:
+NATS only: every member reads it in its prompt (the worker asks for it with its recall, in one query), and each
+member's output is added to it under its step's id when its step succeeds, confirmed by memory (committed) before
+the result goes on. What a member was given (the handoff:
 objective, task, inputs, constraints, the shared context keys it could read) is sent to the orchestrator as a
 RecordHandoff, keyed by the attempt, so it is recorded once with its size however often the task is delivered.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 from contracts import Actor, OutcomeStatus
 from contracts.mail import ListMessages
-from contracts.memory import ListMemory, PutWorkingEntry, Scope, ScopeKind, Tier
+from contracts.memory import PutWorkingEntry, Scope, ScopeKind
 from contracts.team_runs import Handoff, RecordHandoff
 from contracts.workflows import AgentTask
 from servicekit.bus import Bus
@@ -20,7 +21,7 @@ from servicekit.commands import envelope_for, publish_command, send_and_wait
 from servicekit.queries import QueryFailed, ask
 
 log = logging.getLogger(__name__)
-MAX_SHARED_ENTRIES = 50
+MAX_SHARED_ENTRIES = 50  # of a run's shared context, in a member's prompt
 MAX_RECEIVED = 20
 
 
@@ -35,19 +36,6 @@ class RunContext:
     def __init__(self, bus: Bus, timeout_s: float) -> None:
         self._bus = bus
         self._timeout_s = timeout_s
-
-    async def shared(self, task: AgentTask) -> dict[str, Any]:
-        """The run's shared context by key; empty (and a warning) if memory does not answer."""
-        scope = run_scope(task)
-        if scope is None:
-            return {}
-        query = ListMemory(tier=Tier.WORKING, scope=scope, limit=MAX_SHARED_ENTRIES)
-        try:
-            rows = await ask(self._bus, task.workspace_id, query, self._timeout_s)
-        except QueryFailed as exc:
-            log.warning("the shared context of %s could not be read: %s", task.key, exc)
-            return {}
-        return {str(row["key"]): row.get("value") for row in rows if isinstance(row, dict) and "key" in row}
 
     async def received(self, task: AgentTask, agent_id: str) -> list[dict[str, Any]]:
         """The messages the agent received since its run (or delegation) started, oldest first (at most

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from contracts import Actor
 from contracts.agents import AgentSpec, ModelSetting
-from contracts.memory import RetrieveMemory, Scope, ScopeKind
+from contracts.memory import RecallForTask, RetrieveMemory, Scope, ScopeKind
 from contracts.outputs import output_errors
 from contracts.workflows import AgentTask, RecordTaskResult, result_command_id
 from orchestrator.domain.routing import Candidate, Verdict, route
@@ -54,7 +54,7 @@ from orchestrator.runtime.directory import Directory
 from orchestrator.runtime.ledger import AttemptRecord, Attempts, UsageLedger
 from orchestrator.runtime.prompt import build_messages
 from orchestrator.runtime.slots import Slots
-from orchestrator.runtime.team_context import RunContext, run_scope
+from orchestrator.runtime.team_context import MAX_SHARED_ENTRIES, RunContext, run_scope
 from orchestrator.runtime.tools import MAX_TOOL_TURNS, RunTools
 from orchestrator.settings import RuntimeSettings
 from servicekit.bus import Bus, DeadLetter, Defer, PermanentFailure, deliveries, in_progress
@@ -291,9 +291,8 @@ class TaskWorker:
     async def _context(self, task: AgentTask, agent: Candidate) -> list[ChatMessage]:
         """The prompt: the agent's and the step's instructions with what memory recalls, the run's shared context
         and the messages the agent received (three reads over NATS, each bounded: at once); the handoff recorded."""
-        memories, shared, received = await asyncio.gather(
+        (memories, shared), received = await asyncio.gather(
             self._recall(task, agent.spec, agent.agent_id),
-            self._runs.shared(task),
             self._runs.received(task, agent.agent_id),
         )
         messages = build_messages(agent.spec, task, memories, shared, received)
@@ -489,23 +488,28 @@ class TaskWorker:
         except (RecursionError, ValueError, LookupError) as exc:  # a schema the checks on save let through
             return output, [f"the answer could not be checked against the schema ({type(exc).__name__})"]
 
-    async def _recall(self, task: AgentTask, spec: AgentSpec, agent_id: str) -> list[str]:
-        """What memory recalls for the agent and the execution; nothing (and a warning) if memory does not answer."""
+    async def _recall(self, task: AgentTask, spec: AgentSpec, agent_id: str) -> tuple[list[str], dict[str, Any]]:
+        """What memory recalls for the agent and the execution, and for a team run's member the run's shared
+        context by key (one query either way); nothing (and a warning) if memory does not answer."""
         words = " ".join(x for x in (task.step_name, task.instructions, json.dumps(task.input)[:300]) if x)
         scopes = [Scope(kind=ScopeKind.EXECUTION, id=task.execution_id)]
         run = run_scope(task)
-        query = RetrieveMemory(
-            query=words[:500] or spec.role,
-            agent_id=agent_id,
-            scopes=scopes if run is None else [*scopes, run],
-            limit=5,
+        asked = RetrieveMemory(query=words[:500] or spec.role, agent_id=agent_id, scopes=scopes, limit=5)
+        query = (
+            asked
+            if run is None
+            else RecallForTask(
+                **{**asked.model_dump(), "scopes": [*scopes, run]}, shared=run, shared_limit=MAX_SHARED_ENTRIES
+            )
         )
         try:
             found = await ask(self._bus, task.workspace_id, query, self._settings.memory_timeout_s)
         except QueryFailed as exc:
             log.warning("memory recall for %s failed: %s", task.key, exc)
-            return []
-        return [str(item.get("content", "")) for item in found if isinstance(item, dict)]
+            return [], {}
+        recalled, rows = (found, []) if run is None else (found.get("recalled", []), found.get("shared", []))
+        memories = [str(item.get("content", "")) for item in recalled if isinstance(item, dict)]
+        return memories, {str(row["key"]): row.get("value") for row in rows if isinstance(row, dict) and "key" in row}
 
     # Budgets and usage ----------------------------------------------------------------------------------------
 

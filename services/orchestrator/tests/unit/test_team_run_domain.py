@@ -23,6 +23,7 @@ from contracts.team_runs import (
 from contracts.workflows import AgentStep
 from orchestrator.domain.run_plans import summary_spec, work_spec
 from orchestrator.domain.team_run import (
+    Phase,
     RunIsOver,
     TeamRun,
     TeamRunNotFound,
@@ -139,18 +140,17 @@ def test_step_events_in_any_order_and_repeated_give_one_state() -> None:
 def test_what_is_not_noted_could_not_have_changed_the_run() -> None:
     """The orchestrator does not even send a note for a plan's or a summary's step events: in any state a note of
     them would decide nothing, while the work's steps and every execution's end are noted."""
-    states = {"plan": started(), "work": planned()}
     summarizing, _ = note(planned(), "work", "ExecutionCompleted", output={"s1": {"a": 1}, "s2": {"b": 2}})
-    states["sum"] = summarizing
+    states: dict[Phase, TeamRun] = {"plan": started(), "work": planned(), "sum": summarizing}
     for phase, state in states.items():
         for kind in ("StepScheduled", "StepSucceeded", "StepFailed"):
-            skipped = not noted(phase, kind)  # type: ignore[arg-type]
+            skipped = not noted(phase, kind)
             assert skipped == (phase != "work")
             if skipped:
                 _, events = note(state, phase, kind, step_id="s1", attempt=1, output={"plan": PLAN})
                 assert events == [], (phase, kind)
-        assert noted(phase, "ExecutionCompleted") and noted(phase, "ExecutionFailed")  # type: ignore[arg-type]
-        assert noted(phase, "ExecutionCancelled")  # type: ignore[arg-type]
+        for end in ("ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled"):
+            assert noted(phase, end)
 
 
 def test_a_budget_stop_keeps_the_partial_results_and_the_lead_summarises_them() -> None:
