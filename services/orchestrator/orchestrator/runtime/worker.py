@@ -290,7 +290,7 @@ class TaskWorker:
 
     async def _context(self, task: AgentTask, agent: Candidate) -> list[ChatMessage]:
         """The prompt: the agent's and the step's instructions with what memory recalls, the run's shared context
-        and the messages the agent received (three reads over NATS, each bounded: at once); the handoff recorded."""
+        and the messages the agent received (two reads over NATS, each bounded: at once); the handoff recorded."""
         (memories, shared), received = await asyncio.gather(
             self._recall(task, agent.spec, agent.agent_id),
             self._runs.received(task, agent.agent_id),
